@@ -1,0 +1,1 @@
+"""Datasets: the procedural shapes dataset (more sources come with the input pipeline)."""

@@ -1,0 +1,173 @@
+"""The procedural "shapes" dataset: one coloured shape on black, with a caption.
+
+Generated on the fly and deterministic from (seed, split, example index), so it needs no
+files, and the data position of a run is just the index of the next example. The spec below
+is fixed because other tools (the attribute classifier, evaluation) read it:
+
+* black background, one object per square image;
+* 8 colours with the exact RGB values in ``COLORS``;
+* circle, square, or an upward triangle whose base equals its height;
+* small (bounding side 0.16 of the image) or large (0.28);
+* centred on one of the 3x3 grid cells, with uniform jitter of at most 1/48 of the image per axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (40, 80, 230),
+    "yellow": (235, 215, 40),
+    "magenta": (210, 50, 210),
+    "cyan": (40, 210, 220),
+    "white": (240, 240, 240),
+    "orange": (245, 140, 20),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+SIZES: dict[str, float] = {"small": 0.16, "large": 0.28}
+# Row-major over the 3x3 grid: index = 3 * row + col.
+POSITIONS: tuple[str, ...] = (
+    "top left", "top", "top right",
+    "left", "center", "right",
+    "bottom left", "bottom", "bottom right",
+)
+COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
+SIZE_NAMES: tuple[str, ...] = tuple(SIZES)
+# Attribute order in every [..., 4] attribute array.
+ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "position")
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "color": COLOR_NAMES, "shape": SHAPES, "size": SIZE_NAMES, "position": POSITIONS,
+}
+NUM_COMBINATIONS = len(COLORS) * len(SHAPES) * len(SIZES) * len(POSITIONS)  # 432
+MAX_JITTER = 1.0 / 48.0
+
+TEMPLATES: tuple[str, ...] = (
+    "a {size} {color} {shape} in the {position}",
+    "there is a {size} {color} {shape} at the {position} of the image",
+    "{size} {color} {shape}, {position}",
+    "a picture of a {size} {color} {shape} located at the {position}",
+    "the {position} has a {size} {color} {shape}",
+    "one {size} {color} {shape} on a black background, {position}",
+)
+
+_SPLIT_IDS = {"train": 0, "test": 1}
+_SUPERSAMPLE = 4  # sub-pixels per axis for anti-aliased edges
+
+
+def caption(attrs: Sequence[int], template: int = 0) -> str:
+    """The caption of attribute indices (color, shape, size, position) with one template."""
+    c, s, z, p = (int(a) for a in attrs)
+    return TEMPLATES[template].format(
+        size=SIZE_NAMES[z], color=COLOR_NAMES[c], shape=SHAPES[s], position=POSITIONS[p])
+
+
+def all_combinations() -> np.ndarray:
+    """Every (color, shape, size, position) combination, [432, 4] int32."""
+    grids = np.meshgrid(*(np.arange(len(v)) for v in ATTRIBUTE_VALUES.values()), indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=-1).astype(np.int32)
+
+
+def _inside(shape: int, x: np.ndarray, y: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
+    half = side / 2.0
+    if SHAPES[shape] == "circle":
+        return (x - cx) ** 2 + (y - cy) ** 2 <= half ** 2
+    if SHAPES[shape] == "square":
+        return (np.abs(x - cx) <= half) & (np.abs(y - cy) <= half)
+    # Upward triangle, base = height = side: the width at depth d below the apex is d.
+    depth = y - (cy - half)
+    return (depth >= 0) & (depth <= side) & (np.abs(x - cx) <= depth / 2.0)
+
+
+def render(attrs: Sequence[int], resolution: int, jitter: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Draws one image, uint8 [resolution, resolution, 3], anti-aliased by supersampling.
+
+    Args:
+      attrs: (color, shape, size, position) indices.
+      resolution: side of the square image in pixels.
+      jitter: (dx, dy) offset of the centre as a fraction of the image, each in
+        [-1/48, 1/48].
+    """
+    c, s, z, p = (int(a) for a in attrs)
+    row, col = divmod(p, 3)
+    cx = ((col + 0.5) / 3.0 + jitter[0]) * resolution
+    cy = ((row + 0.5) / 3.0 + jitter[1]) * resolution
+    side = SIZES[SIZE_NAMES[z]] * resolution
+    # Only the object's bounding box needs sub-pixel coverage.
+    x0 = max(int(np.floor(cx - side / 2)) - 1, 0)
+    x1 = min(int(np.ceil(cx + side / 2)) + 1, resolution)
+    y0 = max(int(np.floor(cy - side / 2)) - 1, 0)
+    y1 = min(int(np.ceil(cy + side / 2)) + 1, resolution)
+    sub = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE
+    xs = (np.arange(x0, x1)[:, None] + sub[None, :]).ravel()
+    ys = (np.arange(y0, y1)[:, None] + sub[None, :]).ravel()
+    inside = _inside(s, xs[None, :], ys[:, None], cx, cy, side)
+    coverage = inside.reshape(y1 - y0, _SUPERSAMPLE, x1 - x0, _SUPERSAMPLE).mean(axis=(1, 3))
+    image = np.zeros((resolution, resolution, 3), np.float32)
+    image[y0:y1, x0:x1] = coverage[..., None] * np.asarray(COLORS[COLOR_NAMES[c]], np.float32)
+    return np.round(image).astype(np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One drawn example and the randomness that produced it."""
+
+    image: np.ndarray  # uint8 [R, R, 3]
+    attrs: np.ndarray  # int32 [4]
+    template: int
+    wrong_attrs: np.ndarray  # int32 [4], differs from attrs in at least one attribute
+    wrong_template: int
+
+    @property
+    def caption(self) -> str:
+        return caption(self.attrs, self.template)
+
+    @property
+    def wrong_caption(self) -> str:
+        return caption(self.wrong_attrs, self.wrong_template)
+
+
+def _random_attrs(rng: np.random.Generator) -> np.ndarray:
+    return np.array([rng.integers(len(v)) for v in ATTRIBUTE_VALUES.values()], np.int32)
+
+
+def example(index: int, resolution: int, seed: int = 0, split: str = "train") -> Example:
+    """The example at a global index: a pure function of (seed, split, index)."""
+    if split not in _SPLIT_IDS:
+        raise ValueError(f"unknown shapes split {split!r}; valid: {sorted(_SPLIT_IDS)}")
+    rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
+    attrs = _random_attrs(rng)
+    template = int(rng.integers(len(TEMPLATES)))
+    jitter = tuple(rng.uniform(-MAX_JITTER, MAX_JITTER, size=2))
+    # A mismatched caption for the matching-aware loss: any other combination.
+    wrong = _random_attrs(rng)
+    while np.array_equal(wrong, attrs):
+        wrong = _random_attrs(rng)
+    wrong_template = int(rng.integers(len(TEMPLATES)))
+    return Example(render(attrs, resolution, jitter), attrs, template, wrong, wrong_template)
+
+
+def batch(start: int, size: int, resolution: int, seed: int = 0, split: str = "train") -> dict:
+    """Examples [start, start + size) as numpy arrays and caption lists.
+
+    Returns a dict with ``image`` uint8 [B, R, R, 3], ``attrs`` int32 [B, 4], ``caption`` and
+    ``wrong_caption`` (lists of B strings).
+    """
+    examples = [example(start + i, resolution, seed, split) for i in range(size)]
+    return {
+        "image": np.stack([e.image for e in examples]),
+        "attrs": np.stack([e.attrs for e in examples]),
+        "caption": [e.caption for e in examples],
+        "wrong_caption": [e.wrong_caption for e in examples],
+    }
+
+
+def images_for(attrs: np.ndarray, resolution: int, seed: int = 0) -> np.ndarray:
+    """Real images for given attribute rows, with jitter drawn from ``seed``; uint8 [N, R, R, 3]."""
+    rng = np.random.default_rng([seed, 2])
+    jit = rng.uniform(-MAX_JITTER, MAX_JITTER, size=(len(attrs), 2))
+    return np.stack([render(a, resolution, tuple(j)) for a, j in zip(attrs, jit)])
