@@ -1,0 +1,113 @@
+"""Checkpoints: the whole GANState, the data position and the config, saved together.
+
+Orbax ``CheckpointManager`` with asynchronous saves and keep-last-N. Each checkpoint holds
+three items: ``state`` (the GANState pytree), ``data`` (where the input pipeline resumes)
+and ``config`` (to refuse resuming a different model). Every failure to read one becomes a
+``CheckpointError`` with a one-line message naming the checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxgan.config import Config, to_dict
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or does not fit the model; one-line message."""
+
+
+def _shape_mismatch(abstract: Any, restored: Any) -> str | None:
+    paths_a = jax.tree_util.tree_flatten_with_path(abstract)[0]
+    paths_r = jax.tree_util.tree_flatten_with_path(restored)[0]
+    if len(paths_a) != len(paths_r):
+        return f"{len(paths_r)} arrays where the model has {len(paths_a)}"
+    for (path, a), (_, r) in zip(paths_a, paths_r):
+        if tuple(a.shape) != tuple(np.shape(r)):
+            return f"{jax.tree_util.keystr(path)} has shape {tuple(np.shape(r))}, the model needs {tuple(a.shape)}"
+    return None
+
+
+class Checkpointer:
+    """Saves and restores training checkpoints under ``directory``."""
+
+    def __init__(self, directory: str | Path, keep: int = 3, asynchronous: bool = True):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=asynchronous)
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_names=("state", "data", "config"))
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, data_position: dict[str, Any], config: Config) -> None:
+        """Starts an (asynchronous) save of ``state``; returns before the write finishes."""
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_position),
+            config=ocp.args.JsonSave(to_dict(config))))
+
+    def restore(self, abstract_state: Any, config: Config, step: int | None = None,
+                ) -> tuple[Any, dict[str, Any]]:
+        """Restores (state, data position) into the structure of ``abstract_state``.
+
+        Raises ``CheckpointError`` when there is none, when its model config differs from
+        ``config``'s, or when its arrays cannot be read or do not fit.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint found in {self.directory}")
+        where = f"checkpoint {self.directory / str(step)}"
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(
+                data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for unreadable files
+            raise CheckpointError(f"{where} is corrupt: cannot read its metadata ({_short(e)})") from None
+        saved_model = meta.config.get("model") if isinstance(meta.config, dict) else None
+        wanted = to_dict(config)["model"]
+        if saved_model != wanted:
+            diff = sorted(k for k in wanted if (saved_model or {}).get(k) != wanted[k])
+            detail = ", ".join(f"model.{k}: checkpoint {(saved_model or {}).get(k)!r} vs config {wanted[k]!r}"
+                               for k in diff)
+            raise CheckpointError(f"{where} is incompatible with the config ({detail})")
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state)))
+        except Exception as e:
+            raise CheckpointError(f"{where} is corrupt or incompatible ({_short(e)})") from None
+        mismatch = _shape_mismatch(abstract_state, restored.state)
+        if mismatch:
+            raise CheckpointError(f"{where} is incompatible: {mismatch}")
+        return restored.state, dict(meta.data)
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) for a pytree of arrays."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+                        tree)
+
+
+__all__ = ["Checkpointer", "CheckpointError", "abstract_like"]

@@ -1,0 +1,206 @@
+"""Configs as code: dataclasses, named presets, dotted overrides, and validation.
+
+A config is a tree of frozen dataclasses. ``get_config(preset)`` returns a preset;
+``apply_overrides(config, ["train.steps=100", ...])`` changes fields by dotted name with the
+field's own type. Every mistake raises ``ConfigError`` with one line that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, Sequence
+
+
+class ConfigError(ValueError):
+    """A config problem, with a one-line message for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The generator/discriminator pair."""
+
+    arch: str = "dcgan"
+    resolution: int = 32
+    width: int = 32           # base channel count; blocks use multiples of it
+    z_dim: int = 100
+    text_dim: int = 128       # the projected sentence embedding in G and D
+    upsample: str = "resize_conv"  # or "conv_transpose"
+    dtype: str = "float32"    # compute dtype; params stay float32
+    bn_sync: bool = True      # BatchNorm statistics over the global batch, or per device
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation and the loop around the step."""
+
+    steps: int = 6000
+    batch_size: int = 64      # global, over all devices
+    loss: str = "nonsaturating"  # or "hinge"
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    ema_decay: float = 0.999
+    seed: int = 0
+    parallel: str = "jit"     # "jit" over a named mesh, or "pmap"
+    num_devices: int = 0      # 0: every local device
+    log_every: int = 100
+    sample_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where images and captions come from."""
+
+    dataset: str = "shapes"
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """The frozen text encoder: "shapes" (shipped), a local HF directory, or a hub id."""
+
+    encoder: str = "shapes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+    text: TextConfig = TextConfig()
+
+
+# Presets override a few fields of the default. "tiny" is for tests and quick local runs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "shapes64": {"model.resolution": 64},
+    "dcgan64": {"model.resolution": 64, "model.width": 64},
+    "dcgan128": {"model.resolution": 128, "model.width": 64},
+    "dcgan256": {"model.resolution": 256, "model.width": 64, "train.batch_size": 32},
+    "tiny": {
+        "model.width": 8, "model.z_dim": 16, "model.text_dim": 16, "train.batch_size": 16,
+        "train.steps": 20, "train.log_every": 5, "train.sample_every": 10,
+        "train.checkpoint_every": 10,
+    },
+}
+
+_CHOICES = {
+    "model.arch": ("dcgan",),
+    "model.upsample": ("resize_conv", "conv_transpose"),
+    "model.dtype": ("float32", "bfloat16"),
+    "model.resolution": (32, 64, 128, 256),
+    "train.loss": ("nonsaturating", "hinge"),
+    "train.parallel": ("jit", "pmap"),
+    "data.dataset": ("shapes",),
+}
+
+
+def _fields(obj: Any, prefix: str = "") -> dict[str, tuple[Any, type]]:
+    """Flat {dotted name: (value, type)} for every leaf field."""
+    out = {}
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_fields(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (value, hints[f.name])
+    return out
+
+
+def _parse(name: str, text: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes"):
+                return True
+            if text.lower() in ("0", "false", "no"):
+                return False
+            raise ValueError
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"config key {name}: {text!r} is not a valid {kind.__name__}") from None
+
+
+def _replace(config: Any, dotted: str, value: Any) -> Any:
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return dataclasses.replace(config, **{head: value})
+    return dataclasses.replace(config, **{head: _replace(getattr(config, head), rest, value)})
+
+
+def apply_overrides(config: Config, overrides: Sequence[str] | dict[str, Any]) -> Config:
+    """Returns ``config`` with ``key=value`` overrides applied and validated."""
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    known = _fields(config)
+    for key, value in items:
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")
+        kind = known[key][1]
+        if isinstance(value, str) and kind is not str:
+            value = _parse(key, value, kind)
+        config = _replace(config, key, value)
+    validate(config)
+    return config
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"config override {override!r} is not of the form key=value")
+    return key.strip(), value.strip()
+
+
+def get_config(preset: str = "default", overrides: Sequence[str] = ()) -> Config:
+    """A named preset with overrides applied; raises ``ConfigError`` for unknown names."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    config = apply_overrides(Config(), PRESETS[preset])
+    return apply_overrides(config, overrides)
+
+
+def validate(config: Config) -> None:
+    """Raises ``ConfigError`` for the first invalid field."""
+    flat = {k: v for k, (v, _) in _fields(config).items()}
+    res = flat["model.resolution"]
+    if not (res >= 8 and res & (res - 1) == 0):
+        raise ConfigError(f"model.resolution must be a power of two (one of 32, 64, 128, 256), got {res}")
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, got {flat[key]!r}")
+    for key in ("model.width", "model.z_dim", "model.text_dim", "train.batch_size",
+                "train.log_every", "train.sample_every", "train.checkpoint_every",
+                "train.keep_checkpoints"):
+        if flat[key] <= 0:
+            raise ConfigError(f"{key} must be positive, got {flat[key]}")
+    if flat["train.steps"] < 0 or flat["train.num_devices"] < 0:
+        raise ConfigError("train.steps and train.num_devices must not be negative")
+    if not 0.0 <= flat["train.ema_decay"] < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {flat['train.ema_decay']}")
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of ``to_dict``; unknown keys raise ``ConfigError``."""
+    flat = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(data, "")
+    return apply_overrides(Config(), flat)
+
+
+def to_json(config: Config) -> str:
+    return json.dumps(to_dict(config), indent=2, sort_keys=True)
