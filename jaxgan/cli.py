@@ -1,0 +1,107 @@
+"""Command lines of train.py and sample.py: parse, call the library, turn errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from jaxgan.config import PRESETS, Config, ConfigError, from_dict, get_config, apply_overrides
+
+
+class UsageError(ValueError):
+    """Bad command-line input, with a one-line message."""
+
+
+def _fail_cleanly(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+                  argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    from jaxgan.checkpoint import CheckpointError
+    from jaxgan.train import NonFiniteLossError
+    from jaxgan.text import TextEncoderError
+
+    try:
+        return main(args)
+    except (ConfigError, UsageError, CheckpointError, NonFiniteLossError, TextEncoderError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+def resolve_config(workdir: Path, preset: str | None, overrides: Sequence[str]) -> Config:
+    """The run's config: the workdir's saved one when resuming without --preset, else the preset."""
+    saved = workdir / "config.json"
+    if preset is None and saved.exists():
+        try:
+            base = from_dict(json.loads(saved.read_text()))
+        except (json.JSONDecodeError, ConfigError) as e:
+            raise ConfigError(f"{saved} is not a valid jaxgan config ({e})") from None
+        return apply_overrides(base, overrides)
+    return get_config(preset or "default", overrides)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a text-conditioned GAN (resumes if WORKDIR has checkpoints).")
+    p.add_argument("--workdir", default="workdir", help="where checkpoints, logs and samples go")
+    p.add_argument("--preset", choices=None, help=f"one of: {', '.join(PRESETS)} (default: default, "
+                   "or the workdir's saved config when resuming)")
+    p.add_argument("--steps", type=int, help="total training steps (shorthand for train.steps=N)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set model.width=64 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of train.py."""
+
+    def main(args: argparse.Namespace) -> int:
+        from jaxgan.train import train_and_evaluate
+
+        overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+        workdir = Path(args.workdir)
+        config = resolve_config(workdir, args.preset, overrides)
+        state = train_and_evaluate(config, workdir, progress=not args.no_progress)
+        print(f"trained to step {int(state.step)}; outputs in {workdir}")
+        return 0
+
+    return _fail_cleanly(main, train_parser(), argv)
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Generate images from prompts with a trained EMA generator.")
+    p.add_argument("--workdir", required=True, help="a training workdir with checkpoints")
+    p.add_argument("--prompt", action="append", required=True, help="a caption (repeatable)")
+    p.add_argument("--num-per-prompt", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="sample j of each prompt uses seed S + j")
+    p.add_argument("--out", default=None, help="output directory (default WORKDIR/samples/cli)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    return p
+
+
+def sample_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of sample.py."""
+
+    def main(args: argparse.Namespace) -> int:
+        from jaxgan.sampling import generate_from_checkpoint
+
+        prompts = [p.strip() for p in args.prompt]
+        if any(not p for p in prompts):
+            raise UsageError("empty prompt: every --prompt needs some text")
+        if args.num_per_prompt < 1:
+            raise UsageError(f"--num-per-prompt must be at least 1, got {args.num_per_prompt}")
+        workdir = Path(args.workdir)
+        if not (workdir / "config.json").exists():
+            raise UsageError(f"{workdir} is not a training workdir (no config.json)")
+        config = resolve_config(workdir, None, [])
+        out = Path(args.out) if args.out else workdir / "samples" / "cli"
+        manifest = generate_from_checkpoint(config, workdir, prompts, args.num_per_prompt, args.seed,
+                                            out, step=args.step)
+        print(f"wrote {len(prompts) * args.num_per_prompt} images, {out / 'grid.png'} and {manifest}")
+        return 0
+
+    return _fail_cleanly(main, sample_parser(), argv)

@@ -1,0 +1,86 @@
+"""The training input pipeline: shapes batches with their caption embeddings.
+
+The batch at step t is a pure function of (data seed, t), so the data position of a run
+is its step and resuming replays exactly. Captions are embedded by the frozen text encoder
+outside the compiled step; since a dataset repeats its captions, embeddings are cached by
+caption. A background thread prepares the next batches while the device trains.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from jaxgan.config import Config
+from jaxgan.data import shapes
+
+
+class CaptionEmbeddingCache:
+    """Sentence embeddings of captions, encoded once each by a frozen text encoder."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, captions: list[str]) -> np.ndarray:
+        """float32 [len(captions), sentence_dim]."""
+        missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if missing:
+            sentences = np.asarray(self.encoder(missing).sentence, np.float32)
+            self._cache.update(zip(missing, sentences))
+        return np.stack([self._cache[c] for c in captions])
+
+
+class ShapesPipeline:
+    """Global training batches from the shapes dataset, indexed by step."""
+
+    def __init__(self, config: Config, embed: CaptionEmbeddingCache):
+        self.batch_size = config.train.batch_size
+        self.resolution = config.model.resolution
+        self.seed = config.data.seed
+        self.embed = embed
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """The global batch for ``step``: image uint8, sentence / wrong_sentence float32."""
+        raw = shapes.batch(step * self.batch_size, self.batch_size, self.resolution, self.seed)
+        return {"image": raw["image"], "sentence": self.embed(raw["caption"]),
+                "wrong_sentence": self.embed(raw["wrong_caption"])}
+
+    def position(self, step: int) -> dict[str, int]:
+        """What a checkpoint stores to resume the data at ``step``."""
+        return {"dataset": "shapes", "next_step": step, "seed": self.seed,
+                "batch_size": self.batch_size}
+
+    def iterate(self, start: int, stop: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+        """Batches for steps [start, stop), made ``prefetch`` ahead on a background thread."""
+        buffer: queue.Queue = queue.Queue(maxsize=prefetch)
+        done = threading.Event()
+
+        def produce() -> None:
+            try:
+                for step in range(start, stop):
+                    item = self.batch(step)
+                    while not done.is_set():
+                        try:
+                            buffer.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if done.is_set():
+                        return
+            except BaseException as e:  # surfaced in the consumer, not lost in the thread
+                buffer.put(e)
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            for _ in range(start, stop):
+                item = buffer.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            done.set()

@@ -1,0 +1,115 @@
+"""Generator inference: images from prompts, sample grids with captions, manifests."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def sample_noise(seeds: Sequence[int], z_dim: int) -> jax.Array:
+    """z [N, Z] with sample i drawn from ``jax.random.key(seeds[i])``: reproducible alone."""
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+    return jax.vmap(lambda k: jax.random.normal(k, (z_dim,)))(keys)
+
+
+def make_generate_fn(generator: nn.Module):
+    """A jitted ``generate(params, batch_stats, z, sentence) -> uint8 [N, R, R, 3]``.
+
+    BatchNorm runs in inference mode (running statistics), so a sample does not depend on
+    the other samples in its batch.
+    """
+
+    @jax.jit
+    def generate(params: Any, batch_stats: Any, z: jax.Array, sentence: jax.Array) -> jax.Array:
+        images = generator.apply({"params": params, "batch_stats": batch_stats}, z, sentence,
+                                 train=False)
+        return to_uint8(images)
+
+    return generate
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+    """[-1, 1] float -> uint8 [0, 255]."""
+    return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
+    """Tiles uint8 [N, H, W, 3] into one image, row-major, with ``pad`` grey pixels between."""
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 64, np.uint8)
+    for i, image in enumerate(images):
+        r, k = divmod(i, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = image
+    return out
+
+
+def save_captioned_grid(images: np.ndarray, captions: Sequence[str], per_caption: int,
+                        path: str | Path, scale: int | None = None) -> None:
+    """One row per caption (``per_caption`` images each), the caption written to its left."""
+    h = images.shape[1]
+    scale = scale or max(1, 64 // h)
+    tiles = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)
+    body = grid(tiles, per_caption)
+    row_h = tiles.shape[1] + 2
+    label_w = 260
+    canvas = Image.new("RGB", (label_w + body.shape[1], body.shape[0]), (255, 255, 255))
+    canvas.paste(Image.fromarray(body), (label_w, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for r, caption in enumerate(captions):
+        lines = textwrap.wrap(caption, 40)[: max(1, row_h // 12)]
+        for j, line in enumerate(lines):
+            draw.text((4, 2 + r * row_h + 12 * j), line, fill=(0, 0, 0), font=font)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def write_samples(images: np.ndarray, prompts: Sequence[str], seeds: Sequence[int],
+                  out_dir: str | Path, per_prompt: int) -> Path:
+    """Writes one PNG per sample, ``grid.png`` and ``manifest.jsonl``; returns the manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifest.jsonl"
+    with open(manifest, "w") as f:
+        for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):
+            name = f"{i // per_prompt:03d}_{i % per_prompt:03d}.png"
+            Image.fromarray(np.asarray(image)).save(out / name)
+            f.write(json.dumps({"file": name, "prompt": prompt, "seed": int(seed)}) + "\n")
+    save_captioned_grid(np.asarray(images), list(prompts)[::per_prompt], per_prompt, out / "grid.png")
+    return manifest
+
+
+def generate_from_checkpoint(config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,
+                             seed: int, out_dir: str | Path, step: int | None = None) -> Path:
+    """Loads the EMA generator of ``workdir``'s checkpoint and writes samples for ``prompts``.
+
+    Sample j of every prompt uses seed ``seed + j``. Returns the manifest path.
+    """
+    from jaxgan.checkpoint import Checkpointer
+    from jaxgan.models import build_models
+    from jaxgan.state import init_state
+    from jaxgan.text import load_text_encoder
+
+    encoder = load_text_encoder(config.text.encoder)
+    generator, discriminator = build_models(config.model)
+    abstract = jax.eval_shape(lambda: init_state(config, generator, discriminator, encoder.sentence_dim))
+    checkpoints = Checkpointer(Path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
+    try:
+        state, _ = checkpoints.restore(abstract, config, step=step)
+    finally:
+        checkpoints.close()
+    all_prompts = [p for p in prompts for _ in range(per_prompt)]
+    seeds = [seed + j for _ in prompts for j in range(per_prompt)]
+    sentence = encoder(all_prompts).sentence
+    images = make_generate_fn(generator)(state.ema_params, state.g_stats,
+                                         sample_noise(seeds, config.model.z_dim), sentence)
+    return write_samples(np.asarray(images), all_prompts, seeds, out_dir, per_prompt)

@@ -1,0 +1,147 @@
+"""The training loop: data -> compiled step -> logs, sample grids, checkpoints.
+
+``train_and_evaluate(config, workdir)`` is what ``python train.py`` runs. Re-running it on
+the same workdir resumes from the latest checkpoint, exactly: the state, the optimizer
+moments, the PRNG key and the data position all come back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxgan import plots
+from jaxgan.checkpoint import Checkpointer
+from jaxgan.config import Config, to_json
+from jaxgan.data import shapes
+from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
+from jaxgan.models import build_models
+from jaxgan.parallel import data_parallel
+from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
+from jaxgan.state import GANState, init_state
+from jaxgan.step import make_train_step
+from jaxgan.text import load_text_encoder
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN or inf; the last good checkpoint is kept."""
+
+
+def preview_prompts(count: int = 12) -> list[str]:
+    """Fixed prompts for the periodic sample grids: every colour, shape, size and position."""
+    combos = shapes.all_combinations()
+    rng = np.random.default_rng(1234)
+    picked = combos[rng.choice(len(combos), size=count, replace=False)]
+    return [shapes.caption(a, i % len(shapes.TEMPLATES)) for i, a in enumerate(picked)]
+
+
+def _host(tree: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(tree).items()}
+
+
+class _Run:
+    """What the loop needs about one run: models, step, pipeline, files."""
+
+    def __init__(self, config: Config, workdir: Path):
+        self.config, self.workdir = config, workdir
+        self.encoder = load_text_encoder(config.text.encoder)
+        self.parallel = data_parallel(config)
+        groups, axis = self.parallel.batchnorm_layout(config.model.bn_sync)
+        self.generator, self.discriminator = build_models(config.model, groups, axis)
+        # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
+        self.sample_generator, _ = build_models(config.model)
+        self.embed = CaptionEmbeddingCache(self.encoder)
+        self.pipeline = ShapesPipeline(config, self.embed)
+        self.step_fn = self.parallel.compile(
+            make_train_step(config, self.generator, self.discriminator, self.parallel.axis_name))
+        self.generate = make_generate_fn(self.sample_generator)
+        self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+
+    def fresh_state(self) -> GANState:
+        return jax.jit(lambda: init_state(self.config, self.generator, self.discriminator,
+                                          self.encoder.sentence_dim))()
+
+    def restore_or_init(self) -> GANState:
+        if self.checkpoints.latest_step() is None:
+            return self.fresh_state()
+        abstract = jax.eval_shape(lambda: init_state(self.config, self.generator, self.discriminator,
+                                                     self.encoder.sentence_dim))
+        state, _ = self.checkpoints.restore(abstract, self.config)
+        return state
+
+    def preview(self, state: GANState, name: str, per_prompt: int = 8) -> Path:
+        prompts = preview_prompts()
+        seeds = np.tile(np.arange(per_prompt), len(prompts))
+        z = sample_noise(seeds, self.config.model.z_dim)
+        sentence = self.embed([p for p in prompts for _ in range(per_prompt)])
+        images = np.asarray(self.generate(state.ema_params, state.g_stats, z, sentence))
+        path = self.workdir / "samples" / f"{name}.png"
+        save_captioned_grid(images, prompts, per_prompt, path)
+        return path
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drops rows past ``step``: a run that died after its last checkpoint logged them."""
+    rows = plots.read_metrics(path)
+    if any(r["step"] > step for r in rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
+
+
+def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True) -> GANState:
+    """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
+
+    Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png`` and
+    orbax checkpoints under ``checkpoints/``. Raises ``NonFiniteLossError`` if a loss or norm
+    becomes NaN/inf, without saving that state.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = _Run(config, workdir)
+    (workdir / "config.json").write_text(to_json(config) + "\n")
+    state = run.restore_or_init()
+    start, total = int(state.step), config.train.steps
+    state = run.parallel.put_state(state)
+    single = run.parallel.unreplicate
+    metrics_path = workdir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, start)
+
+    bar = tqdm(total=total, initial=start, disable=not progress, dynamic_ncols=True, unit="step")
+    last_log, last_time = start, time.perf_counter()
+    try:
+        for step, batch in enumerate(run.pipeline.iterate(start, total), start=start + 1):
+            state, metrics = run.step_fn(state, run.parallel.put_batch(batch))
+            bar.update(1)
+            t = config.train
+            at_log = step % t.log_every == 0 or step == total
+            at_ckpt = step % t.checkpoint_every == 0 or step == total
+            if at_log or at_ckpt:
+                values = _host(single(metrics))
+                if not all(math.isfinite(v) for v in values.values()):
+                    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+                    last = run.checkpoints.latest_step()
+                    raise NonFiniteLossError(
+                        f"non-finite {', '.join(bad)} at step {step}; training stopped, the last good "
+                        f"checkpoint is {'step ' + str(last) if last is not None else 'none'}")
+                now = time.perf_counter()
+                values["steps_per_sec"] = (step - last_log) / max(now - last_time, 1e-9)
+                last_log, last_time = step, now
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps({"step": step, **values}) + "\n")
+                bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
+            if step % t.sample_every == 0 or step == total:
+                run.preview(single(state), f"step_{step:06d}")
+            if at_ckpt:
+                run.checkpoints.save(step, single(state), run.pipeline.position(step), config)
+        run.checkpoints.wait()
+        plots.plot_losses(metrics_path, workdir / "losses.png")
+    finally:
+        bar.close()
+        run.checkpoints.close()
+    return single(state)
