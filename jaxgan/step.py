@@ -44,7 +44,7 @@ def images_to_float(images: jax.Array) -> jax.Array:
 
 
 def _norm(tree: Any) -> jax.Array:
-    return optax.global_norm(tree)
+    return optax.tree.norm(tree)
 
 
 def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Module,

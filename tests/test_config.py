@@ -1,0 +1,39 @@
+import pytest
+
+from jaxgan.config import PRESETS, Config, ConfigError, from_dict, get_config, to_dict
+
+
+def test_presets_override_a_few_fields():
+    assert get_config() == Config()
+    tiny = get_config("tiny")
+    assert tiny.model.width == 8 and tiny.model.resolution == 32
+    assert get_config("dcgan256").model.resolution == 256
+    assert set(PRESETS) >= {"default", "tiny", "shapes64", "dcgan64", "dcgan128", "dcgan256"}
+
+
+def test_overrides_are_typed():
+    c = get_config("default", ["train.steps=12", "model.bn_sync=false", "train.g_lr=1e-3",
+                               "model.dtype=bfloat16"])
+    assert c.train.steps == 12 and c.model.bn_sync is False and c.train.g_lr == 1e-3
+    assert c.model.dtype == "bfloat16"
+    assert from_dict(to_dict(c)) == c
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.resolution=48"], "power of two"),
+    (["model.resolution=512"], "model.resolution must be one of"),
+    (["model.wdth=3"], "unknown config key 'model.wdth'; valid keys: data.dataset"),
+    (["train.steps=ten"], "train.steps: 'ten' is not a valid int"),
+    (["train.loss=wgan"], "train.loss must be one of nonsaturating, hinge"),
+    (["train.batch_size=0"], "train.batch_size must be positive"),
+    (["model.width"], "not of the form key=value"),
+])
+def test_bad_config_gives_one_line_error(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        get_config("default", overrides)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_preset_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; valid presets: default, "):
+        get_config("huge")

@@ -1,0 +1,117 @@
+"""The compiled step: parallel equivalence, no recompiles, the losses it optimises."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import random_batch, tree_max_abs_diff
+from jaxgan.config import get_config
+from jaxgan.losses import LOSSES, matching_aware_d_loss
+from jaxgan.models import build_models
+from jaxgan.parallel import data_parallel
+from jaxgan.state import GANState, init_state
+from jaxgan.step import example_noise, make_train_step
+
+SENTENCE_DIM = 12
+BATCH = 16
+
+
+def _train(overrides, steps=3, count_traces=None):
+    # A larger learning rate than the default makes "moved from init" far exceed the tolerance.
+    cfg = get_config("tiny", [f"train.batch_size={BATCH}", "train.g_lr=2e-3", "train.d_lr=2e-3", *overrides])
+    dp = data_parallel(cfg)
+    g, d = build_models(cfg.model, *dp.batchnorm_layout(cfg.model.bn_sync))
+    step = make_train_step(cfg, g, d, dp.axis_name)
+    if count_traces is not None:
+        inner = step
+
+        def step(state, batch):
+            count_traces.append(1)  # runs only while tracing
+            return inner(state, batch)
+
+    compiled = dp.compile(step)
+    state = dp.put_state(init_state(cfg, g, d, SENTENCE_DIM))
+    history = []
+    for i in range(steps):
+        state, metrics = compiled(state, dp.put_batch(random_batch(BATCH, 32, SENTENCE_DIM, seed=i)))
+        history.append({k: float(v) for k, v in dp.unreplicate(metrics).items()})
+    return jax.device_get(dp.unreplicate(state)), history
+
+
+def _learned(state: GANState):
+    return (state.g_params, state.d_params, state.g_stats, state.d_stats, state.ema_params,
+            state.g_opt_state, state.d_opt_state)
+
+
+def test_eight_devices_train_the_same_model_as_one():
+    assert jax.device_count() == 8
+    single, h1 = _train(["train.num_devices=1"])
+    jit8, h2 = _train(["train.num_devices=8", "train.parallel=jit"])
+    pmap8, h3 = _train(["train.num_devices=8", "train.parallel=pmap"])
+    for other, hist in ((jit8, h2), (pmap8, h3)):
+        diff = tree_max_abs_diff(_learned(single), _learned(other))
+        print("max abs diff vs one device:", diff)
+        assert diff < 1e-5
+        assert int(other.step) == 3
+        for a, b in zip(h1, hist):
+            assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4)
+            assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-4)
+    # Training moved the params: equality is not the trivial kind.
+    g, d = build_models(get_config("tiny").model)
+    fresh = init_state(get_config("tiny"), g, d, SENTENCE_DIM)
+    assert tree_max_abs_diff(fresh.g_params, single.g_params) > 3e-3
+
+
+def test_per_device_batchnorm_is_the_same_under_jit_and_pmap():
+    jit8, _ = _train(["train.num_devices=8", "model.bn_sync=false"])
+    pmap8, _ = _train(["train.num_devices=8", "train.parallel=pmap", "model.bn_sync=false"])
+    synced, _ = _train(["train.num_devices=8"])
+    assert tree_max_abs_diff(_learned(jit8), _learned(pmap8)) < 2e-4
+    # ... and it is a different model from synchronised BN.
+    assert tree_max_abs_diff(jit8.g_params, synced.g_params) > 1e-3
+
+
+@pytest.mark.parametrize("mode", ["jit", "pmap"])
+def test_step_compiles_once(mode):
+    traces = []
+    _train([f"train.parallel={mode}", "train.num_devices=2"], steps=4, count_traces=traces)
+    assert len(traces) == 1
+
+
+def test_noise_does_not_depend_on_the_device_split():
+    key = jax.random.key(3)
+    whole = example_noise(key, 8, 5, None)
+    split = jax.vmap(lambda _: example_noise(key, 4, 5, "i"), axis_name="i")(jnp.arange(2))
+    np.testing.assert_allclose(whole, split.reshape(8, 5), atol=0)
+
+
+def test_first_d_loss_is_the_matching_aware_loss_of_the_initial_models():
+    cfg = get_config("tiny", [f"train.batch_size={BATCH}", "train.num_devices=1", "train.loss=hinge"])
+    g, d = build_models(cfg.model)
+    state = init_state(cfg, g, d, SENTENCE_DIM)
+    batch = random_batch(BATCH, 32, SENTENCE_DIM, seed=0)
+    _, metrics = jax.jit(make_train_step(cfg, g, d))(state, batch)
+
+    # Recompute by hand from the same pieces: noise, G, D on real/fake/mismatched.
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 0)
+    z = example_noise(key, BATCH, cfg.model.z_dim, None)
+    fake, _ = g.apply({"params": state.g_params, "batch_stats": state.g_stats}, z, batch["sentence"],
+                      train=True, mutable=["batch_stats"])
+    real = batch["image"].astype(np.float32) / 127.5 - 1
+    dv = {"params": state.d_params, "batch_stats": state.d_stats}
+    (r, w), upd = d.apply(dv, real, batch["sentence"], batch["wrong_sentence"], train=True, mutable=["batch_stats"])
+    f, _ = d.apply({"params": state.d_params, **upd}, fake, batch["sentence"], train=True, mutable=["batch_stats"])
+    expected = matching_aware_d_loss(LOSSES["hinge"], r, f, w)
+    assert float(metrics["d_loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_text_encoder_params_are_not_in_the_trained_state():
+    cfg = get_config("tiny")
+    g, d = build_models(cfg.model)
+    state = init_state(cfg, g, d, SENTENCE_DIM)
+    leaves = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]}
+    assert not any("text_model" in leaf or "token_embedding" in leaf for leaf in leaves)
+    # Both optimizers hold exactly their own network's params.
+    assert jax.tree.structure(state.g_opt_state[0].mu) == jax.tree.structure(state.g_params)
+    assert jax.tree.structure(state.d_opt_state[0].mu) == jax.tree.structure(state.d_params)
