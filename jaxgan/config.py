@@ -42,7 +42,7 @@ class TrainConfig:
     d_lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    ema_decay: float = 0.999
+    ema_decay: float = 0.998
     seed: int = 0
     parallel: str = "jit"     # "jit" over a named mesh, or "pmap"
     num_devices: int = 0      # 0: every local device

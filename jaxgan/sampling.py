@@ -88,28 +88,44 @@ def write_samples(images: np.ndarray, prompts: Sequence[str], seeds: Sequence[in
     return manifest
 
 
+
+class TrainedGenerator:
+    """The EMA generator of a workdir's checkpoint with its text encoder: prompts -> images."""
+
+    def __init__(self, config, workdir: str | Path, step: int | None = None):
+        from jaxgan.checkpoint import Checkpointer
+        from jaxgan.models import build_models
+        from jaxgan.state import init_state
+        from jaxgan.text import load_text_encoder
+
+        self.config = config
+        self.encoder = load_text_encoder(config.text.encoder)
+        generator, discriminator = build_models(config.model)
+        abstract = jax.eval_shape(lambda: init_state(config, generator, discriminator,
+                                                     self.encoder.sentence_dim))
+        checkpoints = Checkpointer(Path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
+        try:
+            state, _ = checkpoints.restore(abstract, config, step=step)
+        finally:
+            checkpoints.close()
+        self.step = int(state.step)
+        self._params, self._stats = state.ema_params, state.ema_stats
+        self._generate = make_generate_fn(generator)
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        """uint8 [N, R, R, 3]: prompt i with noise from seed i."""
+        sentence = self.encoder(list(prompts)).sentence
+        z = sample_noise(seeds, self.config.model.z_dim)
+        return np.asarray(self._generate(self._params, self._stats, z, sentence))
+
+
 def generate_from_checkpoint(config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,
                              seed: int, out_dir: str | Path, step: int | None = None) -> Path:
-    """Loads the EMA generator of ``workdir``'s checkpoint and writes samples for ``prompts``.
+    """Writes samples of ``workdir``'s EMA generator for ``prompts``; returns the manifest path.
 
-    Sample j of every prompt uses seed ``seed + j``. Returns the manifest path.
+    Sample j of every prompt uses seed ``seed + j``.
     """
-    from jaxgan.checkpoint import Checkpointer
-    from jaxgan.models import build_models
-    from jaxgan.state import init_state
-    from jaxgan.text import load_text_encoder
-
-    encoder = load_text_encoder(config.text.encoder)
-    generator, discriminator = build_models(config.model)
-    abstract = jax.eval_shape(lambda: init_state(config, generator, discriminator, encoder.sentence_dim))
-    checkpoints = Checkpointer(Path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
-    try:
-        state, _ = checkpoints.restore(abstract, config, step=step)
-    finally:
-        checkpoints.close()
+    generate = TrainedGenerator(config, workdir, step)
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + j for _ in prompts for j in range(per_prompt)]
-    sentence = encoder(all_prompts).sentence
-    images = make_generate_fn(generator)(state.ema_params, state.g_stats,
-                                         sample_noise(seeds, config.model.z_dim), sentence)
-    return write_samples(np.asarray(images), all_prompts, seeds, out_dir, per_prompt)
+    return write_samples(generate(all_prompts, seeds), all_prompts, seeds, out_dir, per_prompt)

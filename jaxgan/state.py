@@ -28,6 +28,7 @@ class GANState(struct.PyTreeNode):
     g_opt_state: optax.OptState
     d_opt_state: optax.OptState
     ema_params: Any  # exponential moving average of g_params, used for sampling
+    ema_stats: Any  # BatchNorm running statistics of the EMA generator itself
     key: jax.Array  # raw uint32 key data, so checkpoints need no typed-key handling
     g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
@@ -61,6 +62,7 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
         d_opt_state=d_tx.init(d_vars["params"]),
         # A copy, not an alias: the step donates the state, and one buffer cannot be donated twice.
         ema_params=jax.tree.map(jnp.copy, g_vars["params"]),
+        ema_stats=jax.tree.map(jnp.copy, g_vars["batch_stats"]),
         key=jax.random.key_data(train_key),
         g_tx=g_tx,
         d_tx=d_tx,

@@ -103,14 +103,24 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         g_grads = mean_over_devices(g_grads)
         g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
-        ema_params = optax.incremental_update(g_params, state.ema_params, 1.0 - ema_decay)
+        # Warm-up (as in Keras/TF EMA): early on the average would be mostly the random
+        # init, so the decay grows from 0.1 to ema_decay over the first steps.
+        decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        ema_params = optax.incremental_update(g_params, state.ema_params, 1.0 - decay)
+
+        # The EMA generator needs statistics of its own activations: the raw generator's
+        # running statistics do not match the averaged weights, and samples come out dim
+        # and washed out (BigGAN recomputes "standing statistics" for the same reason).
+        _, ema_updates = generator.apply({"params": ema_params, "batch_stats": state.ema_stats}, z,
+                                         sentence, train=True, mutable=["batch_stats"])
 
         new_state = state.replace(
             step=state.step + 1, g_params=g_params, d_params=d_params,
             # Per-device BN under pmap leaves each device its own running statistics;
             # averaging keeps the replicas identical (a no-op when BN is synchronised).
             g_stats=mean_over_devices(g_stats), d_stats=mean_over_devices(d_stats),
-            g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_params=ema_params)
+            g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_params=ema_params,
+            ema_stats=mean_over_devices(ema_updates["batch_stats"]))
         metrics = mean_over_devices({
             "d_loss": d_loss, "g_loss": g_loss, **logits,
         })

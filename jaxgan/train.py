@@ -81,7 +81,7 @@ class _Run:
         seeds = np.tile(np.arange(per_prompt), len(prompts))
         z = sample_noise(seeds, self.config.model.z_dim)
         sentence = self.embed([p for p in prompts for _ in range(per_prompt)])
-        images = np.asarray(self.generate(state.ema_params, state.g_stats, z, sentence))
+        images = np.asarray(self.generate(state.ema_params, state.ema_stats, z, sentence))
         path = self.workdir / "samples" / f"{name}.png"
         save_captioned_grid(images, prompts, per_prompt, path)
         return path

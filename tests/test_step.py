@@ -40,7 +40,7 @@ def _train(overrides, steps=3, count_traces=None):
 
 
 def _learned(state: GANState):
-    return (state.g_params, state.d_params, state.g_stats, state.d_stats, state.ema_params,
+    return (state.g_params, state.d_params, state.g_stats, state.d_stats, state.ema_params, state.ema_stats,
             state.g_opt_state, state.d_opt_state)
 
 

@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make demo   trains the default (shapes, 32x32, shipped text encoder) and writes samples
+#   make test   runs the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= runs/demo
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.lib: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# torch is only the PyTorch reference of the parity tests; 2.13.0 is the CPU build.
+$(VENV)/.test: $(VENV)/.lib
+	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[test]"
+	touch $@
+
+.PHONY: demo test clean
+demo: $(VENV)/.lib
+	$(BIN)/python train.py --workdir $(DEMO_DIR)
+	$(BIN)/python sample.py --workdir $(DEMO_DIR) --num-per-prompt 8 --out $(DEMO_DIR)/prompts \
+	  --prompt "a small red circle in the top left" \
+	  --prompt "there is a large blue square at the bottom of the image" \
+	  --prompt "a large yellow triangle in the center" \
+	  --prompt "the right has a small white circle"
+	$(BIN)/python -m jaxgan.metrics.alignment --workdir $(DEMO_DIR)
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,135 @@
+"""End to end: train.py's loop, exact resume, sample.py, and clean errors on bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import trees_bitwise_equal
+from jaxgan import cli
+from jaxgan.config import get_config
+from jaxgan.data.pipeline import ShapesPipeline
+from jaxgan.train import NonFiniteLossError, train_and_evaluate
+
+TINY = ["train.num_devices=1", "train.checkpoint_every=3", "train.log_every=1", "train.sample_every=3"]
+
+
+def _everything(state):
+    return (state.step, state.g_params, state.d_params, state.g_stats, state.d_stats,
+            state.g_opt_state, state.d_opt_state, state.ema_params, state.ema_stats, state.key)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run of 6 steps through the command line, shared by the sampling tests."""
+    workdir = tmp_path_factory.mktemp("run")
+    args = ["--workdir", str(workdir), "--preset", "tiny", "--steps", "6", "--no-progress"]
+    assert cli.train_main(args + [f"--set={o}" for o in TINY]) == 0
+    return workdir
+
+
+def test_run_writes_its_outputs(trained):
+    for name in ("config.json", "metrics.jsonl", "losses.png", "samples/step_000006.png"):
+        assert (trained / name).exists(), name
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert {"d_loss", "g_loss", "d_grad_norm", "g_update_norm", "steps_per_sec"} <= set(rows[0])
+    assert sorted(int(p.name) for p in (trained / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6]
+    assert json.loads((trained / "config.json").read_text())["model"]["width"] == 8
+
+
+@pytest.mark.parametrize("parallel", ["jit", "pmap"])
+def test_resume_is_bitwise_exact(tmp_path, parallel):
+    overrides = [*TINY, f"train.parallel={parallel}", "train.num_devices=2"]
+    straight = train_and_evaluate(get_config("tiny", overrides + ["train.steps=6"]), tmp_path / "a",
+                                  progress=False)
+    train_and_evaluate(get_config("tiny", overrides + ["train.steps=3"]), tmp_path / "b", progress=False)
+    resumed = train_and_evaluate(get_config("tiny", overrides + ["train.steps=6"]), tmp_path / "b",
+                                 progress=False)
+    assert int(resumed.step) == 6
+    assert trees_bitwise_equal(_everything(straight), _everything(resumed))
+    # The log has each step once, as if the run had never stopped.
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    original = ShapesPipeline.batch
+
+    def poisoned(self, step):
+        batch = original(self, step)
+        if step >= 4:  # steps are 0-based here: the 5th step sees NaN text
+            batch["sentence"] = np.full_like(batch["sentence"], np.nan)
+        return batch
+
+    monkeypatch.setattr(ShapesPipeline, "batch", poisoned)
+    with pytest.raises(NonFiniteLossError, match="non-finite .* at step 5; .* last good checkpoint is step 3"):
+        train_and_evaluate(get_config("tiny", TINY + ["train.steps=6"]), tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["3"]
+
+
+def test_sample_writes_images_grid_and_manifest(trained, tmp_path):
+    out = tmp_path / "samples"
+    prompts = ["a small red circle in the top left", "a large blue square at the bottom"]
+    args = ["--workdir", str(trained), "--num-per-prompt", "3", "--seed", "5", "--out", str(out)]
+    assert cli.sample_main(args + [a for p in prompts for a in ("--prompt", p)]) == 0
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["prompt"], r["seed"]) for r in rows] == [(p, s) for p in prompts for s in (5, 6, 7)]
+    images = [np.asarray(Image.open(out / r["file"])) for r in rows]
+    assert all(im.shape == (32, 32, 3) for im in images)
+    assert Image.open(out / "grid.png").size[0] > 3 * 32
+    # A sample depends on its prompt and seed only, not on the rest of the batch.
+    alone = tmp_path / "alone"
+    assert cli.sample_main(["--workdir", str(trained), "--prompt", prompts[1], "--num-per-prompt", "1",
+                            "--seed", "6", "--out", str(alone)]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(alone / "000_000.png")), images[4])
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: "), err
+    return err
+
+
+def test_bad_train_input_is_one_line(tmp_path, capsys):
+    assert cli.train_main(["--workdir", str(tmp_path), "--preset", "huge"]) == 2
+    assert "unknown preset 'huge'; valid presets: default" in _error_line(capsys)
+    assert cli.train_main(["--workdir", str(tmp_path), "--set", "model.colour=red"]) == 2
+    assert "unknown config key 'model.colour'" in _error_line(capsys)
+    assert cli.train_main(["--workdir", str(tmp_path), "--set", "model.resolution=100"]) == 2
+    assert "power of two" in _error_line(capsys)
+
+
+def test_bad_sample_input_is_one_line(trained, tmp_path, capsys):
+    assert cli.sample_main(["--workdir", str(trained), "--prompt", "  "]) == 2
+    assert "empty prompt" in _error_line(capsys)
+    assert cli.sample_main(["--workdir", str(tmp_path), "--prompt", "a red circle"]) == 2
+    assert "not a training workdir" in _error_line(capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(trained / "config.json", empty / "config.json")
+    assert cli.sample_main(["--workdir", str(empty), "--prompt", "a red circle"]) == 2
+    assert "no checkpoint found" in _error_line(capsys)
+
+
+def test_incompatible_and_corrupt_checkpoints_are_named(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    config = json.loads((other / "config.json").read_text())
+    config["model"]["width"] = 16
+    (other / "config.json").write_text(json.dumps(config))
+    assert cli.sample_main(["--workdir", str(other), "--prompt", "a red circle"]) == 2
+    err = _error_line(capsys)
+    assert "checkpoints/6 is incompatible" in err and "model.width: checkpoint 8 vs config 16" in err
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    for f in (broken / "checkpoints" / "6" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    assert cli.sample_main(["--workdir", str(broken), "--prompt", "a red circle"]) == 2
+    assert "checkpoints/6 is corrupt" in _error_line(capsys)
+    # The training outputs next to it are untouched.
+    assert (broken / "checkpoints" / "3").exists() and (broken / "metrics.jsonl").exists()
