@@ -77,5 +77,14 @@ def test_examples_are_deterministic_and_mismatches_differ():
     np.testing.assert_array_equal(a["image"][4:], d["image"])
     for i in range(8):
         ex = shapes.example(100 + i, 32, seed=5)
-        assert not np.array_equal(ex.attrs, ex.wrong_attrs)
+        assert (ex.attrs != ex.wrong_attrs).sum() == 1
         assert ex.caption == a["caption"][i] and ex.wrong_caption == a["wrong_caption"][i]
+
+
+def test_mismatched_captions_change_each_attribute_to_every_other_value():
+    changed = {name: set() for name in shapes.ATTRIBUTES}
+    for i in range(400):
+        ex = shapes.example(i, 32, seed=1)
+        (which,) = np.nonzero(ex.attrs != ex.wrong_attrs)[0]
+        changed[shapes.ATTRIBUTES[which]].add(int(ex.wrong_attrs[which]))
+    assert {k: len(v) for k, v in changed.items()} == {"color": 8, "shape": 3, "size": 2, "position": 9}

@@ -133,3 +133,14 @@ def test_incompatible_and_corrupt_checkpoints_are_named(trained, tmp_path, capsy
     assert "checkpoints/6 is corrupt" in _error_line(capsys)
     # The training outputs next to it are untouched.
     assert (broken / "checkpoints" / "3").exists() and (broken / "metrics.jsonl").exists()
+
+
+def test_alignment_report_covers_every_combination(trained):
+    from jaxgan.metrics.alignment import main as alignment_main
+
+    assert alignment_main(["--workdir", str(trained), "--per-combination", "1"]) == 0
+    report = json.loads((trained / "alignment.json").read_text())
+    assert report["step"] == 6 and report["samples"] == 432
+    assert set(report["accuracy"]) == {"color", "shape", "size", "position", "all"}
+    # A 6-step tiny generator is near chance on colour (1/8), far from the trained target.
+    assert 0.0 <= report["accuracy"]["color"] < 0.5

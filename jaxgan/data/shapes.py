@@ -119,7 +119,7 @@ class Example:
     image: np.ndarray  # uint8 [R, R, 3]
     attrs: np.ndarray  # int32 [4]
     template: int
-    wrong_attrs: np.ndarray  # int32 [4], differs from attrs in at least one attribute
+    wrong_attrs: np.ndarray  # int32 [4], differs from attrs in exactly one attribute
     wrong_template: int
 
     @property
@@ -143,10 +143,13 @@ def example(index: int, resolution: int, seed: int = 0, split: str = "train") ->
     attrs = _random_attrs(rng)
     template = int(rng.integers(len(TEMPLATES)))
     jitter = tuple(rng.uniform(-MAX_JITTER, MAX_JITTER, size=2))
-    # A mismatched caption for the matching-aware loss: any other combination.
-    wrong = _random_attrs(rng)
-    while np.array_equal(wrong, attrs):
-        wrong = _random_attrs(rng)
+    # A mismatched caption for the matching-aware loss that differs in exactly one attribute.
+    # A random other combination would almost always differ in position (8 of 9 times), so
+    # D could reject it by position alone and never learn to check colour or shape.
+    wrong = attrs.copy()
+    which = int(rng.integers(len(ATTRIBUTES)))
+    choices = len(ATTRIBUTE_VALUES[ATTRIBUTES[which]])
+    wrong[which] = (attrs[which] + 1 + rng.integers(choices - 1)) % choices
     wrong_template = int(rng.integers(len(TEMPLATES)))
     return Example(render(attrs, resolution, jitter), attrs, template, wrong, wrong_template)
 
