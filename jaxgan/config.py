@@ -35,8 +35,8 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation and the loop around the step."""
 
-    steps: int = 6000
-    batch_size: int = 64      # global, over all devices
+    steps: int = 8000
+    batch_size: int = 32      # global, over all devices
     loss: str = "nonsaturating"  # or "hinge"
     g_lr: float = 2e-4
     d_lr: float = 2e-4
