@@ -217,6 +217,9 @@ class ClipTextModel(nn.Module):
 
 
 def init_params(config: ClipTextConfig, rng: jax.Array) -> dict[str, Any]:
-    """Fresh parameters of ``ClipTextModel(config)`` (Hugging Face's initial scales)."""
+    """Fresh parameters of ``ClipTextModel(config)`` (Hugging Face's initial scales).
+
+    Call it under ``jax.jit``: run eagerly, every initializer is compiled on its own.
+    """
     ids = jnp.zeros((1, min(2, config.max_position_embeddings)), jnp.int32)
     return ClipTextModel(config).init(rng, ids)["params"]

@@ -79,9 +79,18 @@ class TextEncoder(abc.ABC):
                                 jnp.asarray(attention_mask, jnp.int32))
 
     def __call__(self, captions: Sequence[str]) -> TextEmbeddings:
-        """Embeddings of a list of non-empty caption strings."""
+        """Embeddings of a list of non-empty caption strings.
+
+        The batch is padded to the next power of two (at least 8) before encoding and cut back
+        after, so callers with varying batch sizes (a caption cache, prompt lists) compile a
+        handful of programs rather than one per size.
+        """
         tokens = self.tokenize(captions)
-        return self.encode_tokens(tokens["input_ids"], tokens["attention_mask"])
+        n = len(tokens["input_ids"])
+        bucket = max(8, 1 << (n - 1).bit_length())
+        padded = {k: np.concatenate([v, np.repeat(v[:1], bucket - n, axis=0)]) for k, v in tokens.items()}
+        out = self.encode_tokens(padded["input_ids"], padded["attention_mask"])
+        return jax.tree.map(lambda x: x[:n], out)
 
     @functools.cached_property
     def _encode_jit(self) -> Callable[[Any, jax.Array, jax.Array], TextEmbeddings]:
