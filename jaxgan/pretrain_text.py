@@ -247,6 +247,8 @@ dataset at {cfg.resolution}x{cfg.resolution}. Frozen and shipped with jaxgan; lo
   {cfg.intermediate_size}, max positions {cfg.max_position}, projection {cfg.projection_dim}
 - training time: {seconds:.0f} s on {os.cpu_count()} CPU cores
 - tokenizer: word level, lowercase, whitespace + punctuation split, `<|startoftext|> ... <|endoftext|>`
+- positions: training pads to the longest shapes caption (15 tokens); later positions are
+  untrained, so prompts longer than that are outside what the encoder has seen
 
 ## Held-out numbers
 

@@ -81,7 +81,10 @@ def test_written_directory_loads_in_torch_with_the_same_outputs(tmp_path):
     config = ClipTextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                             num_attention_heads=4, max_position_embeddings=16, eos_token_id=7,
                             projection_dim=24, bos_token_id=1, pad_token_id=0)
-    params = jax.jit(lambda k: init_params(config, k))(jax.random.key(3))
+    # Random values of the right shapes (no compiled init needed): the writer only renames.
+    rng = np.random.default_rng(3)
+    shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    params = jax.tree.map(lambda s: (0.2 * rng.normal(size=s.shape)).astype(np.float32), shapes)
     save_clip_text(tmp_path, config, params)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "clip_text_model"
@@ -137,3 +140,20 @@ def test_shape_mismatch_and_missing_tensor_are_clear_errors(saved):
     save_file(weights, saved / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(TextEncoderError, match="lacks text_model.encoder.layers.1.mlp.fc2.weight"):
         load_clip_text(saved)
+
+
+def test_reads_the_text_tower_of_a_full_clip_model(tmp_path):
+    torch.manual_seed(2)
+    text = _hf_config(7).to_dict()
+    vision = dict(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=8, patch_size=4)
+    reference = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
+                                                               projection_dim=24)).eval()
+    reference.save_pretrained(tmp_path)
+    module, params, _ = load_clip_text(tmp_path)
+    ids, mask = _tokens(7, seed=3)
+    with torch.no_grad():
+        pooled = reference.text_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).pooler_output
+        expected = reference.text_projection(pooled).numpy()
+    out = module.apply({"params": params}, ids, mask)
+    assert np.abs(out.text_embeds - expected).max() < 1e-4

@@ -34,10 +34,10 @@ def test_tokenize_pads_and_truncates_to_max_length(encoder):
     for key in ("input_ids", "attention_mask"):
         assert tokens[key].shape == (3, 32) and tokens[key].dtype == np.int32
     ids, mask = tokens["input_ids"], tokens["attention_mask"]
-    assert mask.sum(1).tolist() == [10, 7, 32]
+    assert mask.sum(1).tolist() == [10, 8, 32]
     tok = encoder.tokenizer
     assert (ids[:, 0] == tok.bos_token_id).all()
-    assert ids[0, 9] == ids[1, 6] == ids[2, 31] == tok.eos_token_id  # truncation keeps the EOS
+    assert ids[0, 9] == ids[1, 7] == ids[2, 31] == tok.eos_token_id  # truncation keeps the EOS
     assert (ids[0, 10:] == tok.pad_token_id).all()
     # Case and punctuation do not matter; everyday words are in the vocabulary.
     assert tok.unk_token_id not in ids[:2]
