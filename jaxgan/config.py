@@ -35,7 +35,7 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation and the loop around the step."""
 
-    steps: int = 8000
+    steps: int = 6000
     batch_size: int = 32      # global, over all devices
     loss: str = "nonsaturating"  # or "hinge"
     g_lr: float = 2e-4
