@@ -47,9 +47,6 @@ class Checkpointer:
         """The newest complete checkpoint's step, or None."""
         return self._manager.latest_step()
 
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
-
     def save(self, step: int, state: Any, data_position: dict[str, Any], config: Config) -> None:
         """Starts an (asynchronous) save of ``state``; returns before the write finishes."""
         self._manager.save(step, args=ocp.args.Composite(
@@ -104,10 +101,5 @@ def _short(error: Exception) -> str:
     return (text[0] if text else type(error).__name__)[:200]
 
 
-def abstract_like(tree: Any) -> Any:
-    """ShapeDtypeStructs (with shardings) for a pytree of arrays."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-                        tree)
 
-
-__all__ = ["Checkpointer", "CheckpointError", "abstract_like"]
+__all__ = ["Checkpointer", "CheckpointError"]

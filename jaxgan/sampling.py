@@ -95,14 +95,13 @@ class TrainedGenerator:
     def __init__(self, config, workdir: str | Path, step: int | None = None):
         from jaxgan.checkpoint import Checkpointer
         from jaxgan.models import build_models
-        from jaxgan.state import init_state
+        from jaxgan.state import abstract_state
         from jaxgan.text import load_text_encoder
 
         self.config = config
         self.encoder = load_text_encoder(config.text.encoder)
         generator, discriminator = build_models(config.model)
-        abstract = jax.eval_shape(lambda: init_state(config, generator, discriminator,
-                                                     self.encoder.sentence_dim))
+        abstract = abstract_state(config, generator, discriminator, self.encoder.sentence_dim)
         checkpoints = Checkpointer(Path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
         try:
             state, _ = checkpoints.restore(abstract, config, step=step)

@@ -67,3 +67,9 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
         g_tx=g_tx,
         d_tx=d_tx,
     )
+
+
+def abstract_state(config: Config, generator: nn.Module, discriminator: nn.Module,
+                   sentence_dim: int) -> GANState:
+    """The state's shapes and dtypes (no arrays allocated): the target a checkpoint restores into."""
+    return jax.eval_shape(lambda: init_state(config, generator, discriminator, sentence_dim))

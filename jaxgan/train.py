@@ -18,14 +18,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgan import plots
-from jaxgan.checkpoint import Checkpointer
+from jaxgan.checkpoint import CheckpointError, Checkpointer
 from jaxgan.config import Config, to_json
 from jaxgan.data import shapes
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.models import build_models
 from jaxgan.parallel import data_parallel
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
-from jaxgan.state import GANState, init_state
+from jaxgan.state import GANState, abstract_state, init_state
 from jaxgan.step import make_train_step
 from jaxgan.text import load_text_encoder
 
@@ -68,13 +68,19 @@ class _Run:
         return jax.jit(lambda: init_state(self.config, self.generator, self.discriminator,
                                           self.encoder.sentence_dim))()
 
-    def restore_or_init(self) -> GANState:
+    def restore_or_init(self) -> tuple[GANState, int]:
+        """(state, data position): the latest checkpoint's, or a fresh state at position 0."""
         if self.checkpoints.latest_step() is None:
-            return self.fresh_state()
-        abstract = jax.eval_shape(lambda: init_state(self.config, self.generator, self.discriminator,
-                                                     self.encoder.sentence_dim))
-        state, _ = self.checkpoints.restore(abstract, self.config)
-        return state
+            return self.fresh_state(), 0
+        abstract = abstract_state(self.config, self.generator, self.discriminator,
+                                  self.encoder.sentence_dim)
+        state, position = self.checkpoints.restore(abstract, self.config)
+        expected = self.pipeline.position(int(state.step))
+        if position != expected:
+            raise CheckpointError(f"checkpoint at step {int(state.step)} was saved with data position "
+                                  f"{position}, but this config resumes at {expected}; resuming would "
+                                  "not replay the same data (change data.seed/train.batch_size back)")
+        return state, int(position["next_step"])
 
     def preview(self, state: GANState, name: str, per_prompt: int = 8) -> Path:
         prompts = preview_prompts()
@@ -105,8 +111,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     workdir.mkdir(parents=True, exist_ok=True)
     run = _Run(config, workdir)
     (workdir / "config.json").write_text(to_json(config) + "\n")
-    state = run.restore_or_init()
-    start, total = int(state.step), config.train.steps
+    state, start = run.restore_or_init()
+    total = config.train.steps
     state = run.parallel.put_state(state)
     single = run.parallel.unreplicate
     metrics_path = workdir / "metrics.jsonl"

@@ -144,3 +144,13 @@ def test_alignment_report_covers_every_combination(trained):
     assert set(report["accuracy"]) == {"color", "shape", "size", "position", "all"}
     # A 6-step tiny generator is near chance on colour (1/8), far from the trained target.
     assert 0.0 <= report["accuracy"]["color"] < 0.5
+
+
+def test_resume_refuses_a_different_data_position(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    args = ["--workdir", str(other), "--steps", "9", "--no-progress", "--set", "train.batch_size=8"]
+    assert cli.train_main(args) == 2
+    err = _error_line(capsys)
+    assert "saved with data position" in err and "'batch_size': 16" in err
+    assert sorted(p.name for p in (other / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
