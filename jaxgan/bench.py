@@ -1,9 +1,14 @@
-"""Benchmark the compiled training step: compile time, step time and images/s.
+"""Benchmark the compiled training step: compile time, step time, images/s, FLOPs, MFU, memory.
 
-``python -m jaxgan.bench --preset default`` builds the same step ``train.py`` runs (same
-config, models and parallel layout) on synthetic inputs of the right shapes, compiles it,
-warms up, then times ``--steps`` steps one by one with ``block_until_ready`` and reports
-the median and spread.
+``python -m jaxgan.bench --preset default [--preset dcgan64 ...]`` builds the step
+``train.py`` runs (``jaxgan.program.build_train_program``: same config, models, losses and
+parallel layout) on synthetic inputs of the right shapes. It compiles ahead of time (timed
+on its own), warms up, then times ``--steps`` steps one by one with ``block_until_ready``
+and reports the median and spread. FLOPs come from XLA's cost analysis of the compiled
+step, cross-checked against ``jaxgan.flops``' count of the convolutions and dense layers.
+MFU is achieved FLOP/s over a peak: ``--peak-tflops``, else the vendor's dense peak for a
+known accelerator, else a peak measured here with a large matmul in the compute dtype (the
+output says which).
 """
 
 from __future__ import annotations
@@ -11,17 +16,32 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxgan.config import Config, get_config
-from jaxgan.models import build_models
-from jaxgan.parallel import data_parallel
-from jaxgan.state import init_state
-from jaxgan.step import make_train_step
+from jaxgan.config import Config, ConfigError, get_config
+from jaxgan.flops import step_flops
+from jaxgan.program import TrainProgram, build_train_program
+
+# Vendor dense peaks in TFLOP/s by (device_kind prefix, compute dtype), and memory bandwidth
+# in TB/s. float32 on NVIDIA GPUs: XLA runs f32 convolutions and dots on tensor cores in
+# TF32 by default, so the TF32 dense peak is the honest ceiling.
+KNOWN_PEAKS: dict[str, dict[str, float]] = {
+    "NVIDIA H100 80GB HBM3": {"bfloat16": 989.0, "float32": 494.5, "hbm_tbps": 3.35},
+    "NVIDIA H100 PCIe": {"bfloat16": 756.0, "float32": 378.0, "hbm_tbps": 2.0},
+    "NVIDIA H200": {"bfloat16": 989.0, "float32": 494.5, "hbm_tbps": 4.8},
+    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312.0, "float32": 156.0, "hbm_tbps": 2.04},
+    "NVIDIA A100-SXM4-40GB": {"bfloat16": 312.0, "float32": 156.0, "hbm_tbps": 1.56},
+    "TPU v4": {"bfloat16": 275.0, "float32": 275.0, "hbm_tbps": 1.2},
+    "TPU v5 lite": {"bfloat16": 197.0, "float32": 197.0, "hbm_tbps": 0.82},
+    "TPU v5p": {"bfloat16": 459.0, "float32": 459.0, "hbm_tbps": 2.76},
+    "TPU v6 lite": {"bfloat16": 918.0, "float32": 918.0, "hbm_tbps": 1.64},
+}
 
 
 def synthetic_batch(config: Config, sentence_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -33,53 +53,211 @@ def synthetic_batch(config: Config, sentence_dim: int, seed: int = 0) -> dict[st
             "wrong_sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32)}
 
 
-def benchmark_step(config: Config, sentence_dim: int = 128, warmup: int = 3, steps: int = 20) -> dict[str, Any]:
-    """Times the compiled train step of ``config``; returns a dict of measurements."""
-    parallel = data_parallel(config)
-    generator, discriminator = build_models(config.model, *parallel.batchnorm_layout(config.model.bn_sync))
-    step_fn = parallel.compile(make_train_step(config, generator, discriminator, parallel.axis_name))
-    state = parallel.put_state(jax.jit(lambda: init_state(config, generator, discriminator, sentence_dim))())
+def _median_time(fn, repeats: int = 5) -> float:
+    fn()  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measured_peaks(dtype: str, device: Any) -> tuple[float, float]:
+    """(FLOP/s, bytes/s) this device reaches on a large matmul and a large elementwise op."""
+    n = 2048
+    a = jax.device_put(jnp.ones((n, n), dtype), device)
+    matmul = jax.jit(lambda x: x @ x)
+    flops = 2 * n**3 / _median_time(lambda: matmul(a).block_until_ready())
+    big = jax.device_put(jnp.ones((32 * 2**20,), jnp.float32), device)  # 128 MiB
+    scale = jax.jit(lambda x: x * 1.5)
+    bandwidth = 2 * big.nbytes / _median_time(lambda: scale(big).block_until_ready())  # read + write
+    return flops, bandwidth
+
+
+def device_peaks(dtype: str, device: Any, peak_tflops: float | None) -> dict[str, Any]:
+    """The peak FLOP/s and bandwidth MFU and the roofline use, and where each came from."""
+    known = next((v for k, v in KNOWN_PEAKS.items() if device.device_kind.startswith(k)), None)
+    flops, bandwidth, source = None, None, None
+    if peak_tflops:
+        flops, source = peak_tflops * 1e12, "given with --peak-tflops"
+    elif known:
+        flops, source = known[dtype] * 1e12, f"vendor dense {dtype} peak of {device.device_kind}"
+    if known:
+        bandwidth = known["hbm_tbps"] * 1e12
+    if flops is None or bandwidth is None:
+        m_flops, m_bandwidth = measured_peaks(dtype, device)
+        if flops is None:
+            flops, source = m_flops, f"measured: {dtype} 2048x2048 matmul on this device"
+        bandwidth = bandwidth or m_bandwidth
+    return {"peak_flops": flops, "peak_source": source, "peak_bytes_per_s": bandwidth}
+
+
+def _cost(compiled: Any) -> dict[str, float]:
+    """XLA's cost analysis: a dict in some jax versions, a list of one dict in others."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends do not implement it
+        return {}
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return dict(cost or {})
+
+
+def _memory(compiled: Any, device: Any) -> dict[str, Any]:
+    """The compiled program's buffer sizes and, where the backend keeps it, the peak in use."""
+    out: dict[str, Any] = {}
+    try:
+        m = compiled.memory_analysis()
+        out.update(argument_bytes=m.argument_size_in_bytes, output_bytes=m.output_size_in_bytes,
+                   temp_bytes=m.temp_size_in_bytes, alias_bytes=m.alias_size_in_bytes)
+    except Exception:
+        pass
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    out["peak_device_bytes"] = (stats or {}).get("peak_bytes_in_use")  # None on CPU
+    return out
+
+
+def limiting_factor(step_s: float, flops: float, bytes_accessed: float | None, peaks: dict[str, Any]) -> str:
+    """Roofline verdict: compute- or memory-bound if the step runs near that floor, else launch-bound.
+
+    The floors are FLOPs / peak FLOP/s and bytes / bandwidth. A step several times slower
+    than both is paying for something neither counts: op launches, dispatch, small kernels.
+    """
+    compute = flops / peaks["peak_flops"]
+    memory = (bytes_accessed or 0.0) / peaks["peak_bytes_per_s"]
+    floor = max(compute, memory)
+    if step_s > 3 * floor:
+        return f"launch/overhead-bound (step {step_s / floor:.1f}x its roofline floor)"
+    return "compute-bound" if compute >= memory else "memory-bound"
+
+
+def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: int = 3, steps: int = 20,
+                      peak_tflops: float | None = None) -> dict[str, Any]:
+    """Compiles and times ``program.step``; returns a flat dict of measurements."""
+    config, parallel = program.config, program.parallel
+    state = parallel.put_state(program.fresh_state(sentence_dim))
     batch = parallel.put_batch(synthetic_batch(config, sentence_dim))
 
     t0 = time.perf_counter()
-    state, metrics = step_fn(state, batch)
+    compiled = program.step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
-    compile_and_first = time.perf_counter() - t0
+    first_step_s = time.perf_counter() - t0
     for _ in range(warmup):
-        state, metrics = step_fn(state, batch)
+        state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        state, metrics = step_fn(state, batch)
+        state, metrics = compiled(state, batch)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t0)
+    losses = {k: float(v) for k, v in jax.device_get(parallel.unreplicate(metrics)).items()
+              if k in ("d_loss", "g_loss")}
+    if not all(np.isfinite(list(losses.values()))):
+        raise RuntimeError(f"the benchmarked step produced non-finite losses {losses}")
+
     median = statistics.median(times)
+    cost = _cost(compiled)
+    # Under pmap and an SPMD-partitioned jit, the cost analysis describes one device's program.
+    xla_flops = cost.get("flops", 0.0) * parallel.num_devices or None
+    bytes_accessed = cost.get("bytes accessed", 0.0) * parallel.num_devices or None
+    analytic = step_flops(config, program.generator, program.discriminator, sentence_dim)["total"]
+    flops = xla_flops or float(analytic)
+    device = parallel.devices[0]
+    peaks = device_peaks(config.model.dtype, device, peak_tflops)
+    peak_all = peaks["peak_flops"] * parallel.num_devices
     return {
         "resolution": config.model.resolution, "width": config.model.width,
         "batch_size": config.train.batch_size, "dtype": config.model.dtype,
-        "parallel": parallel.mode, "devices": parallel.num_devices,
-        "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-        "compile_and_first_step_s": compile_and_first,
+        "upsample": config.model.upsample, "parallel": parallel.mode, "devices": parallel.num_devices,
+        "backend": jax.default_backend(), "device_kind": device.device_kind, "jax_version": jax.__version__,
+        "compile_s": compile_s, "first_step_s": first_step_s, "timed_steps": steps,
         "step_ms_median": 1e3 * median, "step_ms_min": 1e3 * min(times), "step_ms_max": 1e3 * max(times),
-        "images_per_s": config.train.batch_size / median, "timed_steps": steps,
+        "step_ms_p10": 1e3 * float(np.percentile(times, 10)), "step_ms_p90": 1e3 * float(np.percentile(times, 90)),
+        "images_per_s": config.train.batch_size / median,
+        "flops_xla": xla_flops, "flops_analytic": analytic,
+        "flops_xla_over_analytic": xla_flops / analytic if xla_flops else None,
+        "bytes_accessed_xla": bytes_accessed,
+        "achieved_tflops": flops / median / 1e12,
+        "peak_tflops": peak_all / 1e12, "peak_source": peaks["peak_source"],
+        "mfu": flops / median / peak_all,
+        "limited_by": limiting_factor(median, flops / parallel.num_devices,
+                                      (bytes_accessed or 0.0) / parallel.num_devices, peaks),
+        **_memory(compiled, device), **losses,
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def benchmark_step(config: Config, sentence_dim: int = 128, warmup: int = 3, steps: int = 20,
+                   peak_tflops: float | None = None) -> dict[str, Any]:
+    """Builds the training program of ``config`` and benchmarks its step."""
+    return benchmark_program(build_train_program(config), sentence_dim, warmup, steps, peak_tflops)
+
+
+COLUMNS = [("preset", "{}"), ("resolution", "{}"), ("width", "{}"), ("batch_size", "{}"), ("dtype", "{}"),
+           ("parallel", "{}"), ("devices", "{}"), ("compile_s", "{:.1f}"), ("step_ms_median", "{:.2f}"),
+           ("step_ms_min", "{:.2f}"), ("step_ms_max", "{:.2f}"), ("images_per_s", "{:.0f}"),
+           ("flops_xla", "{:.3g}"), ("flops_analytic", "{:.3g}"), ("achieved_tflops", "{:.3f}"),
+           ("mfu", "{:.1%}"), ("temp_bytes", "{:.3g}"), ("peak_device_bytes", "{:.3g}")]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of the main columns, one row per benchmarked config."""
+    header = [name for name, _ in COLUMNS]
+    cells = [[fmt.format(r[name]) if r.get(name) is not None else "-" for name, fmt in COLUMNS] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="default")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--json", default=None, help="also write the result to this file")
-    args = p.parse_args(argv)
-    result = benchmark_step(get_config(args.preset, args.overrides), steps=args.steps)
-    for k, v in result.items():
-        print(f"{k:28s} {v:.3f}" if isinstance(v, float) else f"{k:28s} {v}")
+    p.add_argument("--preset", dest="presets", action="append", help="preset to benchmark (repeatable; default: default)")
+    p.add_argument("--batch-size", type=int, action="append", help="global batch size (repeatable: one row each)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), action="append", help="compute dtype (repeatable)")
+    p.add_argument("--parallel", choices=("jit", "pmap"), help="data-parallel mode (default: the preset's)")
+    p.add_argument("--devices", type=int, help="number of devices (default: all local devices)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config override (repeatable)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (at least 20 for a reported figure)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
+    p.add_argument("--peak-tflops", type=float, help="peak TFLOP/s per device for MFU (default: known or measured)")
+    p.add_argument("--json", default=None, help="also write every measurement to this file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = bench_parser().parse_args(argv)
+    rows = []
+    try:
+        for preset in args.presets or ["default"]:
+            for batch_size in args.batch_size or [None]:
+                for dtype in args.dtype or [None]:
+                    overrides = list(args.overrides)
+                    overrides += [f"train.batch_size={batch_size}"] if batch_size else []
+                    overrides += [f"model.dtype={dtype}"] if dtype else []
+                    overrides += [f"train.parallel={args.parallel}"] if args.parallel else []
+                    overrides += [f"train.num_devices={args.devices}"] if args.devices else []
+                    config = get_config(preset, overrides)
+                    rows.append({"preset": preset, "overrides": overrides,
+                                 **benchmark_step(config, steps=args.steps, warmup=args.warmup,
+                                                  peak_tflops=args.peak_tflops)})
+                    print(f"{preset} {' '.join(overrides)}: {rows[-1]['step_ms_median']:.2f} ms/step, "
+                          f"limited by {rows[-1]['limited_by']}; peak: {rows[-1]['peak_source']}",
+                          file=sys.stderr)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(rows, f, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,10 +23,9 @@ from jaxgan.config import Config, to_json
 from jaxgan.data import shapes
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.models import build_models
-from jaxgan.parallel import data_parallel
+from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
-from jaxgan.state import GANState, abstract_state, init_state
-from jaxgan.step import make_train_step
+from jaxgan.state import GANState
 from jaxgan.text import load_text_encoder
 
 
@@ -52,28 +51,21 @@ class _Run:
     def __init__(self, config: Config, workdir: Path):
         self.config, self.workdir = config, workdir
         self.encoder = load_text_encoder(config.text.encoder)
-        self.parallel = data_parallel(config)
-        groups, axis = self.parallel.batchnorm_layout(config.model.bn_sync)
-        self.generator, self.discriminator = build_models(config.model, groups, axis)
+        self.program = build_train_program(config)
+        self.parallel = self.program.parallel
         # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
         self.sample_generator, _ = build_models(config.model)
         self.embed = CaptionEmbeddingCache(self.encoder)
         self.pipeline = ShapesPipeline(config, self.embed)
-        self.step_fn = self.parallel.compile(
-            make_train_step(config, self.generator, self.discriminator, self.parallel.axis_name))
+        self.step_fn = self.program.step
         self.generate = make_generate_fn(self.sample_generator)
         self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-
-    def fresh_state(self) -> GANState:
-        return jax.jit(lambda: init_state(self.config, self.generator, self.discriminator,
-                                          self.encoder.sentence_dim))()
 
     def restore_or_init(self) -> tuple[GANState, int]:
         """(state, data position): the latest checkpoint's, or a fresh state at position 0."""
         if self.checkpoints.latest_step() is None:
-            return self.fresh_state(), 0
-        abstract = abstract_state(self.config, self.generator, self.discriminator,
-                                  self.encoder.sentence_dim)
+            return self.program.fresh_state(self.encoder.sentence_dim), 0
+        abstract = self.program.abstract_state(self.encoder.sentence_dim)
         state, position = self.checkpoints.restore(abstract, self.config)
         expected = self.pipeline.position(int(state.step))
         if position != expected:

@@ -1,0 +1,48 @@
+"""The compiled training program a config describes: device layout, models, step, state.
+
+``build_train_program(config)`` is the one place that turns a config into the compiled
+``train_step`` and its state. ``train.py`` trains with it and ``jaxgan.bench`` times it, so
+the benchmark measures exactly the function training runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+import jax
+
+from jaxgan.config import Config
+from jaxgan.models import build_models
+from jaxgan.parallel import DataParallel, data_parallel
+from jaxgan.state import GANState, abstract_state, init_state
+from jaxgan.step import Batch, Metrics, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainProgram:
+    """What a config compiles to: the device layout, the two modules and the step."""
+
+    config: Config
+    parallel: DataParallel
+    generator: nn.Module
+    discriminator: nn.Module
+    step: Callable[[GANState, Batch], tuple[GANState, Metrics]]  # compiled, state donated
+
+    def fresh_state(self, sentence_dim: int) -> GANState:
+        """A new single-copy state from ``config.train.seed`` (not yet placed on the devices)."""
+        return jax.jit(lambda: init_state(self.config, self.generator, self.discriminator,
+                                          sentence_dim))()
+
+    def abstract_state(self, sentence_dim: int) -> GANState:
+        """The state's shapes and dtypes: the target a checkpoint restores into."""
+        return abstract_state(self.config, self.generator, self.discriminator, sentence_dim)
+
+
+def build_train_program(config: Config) -> TrainProgram:
+    """Models with the BatchNorm layout of the parallel mode, and the step compiled for it."""
+    parallel = data_parallel(config)
+    generator, discriminator = build_models(config.model, *parallel.batchnorm_layout(config.model.bn_sync))
+    step = parallel.compile(make_train_step(config, generator, discriminator, parallel.axis_name))
+    return TrainProgram(config, parallel, generator, discriminator, step)

@@ -1,0 +1,95 @@
+"""The step benchmark: it times the training step itself, and its FLOP counts add up."""
+
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxgan import bench, flops, program, train
+from jaxgan.config import get_config
+from jaxgan.models import build_models
+
+
+def test_benchmark_times_the_function_training_runs(monkeypatch, tmp_path):
+    built = []
+    real_make = program.make_train_step
+
+    def spy(config, generator, discriminator, axis_name=None):
+        built.append((config, generator, discriminator, axis_name))
+        return real_make(config, generator, discriminator, axis_name)
+
+    monkeypatch.setattr(program, "make_train_step", spy)
+    config = get_config("tiny", ["train.num_devices=1"])
+    timed = []
+    real_benchmark = bench.benchmark_program
+    monkeypatch.setattr(bench, "benchmark_program", lambda p, *a, **k: timed.append(p) or real_benchmark(p, *a, **k))
+    result = bench.benchmark_step(config, sentence_dim=16, warmup=0, steps=2)
+    run = train._Run(config, tmp_path)
+    run.checkpoints.close()
+
+    # Both went through the one builder, with the same config, modules and device axis...
+    assert len(built) == 2 and built[0] == built[1]
+    # ...and compile to the same program.
+    state = run.program.fresh_state(16)
+    batch = run.parallel.put_batch(bench.synthetic_batch(config, 16))
+    assert timed[0].step.lower(state, batch).as_text() == run.step_fn.lower(state, batch).as_text()
+    assert result["timed_steps"] == 2 and result["step_ms_min"] <= result["step_ms_median"] <= result["step_ms_max"]
+    assert jnp.isfinite(result["d_loss"]) and jnp.isfinite(result["g_loss"])
+
+
+def test_xla_flops_of_the_default_step_match_the_analytic_count():
+    config = get_config("default", ["train.num_devices=1"])
+    result = bench.benchmark_step(config, warmup=0, steps=1)
+    print("XLA / analytic FLOPs:", result["flops_xla_over_analytic"])
+    assert result["flops_xla"] == pytest.approx(result["flops_analytic"], rel=0.15)
+    assert result["achieved_tflops"] > 0 and 0 < result["mfu"]
+
+
+def test_conv_count_skips_padding_taps_as_computed_by_hand():
+    # 4x4 stride-2 conv, padding 1, on 8x8: outputs 0..3 see 3, 4, 4, 3 in-image taps per axis.
+    conv = nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = jnp.zeros((2, 8, 8, 3))
+    layers = flops.trace_layers(conv, conv.init(jax.random.key(0), x), x)
+    assert layers[0].macs == 2 * 14 * 14 * 3 * 5
+    # 3x3 SAME conv on 4x4: 2 + 3 + 3 + 2 = 10 taps per axis.
+    conv = nn.Conv(7, (3, 3), padding="SAME")
+    x = jnp.zeros((1, 4, 4, 2))
+    assert flops.trace_layers(conv, conv.init(jax.random.key(0), x), x)[0].macs == 10 * 10 * 2 * 7
+    dense = nn.Dense(6)
+    x = jnp.zeros((3, 4))
+    assert flops.trace_layers(dense, dense.init(jax.random.key(0), x), x)[0].macs == 3 * 4 * 6
+
+
+def test_step_count_is_the_sum_of_its_passes():
+    config = get_config("tiny")
+    g, d = build_models(config.model)
+    count = flops.step_flops(config, g, d, sentence_dim=16)
+    assert count["total"] == 4 * count["generator_forward"] + count["d_update"] + 2 * count["discriminator_forward"]
+    # D sees (real, caption + wrong caption) and (fake, caption); the heads run three times.
+    assert count["d_update"] > 6 * count["discriminator_forward"]
+
+
+def test_limiting_factor_from_the_roofline():
+    peaks = {"peak_flops": 100e12, "peak_bytes_per_s": 1e12}
+    assert bench.limiting_factor(1.0, 90e12, 1e9, peaks) == "compute-bound"
+    assert bench.limiting_factor(1.0, 1e12, 0.8e12, peaks) == "memory-bound"
+    assert bench.limiting_factor(1.0, 1e12, 1e9, peaks).startswith("launch/overhead-bound")
+
+
+def test_cli_prints_a_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--preset", "tiny", "--devices", "1", "--batch-size", "8", "--batch-size", "16",
+                       "--steps", "2", "--warmup", "0", "--peak-tflops", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["batch_size"] for r in rows] == [8, 16]
+    assert all(r["peak_source"] == "given with --peak-tflops" and r["peak_tflops"] == 1.0 for r in rows)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["preset", "resolution", "width", "batch_size"] and len(table) == 3
+
+
+def test_cli_bad_preset_is_a_one_line_error(capsys):
+    assert bench.main(["--preset", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unknown preset 'nope'" in err
