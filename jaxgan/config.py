@@ -27,6 +27,9 @@ class ModelConfig:
     z_dim: int = 100
     text_dim: int = 128       # the projected sentence embedding in G and D
     upsample: str = "resize_conv"  # or "conv_transpose"
+    # How the upsampling convs run: XLA convolutions, or matmuls over shifted views (several
+    # times faster to differentiate on XLA's CPU backend); "auto" picks matmul on CPU only.
+    conv_impl: str = "auto"
     dtype: str = "float32"    # compute dtype; params stay float32
     bn_sync: bool = True      # BatchNorm statistics over the global batch, or per device
 
@@ -92,6 +95,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 _CHOICES = {
     "model.arch": ("dcgan",),
     "model.upsample": ("resize_conv", "conv_transpose"),
+    "model.conv_impl": ("auto", "conv", "matmul"),
     "model.dtype": ("float32", "bfloat16"),
     "model.resolution": (32, 64, 128, 256),
     "train.loss": ("nonsaturating", "hinge"),

@@ -74,15 +74,23 @@ def _macs(module: nn.Module, x: Any, y: Any) -> int:
     raise TypeError(type(module))
 
 
+_COUNTED = (nn.Dense, nn.Conv, nn.ConvTranspose)
+
+
 def trace_layers(module: nn.Module, variables: Any, *args: Any, **kwargs: Any) -> list[Layer]:
-    """Every Dense/Conv/ConvTranspose call of ``module.apply(variables, *args, **kwargs)``."""
+    """Every Dense/Conv/ConvTranspose call of ``module.apply(variables, *args, **kwargs)``.
+
+    A module of our own that computes a conv its own way (``ResizeConv``) says what it costs
+    with a ``macs(x, y)`` method; its inner ops are then not counted again.
+    """
     layers: list[Layer] = []
 
     def record(next_fun, call_args, call_kwargs, context):
         out = next_fun(*call_args, **call_kwargs)
         m = context.module
-        if context.method_name == "__call__" and isinstance(m, (nn.Dense, nn.Conv, nn.ConvTranspose)):
-            layers.append(Layer("/".join(m.scope.path), type(m).__name__, _macs(m, call_args[0], out)))
+        if context.method_name == "__call__" and (hasattr(m, "macs") or isinstance(m, _COUNTED)):
+            macs = m.macs(call_args[0], out) if hasattr(m, "macs") else _macs(m, call_args[0], out)
+            layers.append(Layer("/".join(m.scope.path), type(m).__name__, macs))
         return out
 
     with nn.intercept_methods(record):

@@ -7,7 +7,7 @@ import pytest
 
 from jaxgan.config import get_config
 from jaxgan.models import build_models
-from jaxgan.models.layers import BatchNorm, upsample_nearest
+from jaxgan.models.layers import BatchNorm, ResizeConv, upsample_nearest
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128, 256])
@@ -60,6 +60,42 @@ def test_conv_transpose_option():
 def test_upsample_nearest_repeats_pixels():
     x = jnp.arange(8.0).reshape(1, 2, 2, 2)
     np.testing.assert_array_equal(upsample_nearest(x), jnp.repeat(jnp.repeat(x, 2, 1), 2, 2))
+
+
+@pytest.mark.parametrize("impl", ["conv", "matmul"])
+@pytest.mark.parametrize("size", [1, 4, 5])
+def test_resize_conv_equals_nearest_resize_then_3x3_conv(impl, size):
+    # The sub-pixel form must be the same function as materialising the upsampled image and
+    # convolving it, in value and in both gradients.
+    x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 6))
+    layer = ResizeConv(5, impl=impl)
+    v = layer.init(jax.random.key(1), x)
+    v = {"params": {**v["params"], "bias": jax.random.normal(jax.random.key(2), (5,))}}
+
+    def reference(params, x):
+        y = jax.lax.conv_general_dilated(upsample_nearest(x), params["kernel"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + params["bias"]
+
+    out = layer.apply(v, x)
+    ref = reference(v["params"], x)
+    assert out.shape == (2, 2 * size, 2 * size + 2, 5)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+    cot = jax.random.normal(jax.random.key(3), out.shape)
+    grads = jax.vjp(lambda p, x: layer.apply({"params": p}, x), v["params"], x)[1](cot)
+    ref_grads = jax.vjp(reference, v["params"], x)[1](cot)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_resize_conv_keeps_the_param_tree_of_a_plain_conv():
+    # Same names and shapes as nn.Conv under Upsample, so checkpoints do not depend on the form.
+    cfg = get_config("tiny").model
+    g, _ = build_models(cfg)
+    v = jax.eval_shape(lambda: g.init(jax.random.key(0), jnp.ones((2, cfg.z_dim)), jnp.ones((2, 7)), train=False))
+    conv = v["params"]["Upsample_0"]["Conv_0"]
+    assert set(conv) == {"kernel"} and conv["kernel"].shape == (3, 3, 32, 16)
+    assert set(v["params"]["Upsample_2"]["Conv_0"]) == {"kernel", "bias"}
 
 
 def test_batchnorm_groups_normalise_each_group_alone():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxgan.config import ModelConfig
@@ -19,7 +20,15 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1, bn_axis_name: str | None 
     dtype = DTYPES[cfg.dtype]
     common = dict(resolution=cfg.resolution, width=cfg.width, text_dim=cfg.text_dim, dtype=dtype,
                   bn_groups=bn_groups, bn_axis_name=bn_axis_name)
-    return Generator(upsample=cfg.upsample, **common), Discriminator(**common)
+    return (Generator(upsample=cfg.upsample, conv_impl=resolve_conv_impl(cfg.conv_impl), **common),
+            Discriminator(**common))
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """"auto" -> "matmul" on CPU (XLA's CPU conv gradients are slow), "conv" elsewhere."""
+    if conv_impl == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "conv"
+    return conv_impl
 
 
 __all__ = ["Generator", "Discriminator", "build_models", "DTYPES"]

@@ -42,6 +42,7 @@ class Generator(nn.Module):
     width: int = 32
     text_dim: int = 128
     upsample: str = "resize_conv"
+    conv_impl: str = "conv"
     dtype: Any = jnp.float32
     bn_groups: int = 1
     bn_axis_name: str | None = None
@@ -57,9 +58,10 @@ class Generator(nn.Module):
         h = nn.Dense(4 * 4 * channels[0], use_bias=False, dtype=self.dtype)(h)
         h = nn.relu(norm()(h.reshape(h.shape[0], 4, 4, channels[0]), train))
         for features in channels[1:]:
-            h = Upsample(features, self.upsample, use_bias=False, dtype=self.dtype)(h)
+            h = Upsample(features, self.upsample, use_bias=False, dtype=self.dtype,
+                         conv_impl=self.conv_impl)(h)
             h = nn.relu(norm()(h, train))
-        image = Upsample(3, self.upsample, dtype=self.dtype)(h)
+        image = Upsample(3, self.upsample, dtype=self.dtype, conv_impl=self.conv_impl)(h)
         return jnp.tanh(image.astype(jnp.float32))
 
 
