@@ -1,5 +1,6 @@
 """Model shapes, dtypes, upsampling options and the device-aware BatchNorm."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from jaxgan.config import get_config
 from jaxgan.models import build_models
-from jaxgan.models.layers import BatchNorm, ResizeConv, upsample_nearest
+from jaxgan.models.layers import BatchNorm, DownConv, ResizeConv, upsample_nearest
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128, 256])
@@ -88,6 +89,22 @@ def test_resize_conv_equals_nearest_resize_then_3x3_conv(impl, size):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["conv", "matmul"])
+def test_down_conv_equals_a_strided_4x4_conv(impl):
+    x = jax.random.normal(jax.random.key(0), (3, 8, 12, 5))
+    layer = DownConv(7, impl=impl)
+    v = layer.init(jax.random.key(1), x)
+    v = {"params": {**v["params"], "bias": jax.random.normal(jax.random.key(2), (7,))}}
+    plain = nn.Conv(7, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+    out = layer.apply(v, x)
+    np.testing.assert_allclose(out, plain.apply(v, x), atol=2e-5)
+    cot = jax.random.normal(jax.random.key(3), out.shape)
+    grads = jax.vjp(lambda p, x: layer.apply({"params": p}, x), v["params"], x)[1](cot)
+    ref_grads = jax.vjp(lambda p, x: plain.apply({"params": p}, x), v["params"], x)[1](cot)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
 def test_resize_conv_keeps_the_param_tree_of_a_plain_conv():
     # Same names and shapes as nn.Conv under Upsample, so checkpoints do not depend on the form.
     cfg = get_config("tiny").model
@@ -96,6 +113,12 @@ def test_resize_conv_keeps_the_param_tree_of_a_plain_conv():
     conv = v["params"]["Upsample_0"]["Conv_0"]
     assert set(conv) == {"kernel"} and conv["kernel"].shape == (3, 3, 32, 16)
     assert set(v["params"]["Upsample_2"]["Conv_0"]) == {"kernel", "bias"}
+    _, d = build_models(cfg)
+    v = jax.eval_shape(lambda: d.init(jax.random.key(0), jnp.ones((2, 32, 32, 3)), jnp.ones((2, 7)), train=False))
+    shapes = {k: jax.tree.map(lambda a: a.shape, p) for k, p in v["params"].items() if k.startswith("Conv")}
+    assert shapes == {"Conv_0": {"kernel": (4, 4, 3, 8), "bias": (8,)}, "Conv_1": {"kernel": (4, 4, 8, 16)},
+                      "Conv_2": {"kernel": (4, 4, 16, 32)}, "Conv_3": {"kernel": (1, 1, 48, 32)},
+                      "Conv_4": {"kernel": (4, 4, 32, 1), "bias": (1,)}}
 
 
 def test_batchnorm_groups_normalise_each_group_alone():

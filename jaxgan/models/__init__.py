@@ -20,8 +20,9 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1, bn_axis_name: str | None 
     dtype = DTYPES[cfg.dtype]
     common = dict(resolution=cfg.resolution, width=cfg.width, text_dim=cfg.text_dim, dtype=dtype,
                   bn_groups=bn_groups, bn_axis_name=bn_axis_name)
-    return (Generator(upsample=cfg.upsample, conv_impl=resolve_conv_impl(cfg.conv_impl), **common),
-            Discriminator(**common))
+    impl = resolve_conv_impl(cfg.conv_impl)
+    return (Generator(upsample=cfg.upsample, conv_impl=impl, **common),
+            Discriminator(conv_impl=impl, **common))
 
 
 def resolve_conv_impl(conv_impl: str) -> str:

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgan.models.layers import BatchNorm, Upsample
+from jaxgan.models.layers import BatchNorm, DownConv, Upsample
 
 
 def _num_blocks(resolution: int) -> int:
@@ -78,6 +78,7 @@ class Discriminator(nn.Module):
     dtype: Any = jnp.float32
     bn_groups: int = 1
     bn_axis_name: str | None = None
+    conv_impl: str = "conv"
 
     @nn.compact
     def __call__(self, image: jax.Array, sentence: jax.Array,
@@ -86,16 +87,18 @@ class Discriminator(nn.Module):
                                  dtype=self.dtype)
         h = image.astype(self.dtype)
         for i, features in enumerate(discriminator_channels(self.resolution, self.width)):
-            h = nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                        use_bias=(i == 0), dtype=self.dtype)(h)
+            h = DownConv(features, use_bias=(i == 0), dtype=self.dtype, impl=self.conv_impl,
+                         name=f"Conv_{i}")(h)
             if i > 0:
                 h = norm()(h, train)
             h = nn.leaky_relu(h, 0.2)
 
         project = nn.Dense(self.text_dim, dtype=self.dtype)
-        joint = nn.Conv(h.shape[-1], (1, 1), use_bias=False, dtype=self.dtype)
+        # Explicit names keep the param tree of the all-nn.Conv model (trunk Conv_0..n-1).
+        n = len(discriminator_channels(self.resolution, self.width))
+        joint = nn.Conv(h.shape[-1], (1, 1), use_bias=False, dtype=self.dtype, name=f"Conv_{n}")
         joint_norm = norm()
-        to_logit = nn.Conv(1, (4, 4), padding="VALID", dtype=self.dtype)
+        to_logit = nn.Conv(1, (4, 4), padding="VALID", dtype=self.dtype, name=f"Conv_{n + 1}")
 
         def score(text: jax.Array) -> jax.Array:
             t = nn.leaky_relu(project(text), 0.2).astype(self.dtype)

@@ -136,6 +136,54 @@ class ResizeConv(nn.Module):
         return b * (h + 1) * (w + 1) * 4 * c * 4 * self.features
 
 
+def space_to_depth(x: jax.Array) -> jax.Array:
+    """[B, 2H, 2W, C] -> [B, H, W, 4C], channels ordered (row parity, column parity, C)."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+
+
+class DownConv(nn.Module):
+    """A 4x4, stride-2, padding-1 conv (the DCGAN discriminator's downsampling layer).
+
+    ``impl="conv"`` is XLA's strided convolution. ``impl="matmul"`` computes the same
+    function as space-to-depth of the padded input followed by a stride-1 2x2 conv over
+    4*C_in channels (tap (2dy+p, 2dx+q) of the 4x4 kernel is tap (dy, dx) of channel block
+    (p, q)), run as one matmul over patches: no strided or dilated convolution appears in
+    the forward or the backward pass, which XLA's CPU backend runs slowly. Params are those
+    of ``nn.Conv``.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    impl: str = "conv"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, c, self.features), jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.impl == "conv":
+            y = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        else:
+            k = kernel.reshape(2, 2, 2, 2, c, self.features).transpose(0, 2, 1, 3, 4, 5)
+            padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+            y = conv2x2_valid(space_to_depth(padded), k.reshape(2, 2, 4 * c, self.features), "matmul")
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+        return y
+
+    def macs(self, x: Any, y: Any) -> int:
+        """Multiply-accumulates as computed (see ``jaxgan.flops``): XLA's conv skips the taps
+        that fall on the zero padding; the matmul form multiplies them too."""
+        b, h, w, c = x.shape
+        if self.impl == "conv":
+            taps = lambda n: sum(0 <= 2 * o - 1 + k < n for o in range(n // 2) for k in range(4))
+            return b * taps(h) * taps(w) * c * self.features
+        return b * (h // 2) * (w // 2) * 16 * c * self.features
+
+
 class Upsample(nn.Module):
     """Doubles the resolution: nearest resize + 3x3 conv (default) or a 4x4 transposed conv.
 
