@@ -14,9 +14,10 @@ $(VENV)/.lib: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-# torch is only the PyTorch reference of the parity tests; 2.13.0 is the CPU build.
+# torch, torchvision and pytorch-fid are only the PyTorch references of the parity tests.
+# torchvision 0.29.1 imports only beside torch 2.14.1; both are kept on this machine's disk.
 $(VENV)/.test: $(VENV)/.lib
-	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[test]"
+	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[test]"
 	touch $@
 
 .PHONY: demo test clean
