@@ -71,11 +71,30 @@ class TextConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Periodic evaluation in training and the defaults of ``python -m jaxgan.eval``.
+
+    The fields fill ``jaxgan.metrics.protocol.EvalProtocol``; see it for their meaning.
+    """
+
+    every: int = 2000         # evaluate every N steps and at the end; 0: never during training
+    split: str = "test"
+    num_samples: int = 10_000
+    num_reference: int = 0    # 0: as many as num_samples
+    features: str = "shapes"  # shapes, shapes:DIR or inception:FILE
+    generator: str = "ema"    # or "raw"
+    truncation: float = 0.0
+    seed: int = 0
+    clip: str = ""            # a Hugging Face CLIPModel directory for CLIP score
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
     text: TextConfig = TextConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 # Presets override a few fields of the default. "tiny" is for tests and quick local runs.
@@ -88,7 +107,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "model.width": 8, "model.z_dim": 16, "model.text_dim": 16, "train.batch_size": 16,
         "train.steps": 20, "train.log_every": 5, "train.sample_every": 10,
-        "train.checkpoint_every": 10,
+        "train.checkpoint_every": 10, "eval.every": 0, "eval.num_samples": 512,
     },
 }
 
@@ -101,6 +120,8 @@ _CHOICES = {
     "train.loss": ("nonsaturating", "hinge"),
     "train.parallel": ("jit", "pmap"),
     "data.dataset": ("shapes",),
+    "eval.split": ("train", "test"),
+    "eval.generator": ("ema", "raw"),
 }
 
 
@@ -181,6 +202,13 @@ def validate(config: Config) -> None:
                 "train.keep_checkpoints"):
         if flat[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {flat[key]}")
+    for key in ("eval.every", "eval.num_reference"):
+        if flat[key] < 0:
+            raise ConfigError(f"{key} must not be negative, got {flat[key]}")
+    if flat["eval.num_samples"] < 16:
+        raise ConfigError(f"eval.num_samples must be at least 16, got {flat['eval.num_samples']}")
+    if flat["eval.truncation"] < 0:
+        raise ConfigError(f"eval.truncation must be 0 (off) or positive, got {flat['eval.truncation']}")
     if flat["train.steps"] < 0 or flat["train.num_devices"] < 0:
         raise ConfigError("train.steps and train.num_devices must not be negative")
     if not 0.0 <= flat["train.ema_decay"] < 1.0:

@@ -1,4 +1,4 @@
-"""Loss curves from metrics.jsonl as a PNG."""
+"""Loss curves from metrics.jsonl and evaluation curves from eval.jsonl, as PNGs."""
 
 from __future__ import annotations
 
@@ -37,6 +37,39 @@ def plot_losses(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     for ax in (ax_loss, ax_logit):
         ax.legend()
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return Path(out_path)
+
+
+EVAL_PANELS = (("fid", "FID (lower is better)"), ("kid", "KID"), ("is", "Inception Score (feature net)"),
+               ("precision", "precision / recall"), ("alignment_all", "text alignment, all four"))
+
+
+def plot_eval(eval_path: str | Path, out_path: str | Path) -> Path | None:
+    """Plots the periodic evaluation's metrics against the step; returns the PNG path."""
+    rows = read_metrics(eval_path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in rows])
+    fig, axes = plt.subplots(1, len(EVAL_PANELS), figsize=(4 * len(EVAL_PANELS), 3.6))
+    for ax, (key, title) in zip(axes, EVAL_PANELS):
+        keys = ("precision", "recall") if key == "precision" else (key,)
+        for k in keys:
+            if all(k in r for r in rows):
+                ax.plot(steps, [r[k] for r in rows], marker="o", label=k)
+        ax.set(xlabel="step", title=title)
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend()
+    hashes = sorted({r.get("protocol_hash", "?") for r in rows})
+    fig.suptitle(f"evaluation, protocol {', '.join(hashes)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)

@@ -60,6 +60,7 @@ class _Run:
         self.step_fn = self.program.step
         self.generate = make_generate_fn(self.sample_generator)
         self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+        self.feature_network = None  # loaded at the first evaluation
 
     def restore_or_init(self) -> tuple[GANState, int]:
         """(state, data position): the latest checkpoint's, or a fresh state at position 0."""
@@ -73,6 +74,21 @@ class _Run:
                                   f"{position}, but this config resumes at {expected}; resuming would "
                                   "not replay the same data (change data.seed/train.batch_size back)")
         return state, int(position["next_step"])
+
+    def evaluate(self, state: GANState) -> dict[str, Any]:
+        """Every metric of ``state``'s generator under the run's protocol, on the training mesh."""
+        from jaxgan.eval import protocol_for, run_source, training_text_hashes
+        from jaxgan.metrics.evaluate import evaluate
+        from jaxgan.metrics.features import load_feature_network
+
+        protocol = protocol_for(self.config)
+        if self.feature_network is None:
+            self.feature_network = load_feature_network(protocol.features)
+        source = run_source(self.config, state, protocol.generator, protocol, self.encoder, self.embed)
+        result = evaluate(source, protocol, self.parallel.mesh, self.feature_network,
+                          training_text_hashes=training_text_hashes(self.encoder), progress=False)
+        return {"step": int(state.step), "protocol_hash": result.protocol.hash, **result.metrics,
+                "eval_seconds": round(result.seconds, 2)}
 
     def preview(self, state: GANState, name: str, per_prompt: int = 8) -> Path:
         prompts = preview_prompts()
@@ -95,8 +111,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True) -> GANState:
     """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
 
-    Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png`` and
-    orbax checkpoints under ``checkpoints/``. Raises ``NonFiniteLossError`` if a loss or norm
+    Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png``, orbax
+    checkpoints under ``checkpoints/`` and, every ``eval.every`` steps, ``eval.jsonl`` and
+    ``eval.png`` (FID, KID, IS, precision/recall, text alignment against the step). Raises ``NonFiniteLossError`` if a loss or norm
     becomes NaN/inf, without saving that state.
     """
     workdir = Path(workdir)
@@ -107,8 +124,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     total = config.train.steps
     state = run.parallel.put_state(state)
     single = run.parallel.unreplicate
-    metrics_path = workdir / "metrics.jsonl"
+    metrics_path, eval_path = workdir / "metrics.jsonl", workdir / "eval.jsonl"
     _truncate_metrics(metrics_path, start)
+    _truncate_metrics(eval_path, start)
 
     bar = tqdm(total=total, initial=start, disable=not progress, dynamic_ncols=True, unit="step")
     last_log, last_time = start, time.perf_counter()
@@ -135,10 +153,17 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
             if step % t.sample_every == 0 or step == total:
                 run.preview(single(state), f"step_{step:06d}")
+            if config.eval.every and (step % config.eval.every == 0 or step == total):
+                row = run.evaluate(single(state))
+                with open(eval_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                tqdm.write(f"step {step}: FID {row['fid']:.4f}, KID {row['kid']:.6f}, IS {row['is']:.3f}, "
+                           f"alignment {100 * row['alignment_all']:.2f}% (protocol {row['protocol_hash']})")
             if at_ckpt:
                 run.checkpoints.save(step, single(state), run.pipeline.position(step), config)
         run.checkpoints.wait()
         plots.plot_losses(metrics_path, workdir / "losses.png")
+        plots.plot_eval(eval_path, workdir / "eval.png")
     finally:
         bar.close()
         run.checkpoints.close()

@@ -137,6 +137,20 @@ def _random_attrs(rng: np.random.Generator) -> np.ndarray:
 
 def example(index: int, resolution: int, seed: int = 0, split: str = "train") -> Example:
     """The example at a global index: a pure function of (seed, split, index)."""
+    attrs, template, jitter, wrong, wrong_template = _draw(index, seed, split)
+    return Example(render(attrs, resolution, jitter), attrs, template, wrong, wrong_template)
+
+
+def captions_of(start: int, size: int, seed: int = 0, split: str = "train") -> tuple[list[str], np.ndarray]:
+    """(captions, attrs int32 [size, 4]) of examples [start, start + size), without rendering."""
+    draws = [_draw(i, seed, split) for i in range(start, start + size)]
+    captions = [caption(d[0], d[1]) for d in draws]
+    attrs = np.stack([d[0] for d in draws]) if draws else np.zeros((0, 4), np.int32)
+    return captions, attrs
+
+
+def _draw(index: int, seed: int, split: str) -> tuple[np.ndarray, int, tuple[float, float], np.ndarray, int]:
+    """The random choices of one example: (attrs, template, jitter, wrong attrs, wrong template)."""
     if split not in _SPLIT_IDS:
         raise ValueError(f"unknown shapes split {split!r}; valid: {sorted(_SPLIT_IDS)}")
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
@@ -151,7 +165,7 @@ def example(index: int, resolution: int, seed: int = 0, split: str = "train") ->
     choices = len(ATTRIBUTE_VALUES[ATTRIBUTES[which]])
     wrong[which] = (attrs[which] + 1 + rng.integers(choices - 1)) % choices
     wrong_template = int(rng.integers(len(TEMPLATES)))
-    return Example(render(attrs, resolution, jitter), attrs, template, wrong, wrong_template)
+    return attrs, template, jitter, wrong, wrong_template
 
 
 def batch(start: int, size: int, resolution: int, seed: int = 0, split: str = "train") -> dict:

@@ -65,6 +65,9 @@ class AttributeClassifier(nn.Module):
             x = nn.relu(nn.Conv(width, (3, 3))(x))
             x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+        # The hidden layer is the shapes feature network of FID/KID/PR (metrics.features);
+        # sown, so the parameter tree and the outputs stay as they were.
+        self.sow("intermediates", "features", x)
         return {name: nn.Dense(k, name=f"head_{name}")(x) for name, k in NUM_CLASSES.items()}
 
 
@@ -82,7 +85,8 @@ def uint8_to_float(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, np.float32) / 127.5 - 1.0
 
 
-def _resize_to_classifier(images: jax.Array) -> jax.Array:
+def resize_to_classifier(images: jax.Array) -> jax.Array:
+    """Float NHWC images of any square size -> the classifier's 32x32 input."""
     n, h, w, c = images.shape
     if (h, w) == (CLASSIFIER_RESOLUTION, CLASSIFIER_RESOLUTION):
         return images
@@ -93,7 +97,7 @@ def _resize_to_classifier(images: jax.Array) -> jax.Array:
 
 
 def _logits(module: AttributeClassifier, params: Any, images: jax.Array) -> dict[str, jax.Array]:
-    return module.apply({"params": params}, _resize_to_classifier(images.astype(jnp.float32)))
+    return module.apply({"params": params}, resize_to_classifier(images.astype(jnp.float32)))
 
 
 @functools.partial(jax.jit, static_argnums=0)

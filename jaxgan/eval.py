@@ -1,0 +1,152 @@
+"""``python -m jaxgan.eval --workdir W``: every metric of a trained run under a pinned protocol.
+
+Loads the checkpoint (latest, or ``--step``), generates ``--num-samples`` images over all
+devices, and prints FID, KID, IS, precision/recall/density/coverage, text alignment and (with
+``--clip DIR``) CLIP score, each with the protocol hash. Writes
+``W/eval/step_NNNNNN-HASH.json``. ``--real SPLIT`` scores real images of a split instead of
+the generator: the ceiling every metric can reach under the same protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from jaxgan.config import Config, ConfigError
+from jaxgan.metrics.evaluate import (EvalResult, ImageSource, evaluate, format_metrics, generator_source,
+                                     real_source)
+from jaxgan.metrics.protocol import EvalProtocol
+from jaxgan.metrics.sharded import evaluation_mesh
+
+
+def protocol_for(config: Config, **overrides: Any) -> EvalProtocol:
+    """The run's evaluation protocol: ``config.eval`` with ``overrides`` (None values ignored)."""
+    e = config.eval
+    fields = dict(dataset=config.data.dataset, data_seed=config.data.seed, split=e.split,
+                  num_samples=e.num_samples, num_reference=e.num_reference or e.num_samples,
+                  resolution=config.model.resolution, features=e.features, generator=e.generator,
+                  truncation=e.truncation, seed=e.seed, clip=e.clip)
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return EvalProtocol(**fields)
+
+
+def training_text_hashes(encoder: Any) -> list[str]:
+    """Text-tower hashes of the models a run trains with (its frozen conditioning encoder)."""
+    from jaxgan.metrics.clip_score import text_tower_sha256
+
+    params = getattr(encoder, "params", None)
+    return [text_tower_sha256(params)] if params is not None else []
+
+
+def run_source(config: Config, state: Any, which: str, protocol: EvalProtocol, encoder: Any,
+               embed: Any = None) -> ImageSource:
+    """The run's generator (EMA or raw weights of ``state``) as an image source."""
+    from jaxgan.data.pipeline import CaptionEmbeddingCache
+    from jaxgan.models import build_models
+
+    generator, _ = build_models(config.model)
+    if which == "ema":
+        variables = {"params": state.ema_params, "batch_stats": state.ema_stats}
+    else:
+        variables = {"params": state.g_params, "batch_stats": state.g_stats}
+    return generator_source(generator, variables, config.model.z_dim, embed or CaptionEmbeddingCache(encoder),
+                            protocol, name=f"{which} generator at step {int(state.step)}")
+
+
+def evaluate_workdir(workdir: str | Path, step: int | None = None, real: str | None = None,
+                     num_devices: int = 0, cache_dir: str | None = None, progress: bool = True,
+                     **protocol_overrides: Any) -> tuple[EvalResult, int]:
+    """Evaluates ``workdir``'s checkpoint (or real images of split ``real``); returns (result, step)."""
+    from jaxgan.checkpoint import Checkpointer
+    from jaxgan.cli import resolve_config
+    from jaxgan.models import build_models
+    from jaxgan.state import abstract_state
+    from jaxgan.text import load_text_encoder
+
+    workdir = Path(workdir)
+    if not (workdir / "config.json").exists():
+        raise ConfigError(f"{workdir} is not a training workdir (no config.json)")
+    config = resolve_config(workdir, None, [])
+    protocol = protocol_for(config, **protocol_overrides)
+    mesh = evaluation_mesh(num_devices)
+    encoder = load_text_encoder(config.text.encoder)
+    if real is not None:
+        # Disjoint from the reference when it is the same split: examples after the reference's.
+        offset = protocol.num_reference if real == protocol.split else 0
+        source = real_source(real, protocol.data_seed, protocol.resolution, offset)
+        result = evaluate(source, protocol, mesh, cache_dir=cache_dir,
+                          training_text_hashes=training_text_hashes(encoder), progress=progress)
+        return result, -1
+    generator, discriminator = build_models(config.model)
+    checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+    try:
+        state, _ = checkpoints.restore(abstract_state(config, generator, discriminator, encoder.sentence_dim),
+                                       config, step=step)
+    finally:
+        checkpoints.close()
+    source = run_source(config, state, protocol.generator, protocol, encoder)
+    result = evaluate(source, protocol, mesh, cache_dir=cache_dir,
+                      training_text_hashes=training_text_hashes(encoder), progress=progress)
+    return result, int(state.step)
+
+
+def print_result(result: EvalResult, step: int) -> None:
+    """The metrics table, with the protocol hash on every line that others may quote."""
+    p = result.protocol.protocol
+    where = f"step {step}" if step >= 0 else "real images"
+    print(f"{result.source}: {p.num_samples} samples, features {p.features.partition(':')[0]}, "
+          f"{result.num_devices} device(s), {result.seconds:.1f}s")
+    print(f"protocol {result.protocol.hash} ({where})")
+    for name, text in format_metrics(result.metrics).items():
+        print(f"  {name:20s} {text:>12s}")
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Evaluate a trained run under a pinned protocol.")
+    p.add_argument("--workdir", required=True, help="a training workdir with checkpoints")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--num-samples", type=int, default=None, help="generated images (default: config eval)")
+    p.add_argument("--num-reference", type=int, default=None, help="real images in the reference statistics")
+    p.add_argument("--features", default=None, help="shapes (shipped), shapes:DIR or inception:FILE")
+    p.add_argument("--generator", choices=("ema", "raw"), default=None)
+    p.add_argument("--truncation", type=float, default=None, help="0: none; t: normal truncated to [-t, t]")
+    p.add_argument("--seed", type=int, default=None, help="noise seed of the samples")
+    p.add_argument("--split", choices=("train", "test"), default=None, help="captions and reference split")
+    p.add_argument("--clip", default=None, help="a Hugging Face CLIPModel directory, for CLIP score")
+    p.add_argument("--real", choices=("train", "test"), default=None,
+                   help="score real images of this split instead of the generator (the ceiling)")
+    p.add_argument("--devices", type=int, default=0, help="devices to use (default: all)")
+    p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/jaxgan)")
+    p.add_argument("--out", default=None, help="JSON path (default WORKDIR/eval/step_N-HASH.json)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = eval_parser().parse_args(argv)
+    from jaxgan.checkpoint import CheckpointError
+    from jaxgan.text import TextEncoderError
+
+    try:
+        result, step = evaluate_workdir(
+            args.workdir, step=args.step, real=args.real, num_devices=args.devices, cache_dir=args.cache_dir,
+            progress=not args.no_progress, num_samples=args.num_samples, num_reference=args.num_reference,
+            features=args.features, generator=args.generator, truncation=args.truncation, seed=args.seed,
+            split=args.split, clip=args.clip)
+    except (ConfigError, CheckpointError, TextEncoderError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_result(result, step)
+    name = f"step_{step:06d}" if step >= 0 else f"real_{args.real}"
+    out = Path(args.out) if args.out else Path(args.workdir) / "eval" / f"{name}-{result.protocol.hash}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"step": step, **result.to_json()}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

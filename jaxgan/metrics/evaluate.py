@@ -1,0 +1,268 @@
+"""Evaluation under a pinned protocol: generate, extract features on every device, score.
+
+``evaluate(source, protocol, ...)`` draws ``protocol.num_samples`` images from ``source``
+(a trained generator, or real images for the ceiling), conditioned on the captions of
+examples [0, N) of the protocol's split, and reports FID, KID, Inception Score,
+precision/recall/density/coverage, text-alignment accuracy (shapes) and CLIP score (when the
+protocol names a CLIP model), with the hash of the resolved protocol.
+
+Generation and feature extraction happen in one compiled function, sharded over the mesh
+(``metrics.sharded``), so images never leave the devices; only features come back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxgan.data import shapes
+from jaxgan.metrics import fid as fid_lib
+from jaxgan.metrics.features import FeatureNetwork, load_feature_network, quantize, uint8_to_unit
+from jaxgan.metrics.protocol import (EvalProtocol, ReferenceStats, ResolvedProtocol, default_cache_dir,
+                                     reference_path)
+from jaxgan.metrics.sharded import ShardedMap, evaluation_mesh
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageSource:
+    """What is evaluated: images for examples [0, N) of the protocol's caption list.
+
+    Attributes:
+      name: for the report, e.g. "ema generator" or "real images (train split)".
+      consts: weights the image function needs (placed on every device once).
+      make_images: ``make_images(consts, inputs) -> float [B, R, R, 3]`` in [-1, 1]; pure.
+        ``inputs`` holds ``index`` (int32 [B], the example index) and what ``inputs`` adds.
+      inputs: ``inputs(start, size) -> dict`` of host arrays for examples [start, start + size).
+      captions: ``captions(start, size) -> (captions, attrs [size, 4])`` that the images of
+        those examples should show: what text alignment and CLIP score compare with.
+    """
+
+    name: str
+    consts: Any
+    make_images: Callable[[Any, dict[str, jax.Array]], jax.Array]
+    inputs: Callable[[int, int], dict[str, np.ndarray]]
+    captions: Callable[[int, int], tuple[list[str], np.ndarray]]
+
+
+def protocol_noise(seed: int, index: jax.Array, z_dim: int, truncation: float = 0.0) -> jax.Array:
+    """Noise of samples ``index`` [B]: a pure function of (seed, index), whatever the batching.
+
+    With ``truncation`` t > 0, each component is drawn from the standard normal truncated to
+    [-t, t] (BigGAN's truncation trick, Brock et al. 2019, arXiv:1809.11096).
+    """
+    base = jax.random.key(seed)
+
+    def one(i: jax.Array) -> jax.Array:
+        key = jax.random.fold_in(base, i)
+        if truncation > 0:
+            return jax.random.truncated_normal(key, -truncation, truncation, (z_dim,))
+        return jax.random.normal(key, (z_dim,))
+
+    return jax.vmap(one)(index)
+
+
+def generator_source(generator: Any, variables: Any, z_dim: int, embed: Callable[[list[str]], np.ndarray],
+                     protocol: EvalProtocol, name: str = "generator") -> ImageSource:
+    """A generator conditioned on the protocol's captions with the protocol's noise.
+
+    Args:
+      generator: the Flax generator module; applied with ``train=False`` (BatchNorm running
+        statistics, so a sample does not depend on its batch).
+      variables: ``{"params": ..., "batch_stats": ...}``.
+      z_dim: noise width.
+      embed: captions -> sentence embeddings [B, S] (the run's frozen text encoder).
+      protocol: gives the captions, the seed and the truncation.
+    """
+    seed, truncation = protocol.seed, protocol.truncation
+
+    def make_images(consts: Any, inputs: dict[str, jax.Array]) -> jax.Array:
+        z = protocol_noise(seed, inputs["index"], z_dim, truncation)
+        return generator.apply(consts, z, inputs["sentence"], train=False)
+
+    def captions(start: int, size: int) -> tuple[list[str], np.ndarray]:
+        return shapes.captions_of(start, size, protocol.data_seed, protocol.split)
+
+    def inputs(start: int, size: int) -> dict[str, np.ndarray]:
+        return {"sentence": np.asarray(embed(captions(start, size)[0]), np.float32)}
+
+    return ImageSource(name, variables, make_images, inputs, captions)
+
+
+def real_source(split: str, data_seed: int, resolution: int, offset: int = 0,
+                name: str | None = None) -> ImageSource:
+    """Real shapes images, examples [offset, offset + N) of ``split`` (the reference, or a ceiling)."""
+
+    def make_images(_consts: Any, inputs: dict[str, jax.Array]) -> jax.Array:
+        return uint8_to_unit(inputs["image"])
+
+    def inputs(start: int, size: int) -> dict[str, np.ndarray]:
+        return {"image": shapes.batch(offset + start, size, resolution, data_seed, split)["image"]}
+
+    def captions(start: int, size: int) -> tuple[list[str], np.ndarray]:
+        return shapes.captions_of(offset + start, size, data_seed, split)
+
+    return ImageSource(name or f"real images ({split} split from {offset})", {}, make_images, inputs, captions)
+
+
+def extract(source: ImageSource, count: int, networks: dict[str, FeatureNetwork], mesh: Mesh,
+            per_device: int = 64, progress: str | None = None) -> dict[str, np.ndarray]:
+    """Runs ``source`` and every network on examples [0, count); outputs as ``"{net}/{key}"``.
+
+    Images are quantized to uint8 values before the networks see them (``features.quantize``).
+    """
+
+    def fn(consts: dict[str, Any], inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        images = quantize(source.make_images(consts["source"], inputs))
+        out = {}
+        for name, net in networks.items():
+            for key, value in net.apply(consts[name], images).items():
+                out[f"{name}/{key}"] = value
+        return out
+
+    mapped = ShardedMap(fn, mesh, per_device)
+    consts = mapped.put_consts({"source": source.consts, **{n: net.variables for n, net in networks.items()}})
+
+    def inputs(start: int, size: int) -> dict[str, np.ndarray]:
+        return {"index": np.arange(start, start + size, dtype=np.int32), **source.inputs(start, size)}
+
+    chunks = list(mapped(consts, count, inputs, progress))
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def reference_stats(protocol: EvalProtocol, network: FeatureNetwork, mesh: Mesh,
+                    cache_dir: str | Path | None = None, progress: bool = True) -> tuple[ReferenceStats, Path]:
+    """The reference statistics of ``protocol``: loaded from the cache, or computed and cached."""
+    spec = protocol.reference_spec(network.identity)
+    path = reference_path(Path(cache_dir) if cache_dir else default_cache_dir(), spec)
+    if path.exists():
+        stats = ReferenceStats.load(path)
+        if stats.spec != spec:
+            raise ValueError(f"reference statistics {path} were computed for another spec; delete the file")
+        return stats, path
+    real = real_source(protocol.split, protocol.data_seed, protocol.resolution)
+    out = extract(real, protocol.num_reference, {"features": network}, mesh,
+                  progress="reference features" if progress else None)
+    features = out["features/features"].astype(np.float32)
+    mu, sigma = fid_lib.stats_from_features(features)
+    stats = ReferenceStats(features, mu, sigma, spec)
+    if jax.process_index() == 0:
+        stats.save(path)
+    return stats, path
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """Every metric of one evaluation, with the protocol it was measured under."""
+
+    metrics: dict[str, float]
+    protocol: ResolvedProtocol
+    source: str
+    reference_file: str
+    num_devices: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "protocol_hash": self.protocol.hash,
+                "protocol": self.protocol.to_dict(), "source": self.source,
+                "reference_file": self.reference_file, "num_devices": self.num_devices,
+                "seconds": round(self.seconds, 2)}
+
+
+def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = None,
+             network: FeatureNetwork | None = None, cache_dir: str | Path | None = None,
+             clip_scorer: Any = None, training_text_hashes: Iterable[str] = (),
+             per_device: int = 64, progress: bool = True) -> EvalResult:
+    """Scores ``source`` under ``protocol``.
+
+    Args:
+      source: what to evaluate (``generator_source`` or ``real_source``).
+      protocol: the pinned protocol.
+      mesh: devices to run on; all of them by default.
+      network: the feature network, if already loaded (else from ``protocol.features``).
+      cache_dir: where reference statistics are cached (``protocol.default_cache_dir()``).
+      clip_scorer: a loaded ``metrics.clip_score.ClipScorer`` (else loaded from
+        ``protocol.clip`` if set).
+      training_text_hashes: text-tower hashes of every model the run used in training;
+        CLIP score is refused if the evaluation CLIP shares weights with one of them.
+      per_device: examples per device per compiled call.
+      progress: progress bars.
+    """
+    start_time = time.perf_counter()
+    mesh = mesh or evaluation_mesh()
+    network = network or load_feature_network(protocol.features)
+    reference, ref_path = reference_stats(protocol, network, mesh, cache_dir, progress)
+
+    networks = {"features": network}
+    if not network.reads_attributes and protocol.dataset == "shapes":
+        from jaxgan.metrics.features import shapes_feature_network
+
+        networks["attributes"] = shapes_feature_network()
+    clip_sha = ""
+    if protocol.clip or clip_scorer is not None:
+        from jaxgan.metrics import clip_score as clip_lib
+
+        clip_scorer = clip_scorer or clip_lib.load_clip_scorer(protocol.clip)
+        clip_lib.check_not_training_model(clip_scorer, training_text_hashes)
+        networks["clip"] = clip_lib.clip_feature_network(clip_scorer)
+        clip_sha = clip_scorer.weights_sha256
+
+    out = extract(source, protocol.num_samples, networks, mesh, per_device,
+                  progress="samples + features" if progress else None)
+    metrics = score(out, reference, protocol)
+    captions, attrs = source.captions(0, protocol.num_samples)
+    attr_key = "features/attrs" if "features/attrs" in out else "attributes/attrs"
+    metrics.update(alignment_accuracy(out[attr_key], attrs))
+    if "clip" in networks:
+        text = np.asarray(clip_scorer.embed_texts(captions))
+        metrics.update(clip_lib.clip_score(out["clip/features"], text))
+
+    resolved = ResolvedProtocol(protocol, network.identity, reference.sha256, clip_sha)
+    return EvalResult(metrics, resolved, source.name, str(ref_path), mesh.size,
+                      time.perf_counter() - start_time)
+
+
+def score(out: dict[str, np.ndarray], reference: ReferenceStats, protocol: EvalProtocol) -> dict[str, float]:
+    """FID, KID, IS and precision/recall/density/coverage from extracted outputs."""
+    from jaxgan.metrics.inception_score import inception_score
+    from jaxgan.metrics.kid import kernel_inception_distance
+    from jaxgan.metrics.precision_recall import precision_recall_density_coverage
+
+    features = out["features/features"].astype(np.float32)
+    mu, sigma = fid_lib.stats_from_features(features)
+    kid_mean, kid_std = kernel_inception_distance(reference.features, features, protocol.kid_subsets,
+                                                  protocol.kid_subset_size, seed=protocol.seed)
+    is_mean, is_std = inception_score(out["features/probs"], protocol.is_splits, from_logits=False)
+    prdc = precision_recall_density_coverage(reference.features, features, k=protocol.pr_k)
+    return {"fid": fid_lib.frechet_distance(mu, sigma, reference.mu, reference.sigma),
+            "kid": kid_mean, "kid_std": kid_std, "is": is_mean, "is_std": is_std,
+            **{k: float(v) for k, v in prdc.items()}}
+
+
+def alignment_accuracy(predicted: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
+    """Text alignment: the fraction of samples whose attributes match their caption's."""
+    from jaxgan.metrics.attributes import attribute_accuracy
+
+    return {f"alignment_{k}": v for k, v in attribute_accuracy(predicted, wanted).items()}
+
+
+# How many decimals each metric is printed with; reproducibility is claimed to these digits.
+PRINT_DECIMALS = {"fid": 4, "kid": 6, "kid_std": 6, "is": 4, "is_std": 4, "precision": 4, "recall": 4,
+                  "density": 4, "coverage": 4, "clip_score": 4, "clip_score_100": 2}
+
+
+def format_metrics(metrics: dict[str, float]) -> dict[str, str]:
+    """Each metric as printed (alignment as a percentage with two decimals)."""
+    out = {}
+    for k, v in metrics.items():
+        if k.startswith("alignment_"):
+            out[k] = f"{100 * v:.2f}%"
+        else:
+            out[k] = f"{v:.{PRINT_DECIMALS.get(k, 4)}f}"
+    return out

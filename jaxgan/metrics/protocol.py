@@ -1,0 +1,190 @@
+"""The evaluation protocol: everything that changes a reported number, pinned and hashed.
+
+FID that cannot be reproduced is the field's most common complaint (sample count, reference
+statistics, resizer and feature network left unsaid). ``EvalProtocol`` names all of them;
+``resolve`` adds the hashes of what it refers to (the feature network's weights, the
+reference statistics, the CLIP model), and every reported number carries the hash of the
+resolved protocol. Two numbers with the same protocol hash were measured the same way.
+
+Reference statistics (the real images' features, their mean and covariance) are computed
+once per reference spec and cached under ``cache_dir`` by the spec's hash, together with
+a hash of their contents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxgan.config import ConfigError
+
+PROTOCOL_VERSION = 1
+# Images are rounded to uint8 before any feature network sees them (features.quantize).
+QUANTIZATION = "uint8 round-trip"
+GENERATORS = ("ema", "raw")
+
+
+def default_cache_dir() -> Path:
+    """``$JAXGAN_CACHE/reference_stats``, else ``~/.cache/jaxgan/reference_stats``."""
+    root = os.environ.get("JAXGAN_CACHE") or Path.home() / ".cache" / "jaxgan"
+    return Path(root) / "reference_stats"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalProtocol:
+    """How generated images are drawn and judged. Defaults are the shapes protocol.
+
+    Attributes:
+      dataset: where captions and reference images come from ("shapes").
+      data_seed: the dataset's seed (shapes draws its examples from it).
+      split: the split whose captions condition the generator and whose images are the
+        reference.
+      num_samples: generated images; caption i is the caption of example i of ``split``.
+      captions_per_image: captions used per reference image (shapes has one per image).
+      num_reference: real images in the reference statistics (examples [0, N) of ``split``).
+      resolution: image size the generator produces and the reference is rendered at.
+      features: feature network spec (``metrics.features.load_feature_network``).
+      generator: "ema" (the EMA weights, as sampling uses) or "raw" (the trained weights).
+      truncation: 0 for none, else the truncation trick (Brock et al. 2019, BigGAN): noise
+        drawn from a standard normal truncated to [-t, t].
+      seed: seeds the noise; sample i's noise is ``normal(fold_in(key(seed), i))``.
+      kid_subsets, kid_subset_size: KID's subset scheme (Binkowski et al. 2018).
+      pr_k: neighbours for precision/recall (Kynkaanniemi et al. 2019) and density/coverage.
+      is_splits: Inception Score splits (Salimans et al. 2016).
+      clip: a Hugging Face CLIPModel directory for CLIP score, or "" for no CLIP score.
+    """
+
+    dataset: str = "shapes"
+    data_seed: int = 0
+    split: str = "test"
+    num_samples: int = 10_000
+    captions_per_image: int = 1
+    num_reference: int = 10_000
+    resolution: int = 32
+    features: str = "shapes"
+    generator: str = "ema"
+    truncation: float = 0.0
+    seed: int = 0
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    pr_k: int = 3
+    is_splits: int = 10
+    clip: str = ""
+
+    def __post_init__(self):
+        problems = []
+        if self.dataset != "shapes":
+            problems.append(f"dataset must be shapes, got {self.dataset!r}")
+        if self.split not in ("train", "test"):
+            problems.append(f"split must be train or test, got {self.split!r}")
+        if self.captions_per_image != 1:
+            problems.append("the shapes dataset has one caption per image: captions_per_image must be 1")
+        for name in ("num_samples", "num_reference", "kid_subsets", "kid_subset_size", "pr_k",
+                     "is_splits", "resolution"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.pr_k >= min(self.num_samples, self.num_reference):
+            problems.append(f"pr_k={self.pr_k} needs more than {self.pr_k} samples and reference images")
+        if self.is_splits > self.num_samples:
+            problems.append(f"is_splits={self.is_splits} is more than num_samples={self.num_samples}")
+        if self.generator not in GENERATORS:
+            problems.append(f"generator must be ema or raw, got {self.generator!r}")
+        if self.truncation < 0:
+            problems.append(f"truncation must be 0 (off) or positive, got {self.truncation}")
+        if problems:
+            raise ConfigError(f"evaluation protocol: {problems[0]}")
+
+    def reference_spec(self, feature_network: dict[str, Any]) -> dict[str, Any]:
+        """What the reference statistics depend on; its hash names their cache file.
+
+        Args:
+          feature_network: ``FeatureNetwork.identity`` (name, weights hash, resizer, scale).
+        """
+        return {"version": PROTOCOL_VERSION, "dataset": self.dataset, "data_seed": self.data_seed,
+                "split": self.split, "num_reference": self.num_reference, "resolution": self.resolution,
+                "quantization": QUANTIZATION, "feature_network": dict(feature_network)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedProtocol:
+    """A protocol with the hashes of the files and statistics it refers to."""
+
+    protocol: EvalProtocol
+    feature_network: dict[str, Any]  # FeatureNetwork.identity
+    reference_sha256: str
+    clip_weights_sha256: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field; what the JSON output records and the hash covers."""
+        fields = dataclasses.asdict(self.protocol)
+        # The local paths are not part of the method; the weights' hashes are.
+        fields["features"] = self.protocol.features.partition(":")[0]
+        fields["clip"] = "clip" if self.protocol.clip else ""
+        return {"version": PROTOCOL_VERSION, **fields, "quantization": QUANTIZATION,
+                "feature_network": dict(self.feature_network),
+                "reference_sha256": self.reference_sha256,
+                "clip_weights_sha256": self.clip_weights_sha256}
+
+    @property
+    def hash(self) -> str:
+        """16 hex digits of the sha256 of the canonical JSON of ``to_dict``."""
+        return canonical_hash(self.to_dict())[:16]
+
+
+def canonical_hash(obj: Any) -> str:
+    """sha256 of ``obj`` as sorted, compact JSON."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceStats:
+    """Real images' features (for KID and precision/recall) and their mean and covariance."""
+
+    features: np.ndarray  # float32 [N, D]
+    mu: np.ndarray  # float64 [D]
+    sigma: np.ndarray  # float64 [D, D]
+    spec: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the contents (not of the file's bytes), so a re-save does not change it."""
+        digest = hashlib.sha256()
+        for array in (self.features, self.mu, self.sigma):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    def save(self, path: Path) -> None:
+        """Writes an ``.npz`` atomically (a reader never sees half a file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, features=self.features, mu=self.mu, sigma=self.sigma,
+                 spec=np.asarray(json.dumps(self.spec, sort_keys=True)))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "ReferenceStats":
+        """Reads a file written by ``save``; a broken file raises ``ValueError`` naming it."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                stats = cls(np.asarray(f["features"]), np.asarray(f["mu"]), np.asarray(f["sigma"]),
+                            json.loads(str(f["spec"])))
+        except Exception as e:  # zip, key and JSON errors all mean "not a reference file"
+            raise ValueError(f"reference statistics {path} are unreadable ({type(e).__name__}: {e}); "
+                             "delete the file to recompute them") from None
+        d = stats.features.shape[1] if stats.features.ndim == 2 else -1
+        if stats.mu.shape != (d,) or stats.sigma.shape != (d, d):
+            raise ValueError(f"reference statistics {path} have inconsistent shapes "
+                             f"{stats.features.shape}, {stats.mu.shape}, {stats.sigma.shape}")
+        return stats
+
+
+def reference_path(cache_dir: Path, spec: dict[str, Any]) -> Path:
+    """The cache file of a reference spec."""
+    return Path(cache_dir) / f"{spec['dataset']}-{canonical_hash(spec)[:16]}.npz"
