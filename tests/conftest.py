@@ -7,3 +7,7 @@ import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Reference statistics of the evaluation are cached; tests must not write to the home directory.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("JAXGAN_CACHE", tempfile.mkdtemp(prefix="jaxgan-cache-"))

@@ -24,7 +24,8 @@ from jax.sharding import Mesh
 
 from jaxgan.data import shapes
 from jaxgan.metrics import fid as fid_lib
-from jaxgan.metrics.features import FeatureNetwork, load_feature_network, quantize, uint8_to_unit
+from jaxgan.metrics.features import (FeatureNetwork, clip_image_network, load_feature_network, quantize,
+                                     uint8_to_unit)
 from jaxgan.metrics.protocol import (EvalProtocol, ReferenceStats, ResolvedProtocol, default_cache_dir,
                                      reference_path)
 from jaxgan.metrics.sharded import ShardedMap, evaluation_mesh
@@ -210,7 +211,7 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
 
         clip_scorer = clip_scorer or clip_lib.load_clip_scorer(protocol.clip)
         clip_lib.check_not_training_model(clip_scorer, training_text_hashes)
-        networks["clip"] = clip_lib.clip_feature_network(clip_scorer)
+        networks["clip"] = clip_image_network(clip_scorer)
         clip_sha = clip_scorer.weights_sha256
 
     out = extract(source, protocol.num_samples, networks, mesh, per_device,
@@ -220,12 +221,25 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
     attr_key = "features/attrs" if "features/attrs" in out else "attributes/attrs"
     metrics.update(alignment_accuracy(out[attr_key], attrs))
     if "clip" in networks:
-        text = np.asarray(clip_scorer.embed_texts(captions))
-        metrics.update(clip_lib.clip_score(out["clip/features"], text))
+        metrics.update(_clip_metrics(clip_scorer, out["clip/features"], captions))
 
     resolved = ResolvedProtocol(protocol, network.identity, reference.sha256, clip_sha)
     return EvalResult(metrics, resolved, source.name, str(ref_path), mesh.size,
                       time.perf_counter() - start_time)
+
+
+def _clip_metrics(scorer: Any, image_embeds: np.ndarray, captions: list[str], chunk: int = 256) -> dict[str, float]:
+    """CLIP score of each image with its own caption; captions embedded once each."""
+    from jaxgan.metrics.clip_score import aggregate_clip_scores, clip_score
+
+    unique = list(dict.fromkeys(captions))
+    table = {}
+    for start in range(0, len(unique), chunk):
+        part = unique[start:start + chunk]
+        table.update(zip(part, np.asarray(scorer.embed_texts(part))))
+    text = np.stack([table[c] for c in captions])
+    scores = aggregate_clip_scores(clip_score(jnp.asarray(image_embeds), jnp.asarray(text)))
+    return {k: float(v) for k, v in scores.items() if k != "n"}
 
 
 def score(out: dict[str, np.ndarray], reference: ReferenceStats, protocol: EvalProtocol) -> dict[str, float]:
@@ -254,7 +268,7 @@ def alignment_accuracy(predicted: np.ndarray, wanted: np.ndarray) -> dict[str, f
 
 # How many decimals each metric is printed with; reproducibility is claimed to these digits.
 PRINT_DECIMALS = {"fid": 4, "kid": 6, "kid_std": 6, "is": 4, "is_std": 4, "precision": 4, "recall": 4,
-                  "density": 4, "coverage": 4, "clip_score": 4, "clip_score_100": 2}
+                  "density": 4, "coverage": 4, "clip_score": 4, "clip_score_torchmetrics": 2}
 
 
 def format_metrics(metrics: dict[str, float]) -> dict[str, str]:

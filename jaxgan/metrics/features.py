@@ -145,6 +145,18 @@ def inception_feature_network(path: str | Path) -> FeatureNetwork:
                 "(as pytorch-fid's F.interpolate(align_corners=False))")
 
 
+def clip_image_network(scorer: Any) -> FeatureNetwork:
+    """The image tower of a ``metrics.clip_score.ClipScorer``: unit image embeddings as features."""
+
+    def apply(params: Any, images: jax.Array) -> Outputs:
+        return {"features": scorer.image_fn(params, scorer.preprocess_fn(images))}
+
+    return FeatureNetwork(
+        name="clip", apply=apply, variables=scorer.vision_params, weights_sha256=scorer.weights_sha256,
+        resizer=f"shorter side to {scorer.image_size}px, jax.image.resize cubic (antialiased when "
+                "shrinking), centre crop, CLIP mean/std")
+
+
 def load_feature_network(spec: str) -> FeatureNetwork:
     """``"shapes"``, ``"shapes:DIR"`` or ``"inception:FILE"`` -> the feature network.
 

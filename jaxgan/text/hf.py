@@ -83,23 +83,28 @@ def read_config(directory: Path, projection_dim: int | None = None) -> ClipTextC
         raise TextEncoderError(f"{path}: {e}") from None
 
 
+def weight_files(directory: Path) -> list[Path]:
+    """``directory``'s safetensors file, or its shards in name order; each one checked to exist."""
+    single, index = directory / WEIGHTS_FILE, directory / WEIGHTS_INDEX_FILE
+    if single.is_file():
+        return [single]
+    if not index.is_file():
+        hint = " (only pytorch_model.bin: re-save it with safetensors)" if (directory / "pytorch_model.bin").exists() else ""
+        raise TextEncoderNotFoundError(f"{directory} has no {WEIGHTS_FILE}{hint}")
+    shards = json.loads(index.read_text()).get("weight_map", {}).values()
+    files = [directory / name for name in sorted(set(shards))]
+    for file in files:
+        if not file.is_file():
+            raise TextEncoderNotFoundError(f"weight shard {file} is missing")
+    return files
+
+
 def read_weights(directory: Path) -> dict[str, np.ndarray]:
     """The text-tower tensors of ``directory``'s safetensors file(s), as float32 numpy arrays."""
     from safetensors import safe_open
 
-    single, index = directory / WEIGHTS_FILE, directory / WEIGHTS_INDEX_FILE
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        shards = json.loads(index.read_text()).get("weight_map", {}).values()
-        files = [directory / name for name in sorted(set(shards))]
-    else:
-        hint = " (only pytorch_model.bin: re-save it with safetensors)" if (directory / "pytorch_model.bin").exists() else ""
-        raise TextEncoderNotFoundError(f"{directory} has no {WEIGHTS_FILE}{hint}")
     weights = {}
-    for file in files:
-        if not file.is_file():
-            raise TextEncoderNotFoundError(f"weight shard {file} is missing")
+    for file in weight_files(directory):
         # The flax framework reads bfloat16 too, which plain numpy cannot.
         with safe_open(str(file), framework="flax") as f:
             for key in f.keys():
