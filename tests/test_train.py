@@ -26,7 +26,8 @@ def trained(tmp_path_factory):
     """A tiny run of 6 steps through the command line, shared by the sampling tests."""
     workdir = tmp_path_factory.mktemp("run")
     args = ["--workdir", str(workdir), "--preset", "tiny", "--steps", "6", "--no-progress"]
-    assert cli.train_main(args + [f"--set={o}" for o in TINY]) == 0
+    evaluation = ["eval.every=3", "eval.num_samples=64"]
+    assert cli.train_main(args + [f"--set={o}" for o in TINY + evaluation]) == 0
     return workdir
 
 
@@ -154,3 +155,53 @@ def test_resume_refuses_a_different_data_position(trained, tmp_path, capsys):
     err = _error_line(capsys)
     assert "saved with data position" in err and "'batch_size': 16" in err
     assert sorted(p.name for p in (other / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+
+
+def test_periodic_evaluation_is_logged_with_the_protocol_hash(trained):
+    rows = [json.loads(line) for line in (trained / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert {"fid", "kid", "is", "precision", "recall", "density", "coverage", "alignment_all",
+            "protocol_hash"} <= set(rows[0])
+    assert rows[0]["protocol_hash"] == rows[1]["protocol_hash"]
+    assert rows[0]["fid"] != rows[1]["fid"]  # the generator changed between the two
+    assert (trained / "eval.png").exists()
+
+
+def test_eval_command_reproduces_the_training_time_numbers(trained, capsys):
+    from jaxgan import eval as eval_cli
+
+    assert eval_cli.main(["--workdir", str(trained), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    (report_path,) = (trained / "eval").glob("step_000006-*.json")
+    report = json.loads(report_path.read_text())
+    assert report["step"] == 6 and report["protocol_hash"] in printed and report["protocol_hash"] in report_path.name
+    assert report["protocol"]["num_samples"] == 64 and report["num_devices"] == 8
+    # Same checkpoint, same protocol, 8 devices here and 1 in training: the same numbers.
+    during = [json.loads(line) for line in (trained / "eval.jsonl").read_text().splitlines()][-1]
+    assert during["protocol_hash"] == report["protocol_hash"]
+    for name, value in report["metrics"].items():
+        assert value == pytest.approx(during[name], rel=1e-6, abs=1e-9), name
+    # Another generator is another protocol.
+    assert eval_cli.main(["--workdir", str(trained), "--generator", "raw", "--no-progress",
+                          "--out", str(trained / "raw.json")]) == 0
+    assert json.loads((trained / "raw.json").read_text())["protocol_hash"] != report["protocol_hash"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--features", "inception:/no/such/weights.safetensors"], "no/such/weights.safetensors"),
+    (["--features", "vgg"], "unknown feature network"),
+    (["--num-samples", "0"], "num_samples must be positive"),
+    (["--step", "4"], "checkpoint"),
+])
+def test_bad_eval_input_is_one_line(trained, capsys, args, message):
+    from jaxgan import eval as eval_cli
+
+    assert eval_cli.main(["--workdir", str(trained), "--no-progress", *args]) == 2
+    assert message in _error_line(capsys)
+
+
+def test_eval_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    from jaxgan import eval as eval_cli
+
+    assert eval_cli.main(["--workdir", str(tmp_path), "--no-progress"]) == 2
+    assert "not a training workdir" in _error_line(capsys)
