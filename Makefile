@@ -29,6 +29,7 @@ demo: $(VENV)/.lib
 	  --prompt "a large yellow triangle in the center" \
 	  --prompt "the right has a small white circle"
 	$(BIN)/python -m jaxgan.metrics.alignment --workdir $(DEMO_DIR)
+	$(BIN)/python -m jaxgan.eval --workdir $(DEMO_DIR)
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -q

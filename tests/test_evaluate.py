@@ -12,9 +12,10 @@ import pytest
 
 from jaxgan.config import ConfigError, get_config
 from jaxgan.metrics import evaluate as evaluate_lib
-from jaxgan.metrics.evaluate import ImageSource, evaluate, generator_source, real_source
+from jaxgan.metrics.evaluate import evaluate, generator_source, real_source
 from jaxgan.metrics.features import shapes_feature_network
 from jaxgan.metrics.protocol import EvalProtocol, ReferenceStats
+from jaxgan.metrics.sanity import constant, grey
 from jaxgan.metrics.sharded import evaluation_mesh
 from jaxgan.models import build_models
 from test_clip_score import clip_dir  # noqa: F401  (a tiny random CLIPModel directory)
@@ -28,32 +29,15 @@ def network():
     return shapes_feature_network()
 
 
-def _wrong_colours(source: ImageSource) -> ImageSource:
-    """Real images in grey: every shape in place, no colour of the palette left.
-
-    (Swapping channels would not do: it maps most palette colours onto others, e.g. red onto
-    blue, which only text alignment can see, not an unconditional distance like FID.)
-    """
-    def grey(c, i):
-        images = source.make_images(c, i)
-        return jnp.broadcast_to(images @ jnp.array([0.299, 0.587, 0.114])[:, None], images.shape)
-
-    return dataclasses.replace(source, name="wrong colours", make_images=grey)
-
-
-def _constant(source: ImageSource) -> ImageSource:
-    """A collapsed generator: the same grey square for every caption."""
-    return dataclasses.replace(source, name="constant",
-                               make_images=lambda c, i: jnp.full((i["index"].shape[0], 32, 32, 3), -0.5))
-
-
 @pytest.mark.parametrize("data_seed", [0, 1])
 def test_real_images_score_near_the_ceiling_and_broken_generators_far_from_it(tmp_path, network, data_seed):
     protocol = EvalProtocol(data_seed=data_seed, seed=data_seed, **SMALL)
     real = real_source("train", data_seed, 32)
+    # Grey images keep every shape but no palette colour (swapping channels would not do: it
+    # maps most palette colours onto others, which only text alignment can see, not FID).
     results = {s.name: evaluate(s, protocol, network=network, cache_dir=tmp_path, progress=False).metrics
-               for s in (real, _wrong_colours(real), _constant(real))}
-    real_m, wrong, const = results[real.name], results["wrong colours"], results["constant"]
+               for s in (real, grey(real), constant(real, 32))}
+    real_m, wrong, const = results[real.name], results["grey"], results["constant"]
     # Two disjoint real samples: FID near 0 (estimator bias at n=1024), KID within noise of 0,
     # precision and recall near 1, captions read back perfectly.
     assert real_m["fid"] < 2.0 and abs(real_m["kid"]) < 0.02

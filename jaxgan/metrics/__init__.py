@@ -9,5 +9,14 @@ The score math, as pure functions of feature arrays (extracting the features is 
 ``inception_score``: ``inception_score``; ``joint_probabilities`` for independent heads.
 ``precision_recall``: ``precision_recall``, ``precision_recall_density_coverage`` (k-NN balls).
 
+The evaluation (``python -m jaxgan.eval``; see README "Evaluation protocol"):
+``protocol``: ``EvalProtocol``, everything that changes a number, hashed; reference statistics cache.
+``features``: feature networks (shapes attribute classifier, FID InceptionV3, CLIP image tower).
+``inception``: InceptionV3 in the FID variant (Flax), its weight file and pytorch-fid converter.
+``clip_vision``, ``clip_score``: CLIP's image tower (Flax) and CLIP score from a HF CLIPModel directory.
+``sharded``: per-example functions over all devices, independent of the device count.
+``evaluate``: image sources (a generator, real images), feature extraction, every metric.
+``alignment``: the 432-combination text-alignment report of a run.
+
 Submodules are imported on use, so loading one metric does not pull in the others.
 """
