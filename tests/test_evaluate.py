@@ -165,3 +165,9 @@ def test_clip_score_is_reported_and_refused_for_a_training_model(tmp_path, netwo
     with pytest.raises(ClipScoreError):
         evaluate(real, protocol, network=network, cache_dir=tmp_path, clip_scorer=scorer,
                  training_text_hashes=[text_tower_sha256(params)], progress=False)
+
+
+def test_metrics_are_printed_to_four_significant_digits():
+    shown = evaluate_lib.format_metrics({"fid": 0.27095, "is": 317.9064, "kid": -0.000891, "big": 15350.6,
+                                         "alignment_all": 0.96745})
+    assert shown == {"fid": "0.2710", "is": "317.9", "kid": "-0.0008910", "big": "15351", "alignment_all": "96.75%"}
