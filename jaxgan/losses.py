@@ -1,7 +1,10 @@
 """Adversarial losses as small pure functions of discriminator logits.
 
 Each loss is a triple (D on real, D on fake, G on fake), all means over the batch, in
-float32. ``matching_aware_d_loss`` combines them the way GAN-INT-CLS does.
+float32 whatever the logits' dtype (bfloat16 logits are cast first, so the reductions do
+not lose precision; float64, under ``jax_enable_x64``, is kept). ``matching_aware_d_loss``
+combines them the way GAN-INT-CLS does. Also here: the conditioning-augmentation KL term
+of StackGAN and the discriminator accuracies the step reports.
 """
 
 from __future__ import annotations
@@ -12,47 +15,103 @@ import jax
 import jax.numpy as jnp
 
 
+def _f32(x: jax.Array) -> jax.Array:
+    """At least float32: bfloat16/float16 (and ints) -> float32; float64 stays float64."""
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def nonsaturating_d_real(logits: jax.Array) -> jax.Array:
-    """-log sigmoid(D(x)) = softplus(-D(x)) (Goodfellow et al., 2014)."""
-    return jnp.mean(jax.nn.softplus(-logits))
+    """-log sigmoid(D(x)) = softplus(-D(x)) (Goodfellow et al., 2014, arXiv:1406.2661)."""
+    return jnp.mean(jax.nn.softplus(-_f32(logits)))
 
 
 def nonsaturating_d_fake(logits: jax.Array) -> jax.Array:
     """-log(1 - sigmoid(D(G(z)))) = softplus(D(G(z))) (Goodfellow et al., 2014)."""
-    return jnp.mean(jax.nn.softplus(logits))
+    return jnp.mean(jax.nn.softplus(_f32(logits)))
 
 
 def nonsaturating_g(logits: jax.Array) -> jax.Array:
     """The non-saturating generator loss -log sigmoid(D(G(z))) (Goodfellow et al., 2014, sec. 3)."""
-    return jnp.mean(jax.nn.softplus(-logits))
+    return jnp.mean(jax.nn.softplus(-_f32(logits)))
 
 
 def hinge_d_real(logits: jax.Array) -> jax.Array:
-    """max(0, 1 - D(x)) (Lim & Ye, 2017, "Geometric GAN"; used by DF-GAN)."""
-    return jnp.mean(jax.nn.relu(1.0 - logits))
+    """max(0, 1 - D(x)) (Lim & Ye, 2017, "Geometric GAN", arXiv:1705.02894; used by DF-GAN)."""
+    return jnp.mean(jax.nn.relu(1.0 - _f32(logits)))
 
 
 def hinge_d_fake(logits: jax.Array) -> jax.Array:
     """max(0, 1 + D(G(z))) (Lim & Ye, 2017)."""
-    return jnp.mean(jax.nn.relu(1.0 + logits))
+    return jnp.mean(jax.nn.relu(1.0 + _f32(logits)))
 
 
 def hinge_g(logits: jax.Array) -> jax.Array:
     """-D(G(z)) (Lim & Ye, 2017)."""
-    return -jnp.mean(logits)
+    return -jnp.mean(_f32(logits))
+
+
+def lsgan_d_real(logits: jax.Array) -> jax.Array:
+    """Least-squares D loss on real data: 1/2 * mean((D(x) - b)^2) with b = 1.
+
+    References:
+      Mao, Li, Xie, Lau, Wang & Smolley, 2017, "Least Squares Generative Adversarial
+      Networks", arXiv:1611.04076, eq. 2 with the a=0, b=1, c=1 coding.
+    """
+    return 0.5 * jnp.mean(jnp.square(_f32(logits) - 1.0))
+
+
+def lsgan_d_fake(logits: jax.Array) -> jax.Array:
+    """Least-squares D loss on fake data: 1/2 * mean((D(G(z)) - a)^2), a = 0 (Mao et al., 2017)."""
+    return 0.5 * jnp.mean(jnp.square(_f32(logits)))
+
+
+def lsgan_g(logits: jax.Array) -> jax.Array:
+    """Least-squares G loss: 1/2 * mean((D(G(z)) - c)^2) with c = 1 (Mao et al., 2017)."""
+    return 0.5 * jnp.mean(jnp.square(_f32(logits) - 1.0))
+
+
+def wasserstein_d_real(logits: jax.Array) -> jax.Array:
+    """Critic loss on real data: -mean D(x).
+
+    D is a critic whose outputs estimate the Wasserstein-1 distance only when it is kept
+    1-Lipschitz: pair this loss with ``jaxgan.regularizers.wgan_gp`` (or weight clipping).
+
+    References:
+      Arjovsky, Chintala & Bottou, 2017, "Wasserstein GAN", arXiv:1701.07875, Algorithm 1.
+    """
+    return -jnp.mean(_f32(logits))
+
+
+def wasserstein_d_fake(logits: jax.Array) -> jax.Array:
+    """Critic loss on fake data: mean D(G(z)) (Arjovsky et al., 2017)."""
+    return jnp.mean(_f32(logits))
+
+
+def wasserstein_g(logits: jax.Array) -> jax.Array:
+    """Generator loss: -mean D(G(z)) (Arjovsky et al., 2017)."""
+    return -jnp.mean(_f32(logits))
 
 
 class AdversarialLoss(NamedTuple):
-    """The three terms of a GAN loss; each maps logits [B] to a scalar."""
+    """The three terms of a GAN loss; each maps logits [B] to a scalar.
+
+    ``threshold`` is the logit at which D's decision flips between fake and real, used by
+    ``discriminator_accuracy``: 0 for the logistic, hinge and Wasserstein losses; 0.5 for
+    least squares, halfway between its fake (0) and real (1) targets.
+    """
 
     d_real: Callable[[jax.Array], jax.Array]
     d_fake: Callable[[jax.Array], jax.Array]
     g: Callable[[jax.Array], jax.Array]
+    threshold: float = 0.0
 
 
 LOSSES: dict[str, AdversarialLoss] = {
     "nonsaturating": AdversarialLoss(nonsaturating_d_real, nonsaturating_d_fake, nonsaturating_g),
     "hinge": AdversarialLoss(hinge_d_real, hinge_d_fake, hinge_g),
+    "lsgan": AdversarialLoss(lsgan_d_real, lsgan_d_fake, lsgan_g, threshold=0.5),
+    "wasserstein": AdversarialLoss(wasserstein_d_real, wasserstein_d_fake, wasserstein_g),
 }
 
 
@@ -60,8 +119,67 @@ def matching_aware_d_loss(loss: AdversarialLoss, real: jax.Array, fake: jax.Arra
                           wrong: jax.Array) -> jax.Array:
     """L_D = l_real(D(x, t)) + (l_fake(D(G(z, t), t)) + l_fake(D(x, t_wrong))) / 2.
 
-    The matching-aware discriminator of GAN-INT-CLS (Reed et al., 2016, Algorithm 1): a real
-    image with a mismatched caption counts as fake, so D must judge the pair, not just the
-    image. DF-GAN weights its hinge terms the same way.
+    The matching-aware discriminator of GAN-INT-CLS (Reed et al., 2016, arXiv:1605.05396,
+    Algorithm 1): a real image with a mismatched caption counts as fake, so D must judge the
+    pair, not just the image. DF-GAN weights its hinge terms the same way.
     """
     return loss.d_real(real) + 0.5 * (loss.d_fake(fake) + loss.d_fake(wrong))
+
+
+def kl_to_standard_normal(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
+    """KL(N(mu, diag sigma^2) || N(0, I)), summed over dimensions, averaged over the batch.
+
+    Per example: 0.5 * sum_j (mu_j^2 + sigma_j^2 - 1 - 2 log sigma_j); the result is the
+    mean of that over the leading (batch) axis, in float32.
+
+    This is the regulariser of conditioning augmentation: the sentence embedding is mapped
+    to (mu, sigma), the generator is conditioned on mu + sigma * eps, and the KL term keeps
+    the conditioning manifold smooth.
+
+    Parameterisation: the inputs are mu and **log sigma** (log standard deviation).
+    StackGAN's released code predicts the log *variance* instead, log_var = 2 log sigma
+    (and samples with std = exp(0.5 * log_var)); pass ``log_sigma = 0.5 * log_var`` for it.
+    Its code also takes the mean over all elements rather than summing over dimensions,
+    i.e. its value is this one divided by the embedding dimension: rescale the weight.
+
+    Args:
+      mu: means, [B, D] (or [B, ...]: every axis but the first is summed).
+      log_sigma: log standard deviations, same shape as ``mu``.
+
+    Returns:
+      The scalar KL, float32.
+
+    References:
+      Zhang, Xu, Li, Zhang, Wang, Huang & Metaxas, 2017, "StackGAN: Text to Photo-realistic
+      Image Synthesis with Stacked Generative Adversarial Networks", arXiv:1612.03242,
+      sec. 3.1 (conditioning augmentation).
+    """
+    mu, log_sigma = _f32(mu), _f32(log_sigma)
+    per_dim = jnp.square(mu) + jnp.exp(2.0 * log_sigma) - 1.0 - 2.0 * log_sigma
+    per_example = 0.5 * jnp.sum(per_dim.reshape(per_dim.shape[0], -1), axis=-1)
+    return jnp.mean(per_example)
+
+
+def discriminator_accuracy(real_logits: jax.Array, fake_logits: jax.Array,
+                           wrong_logits: jax.Array, threshold: float = 0.0) -> dict[str, jax.Array]:
+    """How often D's decision is right on each kind of pair, float32 fractions in [0, 1].
+
+    ``d_acc_real`` = mean(D(x, t) > threshold), ``d_acc_fake`` = mean(D(G(z), t) < threshold),
+    ``d_acc_wrong`` = mean(D(x, t_wrong) < threshold). Use ``AdversarialLoss.threshold`` of
+    the loss in use (0.5 for least squares, 0 otherwise). A D near 1.0 everywhere has beaten
+    G; ``d_acc_wrong`` near 0.5 says D ignores the text.
+
+    Args:
+      real_logits: D on real images with their captions, [B].
+      fake_logits: D on generated images with their captions, [B].
+      wrong_logits: D on real images with mismatched captions, [B].
+      threshold: the decision logit.
+
+    Returns:
+      A dict with the three scalar accuracies.
+    """
+    return {
+        "d_acc_real": jnp.mean(_f32(real_logits) > threshold, dtype=jnp.float32),
+        "d_acc_fake": jnp.mean(_f32(fake_logits) < threshold, dtype=jnp.float32),
+        "d_acc_wrong": jnp.mean(_f32(wrong_logits) < threshold, dtype=jnp.float32),
+    }
