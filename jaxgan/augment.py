@@ -218,3 +218,20 @@ def diff_augment(key: jax.Array, images: jax.Array,
     for name, op_key in zip(names, jax.random.split(key, len(names))):
         images = _RANDOM_OPS[name](op_key, images)
     return images
+
+
+def augment_examples(policy: str) -> Callable[[jax.Array, jax.Array, jax.Array | int], jax.Array]:
+    """``policy`` as ``augment(key, images, offset)``, drawn per example from its global index.
+
+    Example i of the local batch is augmented with ``fold_in(key, offset + i)``, so its
+    augmentation does not depend on how the global batch is split over devices (the step
+    passes the device's offset under pmap). An empty policy returns the images unchanged.
+    """
+    if not parse_policy(policy):
+        return lambda key, images, offset: images
+
+    def augment(key: jax.Array, images: jax.Array, offset: jax.Array | int) -> jax.Array:
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(offset + jnp.arange(images.shape[0]))
+        return jax.vmap(lambda k, x: diff_augment(k, x[None], policy)[0])(keys, images)
+
+    return augment

@@ -32,6 +32,13 @@ class ModelConfig:
     conv_impl: str = "auto"
     dtype: str = "float32"    # compute dtype; params stay float32
     bn_sync: bool = True      # BatchNorm statistics over the global batch, or per device
+    # Conditioning augmentation (StackGAN): G sees a sample of N(mu(s), sigma(s)) instead of
+    # the sentence embedding s; train.kl_weight weighs its KL term.
+    ca: bool = False
+    # Word cross-attention (AttnGAN) in G at these feature-map sizes, e.g. "16,32"; dfgan only.
+    word_attention: str = ""
+    self_attention: int = 0   # SAGAN block at this feature-map size (0: none); dfgan only
+    spectral_norm: bool = False  # on D's layers; dfgan only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +47,17 @@ class TrainConfig:
 
     steps: int = 6000
     batch_size: int = 32      # global, over all devices
-    loss: str = "nonsaturating"  # or "hinge"
+    loss: str = "nonsaturating"  # or "hinge", "lsgan", "wasserstein"
+    # Gradient penalty on D: "none", "magp" (DF-GAN), "r1", "wgan_gp"; weight 0 means the
+    # paper's (MA-GP 2, R1 10, WGAN-GP 10); power is MA-GP's p (DF-GAN: 6); every > 1 makes it
+    # lazy (computed every k steps, scaled by k).
+    penalty: str = "none"
+    penalty_weight: float = 0.0
+    penalty_power: float = 6.0
+    penalty_every: int = 1
+    augment: str = ""         # DiffAugment policy for every image D sees, e.g. "color,translation,cutout"
+    kl_weight: float = 1.0    # conditioning augmentation's KL term in the G loss (model.ca)
+    max_skips: int = 20       # consecutive non-finite steps (skipped) before training stops
     g_lr: float = 2e-4
     d_lr: float = 2e-4
     beta1: float = 0.5
@@ -97,6 +114,11 @@ class Config:
     eval: EvalConfig = EvalConfig()
 
 
+_DFGAN: dict[str, Any] = {
+    "model.arch": "dfgan", "model.width": 32, "train.loss": "hinge", "train.penalty": "magp",
+    "train.g_lr": 1e-4, "train.d_lr": 4e-4, "train.beta1": 0.0, "train.beta2": 0.9,
+}
+
 # Presets override a few fields of the default. "tiny" is for tests and quick local runs.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -104,6 +126,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dcgan64": {"model.resolution": 64, "model.width": 64},
     "dcgan128": {"model.resolution": 128, "model.width": 64},
     "dcgan256": {"model.resolution": 256, "model.width": 64, "train.batch_size": 32},
+    # DF-GAN (Tao et al. 2022): nf=32, hinge + mismatched text, MA-GP (k=2, p=6), Adam
+    # (0, 0.9) with lr 1e-4 for G and 4e-4 for D, as in the paper.
+    **{f"dfgan{r}": _DFGAN | {"model.resolution": r} for r in (64, 128, 256)},
+    **{f"dfgan{r}_wide": _DFGAN | {"model.resolution": r, "model.width": 64} for r in (64, 128, 256)},
     "tiny": {
         "model.width": 8, "model.z_dim": 16, "model.text_dim": 16, "train.batch_size": 16,
         "train.steps": 20, "train.log_every": 5, "train.sample_every": 10,
@@ -112,12 +138,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _CHOICES = {
-    "model.arch": ("dcgan",),
+    "model.arch": ("dcgan", "dfgan"),
     "model.upsample": ("resize_conv", "conv_transpose"),
     "model.conv_impl": ("auto", "conv", "matmul"),
     "model.dtype": ("float32", "bfloat16"),
     "model.resolution": (32, 64, 128, 256),
-    "train.loss": ("nonsaturating", "hinge"),
+    "train.loss": ("nonsaturating", "hinge", "lsgan", "wasserstein"),
+    "train.penalty": ("none", "magp", "r1", "wgan_gp"),
     "train.parallel": ("jit", "pmap"),
     "data.dataset": ("shapes",),
     "eval.split": ("train", "test"),
@@ -202,6 +229,20 @@ def validate(config: Config) -> None:
                 "train.keep_checkpoints"):
         if flat[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {flat[key]}")
+    for key in ("train.penalty_every", "train.max_skips"):
+        if flat[key] < 1:
+            raise ConfigError(f"{key} must be at least 1, got {flat[key]}")
+    for key in ("train.penalty_weight", "train.penalty_power", "train.kl_weight", "model.self_attention"):
+        if flat[key] < 0:
+            raise ConfigError(f"{key} must not be negative, got {flat[key]}")
+    _check_augment(flat["train.augment"])
+    attention = parse_resolutions(flat["model.word_attention"])
+    if flat["model.arch"] == "dcgan" and (attention or flat["model.self_attention"] or flat["model.spectral_norm"]):
+        raise ConfigError("model.word_attention, model.self_attention and model.spectral_norm need model.arch=dfgan")
+    for r in attention + ([flat["model.self_attention"]] if flat["model.self_attention"] else []):
+        if not (8 <= r <= res and r & (r - 1) == 0):
+            raise ConfigError(f"attention resolution {r} must be a power of two between 8 and "
+                              f"model.resolution={res}")
     for key in ("eval.every", "eval.num_reference"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must not be negative, got {flat[key]}")
@@ -213,6 +254,23 @@ def validate(config: Config) -> None:
         raise ConfigError("train.steps and train.num_devices must not be negative")
     if not 0.0 <= flat["train.ema_decay"] < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {flat['train.ema_decay']}")
+
+
+def parse_resolutions(text: str) -> list[int]:
+    """ "16,32" -> [16, 32]; raises ``ConfigError`` for anything else."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"model.word_attention must be comma-separated sizes like 16,32, got {text!r}") from None
+
+
+def _check_augment(policy: str) -> None:
+    from jaxgan.augment import parse_policy
+
+    try:
+        parse_policy(policy)
+    except ValueError as e:
+        raise ConfigError(f"train.augment: {e}") from None
 
 
 def to_dict(config: Config) -> dict[str, Any]:

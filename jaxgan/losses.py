@@ -9,7 +9,7 @@ of StackGAN and the discriminator accuracies the step reports.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -183,3 +183,24 @@ def discriminator_accuracy(real_logits: jax.Array, fake_logits: jax.Array,
         "d_acc_fake": jnp.mean(_f32(fake_logits) < threshold, dtype=jnp.float32),
         "d_acc_wrong": jnp.mean(_f32(wrong_logits) < threshold, dtype=jnp.float32),
     }
+
+
+def conditioning_kl(sown: Any) -> jax.Array:
+    """Sum of ``kl_to_standard_normal`` over every (mu, log_sigma) pair a generator sowed.
+
+    Conditioning augmentation layers sow ``mu`` and ``log_sigma`` into the "losses"
+    collection; this finds each pair in that (nested) collection. No pair gives 0.
+    """
+    total = jnp.zeros((), jnp.float32)
+    if isinstance(sown, Mapping):
+        if "mu" in sown and "log_sigma" in sown:
+            total = total + kl_to_standard_normal(_unbox(sown["mu"]), _unbox(sown["log_sigma"]))
+        for name, value in sown.items():
+            if name not in ("mu", "log_sigma"):
+                total = total + conditioning_kl(value)
+    return total
+
+
+def _unbox(value: Any) -> jax.Array:
+    # ``sow`` keeps a tuple of values unless told to overwrite; take the last either way.
+    return value[-1] if isinstance(value, tuple) else value

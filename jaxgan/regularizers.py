@@ -180,3 +180,38 @@ def lazy(penalty_value_fn: Callable[[], jax.Array], step: jax.Array | int,
         jnp.asarray(step) % interval == 0,
         lambda: interval * _f32(penalty_value_fn()),
         lambda: jnp.zeros((), dtype))
+
+
+# The weight each paper uses, for train.penalty_weight = 0.
+DEFAULT_WEIGHTS = {"magp": 2.0, "r1": 10.0, "wgan_gp": 10.0}
+Penalty = Callable[[DiscriminatorFn, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, int], jax.Array]
+
+
+def penalty_from_config(kind: str, weight: float = 0.0, power: float = 6.0) -> Penalty:
+    """The step's gradient penalty: ``penalty(d_fn, real, fake, sentence, key, step, every)``.
+
+    Args:
+      kind: "none", "magp" (on real images and their sentences), "r1" (on real images) or
+        "wgan_gp" (on real/fake interpolates).
+      weight: the penalty's weight; 0 means the paper's (``DEFAULT_WEIGHTS``).
+      power: MA-GP's exponent p.
+
+    Returns:
+      A function giving the scalar to add to the D loss, lazily every ``every`` steps.
+    """
+    if kind == "none":
+        return lambda d_fn, real, fake, sentence, key, step, every: jnp.zeros((), jnp.float32)
+    if kind not in DEFAULT_WEIGHTS:
+        raise ValueError(f"unknown gradient penalty {kind!r}; choose from none, {', '.join(DEFAULT_WEIGHTS)}")
+    w = weight or DEFAULT_WEIGHTS[kind]
+
+    def penalty(d_fn, real, fake, sentence, key, step, every):
+        if kind == "magp":
+            value = lambda: ma_gp(d_fn, real, sentence, weight=w, power=power)  # noqa: E731
+        elif kind == "r1":
+            value = lambda: r1_penalty(d_fn, real, sentence, weight=w)  # noqa: E731
+        else:
+            value = lambda: wgan_gp(d_fn, real, fake, sentence, key, weight=w)  # noqa: E731
+        return lazy(value, step, every)
+
+    return penalty

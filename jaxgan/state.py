@@ -30,6 +30,8 @@ class GANState(struct.PyTreeNode):
     ema_params: Any  # exponential moving average of g_params, used for sampling
     ema_stats: Any  # BatchNorm running statistics of the EMA generator itself
     key: jax.Array  # raw uint32 key data, so checkpoints need no typed-key handling
+    skipped: jax.Array  # steps whose update was skipped for a non-finite loss or gradient
+    streak: jax.Array  # consecutive skipped steps up to now (0 after a good step)
     g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
@@ -64,6 +66,8 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
         ema_params=jax.tree.map(jnp.copy, g_vars["params"]),
         ema_stats=jax.tree.map(jnp.copy, g_vars["batch_stats"]),
         key=jax.random.key_data(train_key),
+        skipped=jnp.zeros((), jnp.int32),
+        streak=jnp.zeros((), jnp.int32),
         g_tx=g_tx,
         d_tx=d_tx,
     )

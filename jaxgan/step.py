@@ -7,7 +7,8 @@ is given ``axis_name`` and averages gradients, statistics and metrics over it.
 
 A batch is a dict: ``image`` uint8 [B, R, R, 3], ``sentence`` and ``wrong_sentence``
 float32 [B, S] (embeddings of the caption and of a mismatched caption from the frozen text
-encoder, computed outside the step so its params never meet the optimizer).
+encoder, computed outside the step so its params never meet the optimizer), and, for
+generators with word attention, ``words`` [B, L, W] and ``word_mask`` bool [B, L].
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgan.config import Config
-from jaxgan.losses import LOSSES, matching_aware_d_loss
+from jaxgan.augment import augment_examples
+from jaxgan.config import Config, parse_resolutions
+from jaxgan.losses import LOSSES, conditioning_kl, discriminator_accuracy, matching_aware_d_loss
+from jaxgan.regularizers import penalty_from_config
 from jaxgan.state import GANState
 
 Batch = dict[str, jax.Array]
@@ -47,11 +50,24 @@ def _norm(tree: Any) -> jax.Array:
     return optax.tree.norm(tree)
 
 
+def _all_finite(*values: jax.Array) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in values]))
+
+
 def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Module,
                     axis_name: str | None = None) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
-    """Builds the pure step for ``config``; ``axis_name`` is the pmap axis, None under jit."""
-    loss = LOSSES[config.train.loss]
-    ema_decay = config.train.ema_decay
+    """Builds the pure step for ``config``; ``axis_name`` is the pmap axis, None under jit.
+
+    The variants (loss, gradient penalty, DiffAugment, conditioning augmentation, word
+    attention) are chosen here, once, from the config; the step below composes them.
+    """
+    t = config.train
+    loss = LOSSES[t.loss]
+    ema_decay = t.ema_decay
+    penalty = penalty_from_config(t.penalty, t.penalty_weight, t.penalty_power)
+    augment = augment_examples(t.augment)
+    kl_weight = t.kl_weight if config.model.ca else 0.0
+    uses_words = bool(parse_resolutions(config.model.word_attention))
 
     def mean_over_devices(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
@@ -59,32 +75,50 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
         real = images_to_float(batch["image"])
         sentence, wrong_sentence = batch["sentence"], batch["wrong_sentence"]
+        words = {"words": batch["words"], "word_mask": batch["word_mask"]} if uses_words else {}
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-        z = example_noise(key, real.shape[0], config.model.z_dim, axis_name)
+        batch_size = real.shape[0]
+        z = example_noise(key, batch_size, config.model.z_dim, axis_name)
+        # Everything else random comes from a key no example index reaches (z uses
+        # fold_in(key, i) for the example indices i).
+        k_ca, k_aug_d, k_aug_g, k_penalty = jax.random.split(jax.random.fold_in(key, 2**31 - 1), 4)
+        offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch_size
 
         # G runs forward once; its VJP is kept for the G update after D has moved, as a
         # PyTorch loop reuses the fake batch's graph.
+        # With conditioning augmentation G also returns its KL term, so one VJP carries both.
         def generate(g_params):
             fake, updates = generator.apply({"params": g_params, "batch_stats": state.g_stats},
-                                            z, sentence, train=True, mutable=["batch_stats"])
-            return fake, updates["batch_stats"]
+                                            z, sentence, **words, train=True, rngs={"ca": k_ca},
+                                            mutable=["batch_stats", "losses"])
+            return (fake, conditioning_kl(updates.get("losses", {}))), updates.get("batch_stats", {})
 
-        fake, g_vjp, g_stats = jax.vjp(generate, state.g_params, has_aux=True)
+        (fake, kl), g_vjp, g_stats = jax.vjp(generate, state.g_params, has_aux=True)
+
+        def d_apply(d_params, d_stats, images, text, wrong_text=None):
+            out, upd = discriminator.apply({"params": d_params, "batch_stats": d_stats}, images, text,
+                                           wrong_text, train=True, mutable=["batch_stats"])
+            return out, upd.get("batch_stats", {})
 
         # --- D update: (real, caption) real; (fake, caption) and (real, wrong caption) fake.
         def d_loss_fn(d_params):
-            (real_logits, wrong_logits), upd = discriminator.apply(
-                {"params": d_params, "batch_stats": state.d_stats}, real, sentence, wrong_sentence,
-                train=True, mutable=["batch_stats"])
-            fake_logits, upd = discriminator.apply(
-                {"params": d_params, "batch_stats": upd["batch_stats"]},
-                jax.lax.stop_gradient(fake), sentence, train=True, mutable=["batch_stats"])
-            d_loss = matching_aware_d_loss(loss, real_logits, fake_logits, wrong_logits)
-            logits = {"d_real_logit": real_logits.mean(), "d_fake_logit": fake_logits.mean(),
-                      "d_wrong_logit": wrong_logits.mean()}
-            return d_loss, (upd["batch_stats"], logits)
+            seen_real = augment(k_aug_d, real, offset)
+            (real_logits, wrong_logits), stats = d_apply(d_params, state.d_stats, seen_real, sentence,
+                                                         wrong_sentence)
+            seen_fake = augment(jax.random.fold_in(k_aug_d, 1), jax.lax.stop_gradient(fake), offset)
+            fake_logits, stats = d_apply(d_params, stats, seen_fake, sentence)
+            adversarial = matching_aware_d_loss(loss, real_logits, fake_logits, wrong_logits)
+            # The penalty sees D as a function of (image, sentence); its BatchNorm statistics
+            # (dcgan) are not updated by this extra pass.
+            d_fn = lambda x, s: d_apply(d_params, stats, x, s)[0]  # noqa: E731
+            reg = penalty(d_fn, real, jax.lax.stop_gradient(fake), sentence, k_penalty, state.step,
+                          t.penalty_every)
+            aux = {"d_real_logit": real_logits.mean(), "d_fake_logit": fake_logits.mean(),
+                   "d_wrong_logit": wrong_logits.mean(), "d_penalty": reg,
+                   **discriminator_accuracy(real_logits, fake_logits, wrong_logits, loss.threshold)}
+            return adversarial + reg, (stats, aux)
 
-        (d_loss, (d_stats, logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+        (d_loss, (d_stats, d_aux)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
             state.d_params)
         d_grads = mean_over_devices(d_grads)
         d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
@@ -93,13 +127,13 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         # --- G update against the updated D. D's statistics from this pass are discarded:
         # they describe a batch D was not trained on.
         def g_loss_fn(fake_images):
-            fake_logits, _ = discriminator.apply(
-                {"params": d_params, "batch_stats": d_stats}, fake_images, sentence,
-                train=True, mutable=["batch_stats"])
+            seen = augment(k_aug_g, fake_images, offset)
+            fake_logits, _ = d_apply(d_params, d_stats, seen, sentence)
             return loss.g(fake_logits)
 
-        g_loss, d_fake = jax.value_and_grad(g_loss_fn)(fake)
-        (g_grads,) = g_vjp(d_fake)
+        g_adv, d_fake = jax.value_and_grad(g_loss_fn)(fake)
+        (g_grads,) = g_vjp((d_fake, jnp.asarray(kl_weight, kl.dtype)))
+        g_loss = g_adv + kl_weight * kl
         g_grads = mean_over_devices(g_grads)
         g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
@@ -112,22 +146,34 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         # running statistics do not match the averaged weights, and samples come out dim
         # and washed out (BigGAN recomputes "standing statistics" for the same reason).
         _, ema_updates = generator.apply({"params": ema_params, "batch_stats": state.ema_stats}, z,
-                                         sentence, train=True, mutable=["batch_stats"])
+                                         sentence, **words, train=True, rngs={"ca": k_ca},
+                                         mutable=["batch_stats"])
 
-        new_state = state.replace(
-            step=state.step + 1, g_params=g_params, d_params=d_params,
+        d_grad_norm, g_grad_norm = _norm(d_grads), _norm(g_grads)
+        # A non-finite loss or gradient skips the update: no NaN ever reaches the params,
+        # the optimizer moments or the EMA. The step counter still advances (the batch is
+        # consumed), and the loop stops after train.max_skips skips in a row.
+        finite = _all_finite(d_loss, g_loss, d_grad_norm, g_grad_norm)
+        if axis_name is not None:
+            finite = jax.lax.pmin(finite.astype(jnp.int32), axis_name) > 0
+        updated = state.replace(
+            g_params=g_params, d_params=d_params,
             # Per-device BN under pmap leaves each device its own running statistics;
             # averaging keeps the replicas identical (a no-op when BN is synchronised).
             g_stats=mean_over_devices(g_stats), d_stats=mean_over_devices(d_stats),
             g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_params=ema_params,
-            ema_stats=mean_over_devices(ema_updates["batch_stats"]))
-        metrics = mean_over_devices({
-            "d_loss": d_loss, "g_loss": g_loss, **logits,
-        })
+            ema_stats=mean_over_devices(ema_updates.get("batch_stats", {})))
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+        new_state = new_state.replace(
+            step=state.step + 1, key=state.key,
+            skipped=state.skipped + (~finite).astype(jnp.int32),
+            streak=jnp.where(finite, 0, state.streak + 1).astype(jnp.int32))
+        metrics = mean_over_devices({"d_loss": d_loss, "g_loss": g_loss, "g_kl": kl, **d_aux})
         metrics.update({
-            "d_grad_norm": _norm(d_grads), "g_grad_norm": _norm(g_grads),
+            "d_grad_norm": d_grad_norm, "g_grad_norm": g_grad_norm,
             "d_update_norm": _norm(d_updates), "g_update_norm": _norm(g_updates),
-            "d_param_norm": _norm(d_params), "g_param_norm": _norm(g_params),
+            "d_param_norm": _norm(new_state.d_params), "g_param_norm": _norm(new_state.g_params),
+            "skipped": new_state.skipped, "nonfinite_streak": new_state.streak,
         })
         return new_state, metrics
 

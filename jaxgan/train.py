@@ -8,7 +8,6 @@ moments, the PRNG key and the data position all come back.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from jaxgan.text import load_text_encoder
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced NaN or inf; the last good checkpoint is kept."""
+    """Too many steps in a row had NaN/inf losses or gradients; the last good checkpoint is kept."""
 
 
 def preview_prompts(count: int = 12) -> list[str]:
@@ -101,6 +100,16 @@ class _Run:
         return path
 
 
+def _stop_after_skips(streak: Any, step: int, max_skips: int, last_checkpoint: int | None) -> None:
+    """Raises ``NonFiniteLossError`` once ``max_skips`` steps in a row were skipped."""
+    if streak is None or int(streak) < max_skips:
+        return
+    where = f"step {last_checkpoint}" if last_checkpoint is not None else "none"
+    raise NonFiniteLossError(
+        f"{int(streak)} consecutive steps up to step {step} had a non-finite loss or gradient and were "
+        f"skipped (train.max_skips={max_skips}); training stopped, the last good checkpoint is {where}")
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drops rows past ``step``: a run that died after its last checkpoint logged them."""
     rows = plots.read_metrics(path)
@@ -113,8 +122,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
 
     Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png``, orbax
     checkpoints under ``checkpoints/`` and, every ``eval.every`` steps, ``eval.jsonl`` and
-    ``eval.png`` (FID, KID, IS, precision/recall, text alignment against the step). Raises ``NonFiniteLossError`` if a loss or norm
-    becomes NaN/inf, without saving that state.
+    ``eval.png`` (FID, KID, IS, precision/recall, text alignment against the step). A step
+    with a NaN/inf loss or gradient is skipped (its update is not applied); after
+    ``train.max_skips`` skips in a row ``NonFiniteLossError`` is raised, and no checkpoint is
+    written from that point on.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -130,21 +141,20 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
 
     bar = tqdm(total=total, initial=start, disable=not progress, dynamic_ncols=True, unit="step")
     last_log, last_time = start, time.perf_counter()
+    previous = None  # the last step's skip streak, read one step late so dispatch stays ahead
     try:
         for step, batch in enumerate(run.pipeline.iterate(start, total), start=start + 1):
             state, metrics = run.step_fn(state, run.parallel.put_batch(batch))
             bar.update(1)
             t = config.train
+            _stop_after_skips(previous, step - 1, t.max_skips, run.checkpoints.latest_step())
+            previous = single(metrics)["nonfinite_streak"]
             at_log = step % t.log_every == 0 or step == total
             at_ckpt = step % t.checkpoint_every == 0 or step == total
+            if at_log or at_ckpt or step == total:
+                _stop_after_skips(previous, step, t.max_skips, run.checkpoints.latest_step())
             if at_log or at_ckpt:
                 values = _host(single(metrics))
-                if not all(math.isfinite(v) for v in values.values()):
-                    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
-                    last = run.checkpoints.latest_step()
-                    raise NonFiniteLossError(
-                        f"non-finite {', '.join(bad)} at step {step}; training stopped, the last good "
-                        f"checkpoint is {'step ' + str(last) if last is not None else 'none'}")
                 now = time.perf_counter()
                 values["steps_per_sec"] = (step - last_log) / max(now - last_time, 1e-9)
                 last_log, last_time = step, now

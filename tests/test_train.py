@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -56,19 +57,39 @@ def test_resume_is_bitwise_exact(tmp_path, parallel):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def _poison(monkeypatch, bad_steps):
+    """NaN text embeddings in the batches of the given (0-based) steps."""
     original = ShapesPipeline.batch
 
     def poisoned(self, step):
         batch = original(self, step)
-        if step >= 4:  # steps are 0-based here: the 5th step sees NaN text
+        if step in bad_steps:
             batch["sentence"] = np.full_like(batch["sentence"], np.nan)
         return batch
 
     monkeypatch.setattr(ShapesPipeline, "batch", poisoned)
-    with pytest.raises(NonFiniteLossError, match="non-finite .* at step 5; .* last good checkpoint is step 3"):
-        train_and_evaluate(get_config("tiny", TINY + ["train.steps=6"]), tmp_path, progress=False)
+
+
+def test_repeated_non_finite_steps_stop_training_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _poison(monkeypatch, range(4, 100))  # steps 5, 6, ... see NaN text
+    with pytest.raises(NonFiniteLossError, match="2 consecutive steps up to step 6 .* last good checkpoint is step 3"):
+        train_and_evaluate(get_config("tiny", TINY + ["train.steps=9", "train.max_skips=2"]), tmp_path,
+                           progress=False)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["3"]
+
+
+def test_a_non_finite_step_is_skipped_and_never_reaches_the_params(tmp_path, monkeypatch):
+    _poison(monkeypatch, {4})  # step 5 only
+    config = get_config("tiny", TINY + ["train.steps=6"])
+    state = train_and_evaluate(config, tmp_path, progress=False)
+    assert int(state.step) == 6 and int(state.skipped) == 1 and int(state.streak) == 0
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(_everything(state)))
+    rows = {r["step"]: r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())}
+    assert rows[5]["skipped"] == 1 and rows[5]["nonfinite_streak"] == 1 and not np.isfinite(rows[5]["d_loss"])
+    # The skipped step changed nothing: its update norm is reported, but the params after
+    # step 5 are those after step 4 (the norms logged at steps 4 and 5 are equal).
+    assert rows[5]["g_param_norm"] == rows[4]["g_param_norm"] and rows[5]["d_param_norm"] == rows[4]["d_param_norm"]
+    assert rows[6]["nonfinite_streak"] == 0 and np.isfinite(rows[6]["d_loss"])
 
 
 def test_sample_writes_images_grid_and_manifest(trained, tmp_path):
