@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxgan.config import Config, ConfigError, get_config
 from jaxgan.flops import step_flops
+from jaxgan.models import uses_word_attention
 from jaxgan.program import TrainProgram, build_train_program
 
 # Vendor dense peaks in TFLOP/s by (device_kind prefix, compute dtype), and memory bandwidth
@@ -48,9 +49,15 @@ def synthetic_batch(config: Config, sentence_dim: int, seed: int = 0) -> dict[st
     """A global batch with the shapes and dtypes of a real one."""
     rng = np.random.default_rng(seed)
     b, r = config.train.batch_size, config.model.resolution
-    return {"image": rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8),
-            "sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32),
-            "wrong_sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32)}
+    batch = {"image": rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8),
+             "sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32),
+             "wrong_sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32)}
+    if uses_word_attention(config.model):
+        from jaxgan.flops import WORDS_PER_CAPTION
+
+        batch["words"] = rng.normal(size=(b, WORDS_PER_CAPTION, sentence_dim)).astype(np.float32)
+        batch["word_mask"] = np.arange(WORDS_PER_CAPTION)[None, :] < rng.integers(3, WORDS_PER_CAPTION, (b, 1))
+    return batch
 
 
 def _median_time(fn, repeats: int = 5) -> float:

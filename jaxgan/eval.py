@@ -45,15 +45,16 @@ def run_source(config: Config, state: Any, which: str, protocol: EvalProtocol, e
                embed: Any = None) -> ImageSource:
     """The run's generator (EMA or raw weights of ``state``) as an image source."""
     from jaxgan.data.pipeline import CaptionEmbeddingCache
-    from jaxgan.models import build_models
+    from jaxgan.models import build_models, uses_word_attention
 
     generator, _ = build_models(config.model)
     if which == "ema":
         variables = {"params": state.ema_params, "batch_stats": state.ema_stats}
     else:
         variables = {"params": state.g_params, "batch_stats": state.g_stats}
-    return generator_source(generator, variables, config.model.z_dim, embed or CaptionEmbeddingCache(encoder),
-                            protocol, name=f"{which} generator at step {int(state.step)}")
+    embed = embed or CaptionEmbeddingCache(encoder, with_words=uses_word_attention(config.model))
+    return generator_source(generator, variables, config.model.z_dim, embed.text, protocol,
+                            name=f"{which} generator at step {int(state.step)}")
 
 
 def evaluate_workdir(workdir: str | Path, step: int | None = None, real: str | None = None,
@@ -83,8 +84,8 @@ def evaluate_workdir(workdir: str | Path, step: int | None = None, real: str | N
     generator, discriminator = build_models(config.model)
     checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
     try:
-        state, _ = checkpoints.restore(abstract_state(config, generator, discriminator, encoder.sentence_dim),
-                                       config, step=step)
+        abstract = abstract_state(config, generator, discriminator, encoder.sentence_dim, encoder.word_dim)
+        state, _ = checkpoints.restore(abstract, config, step=step)
     finally:
         checkpoints.close()
     source = run_source(config, state, protocol.generator, protocol, encoder)

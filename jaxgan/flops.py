@@ -93,13 +93,20 @@ def trace_layers(module: nn.Module, variables: Any, *args: Any, **kwargs: Any) -
             layers.append(Layer("/".join(m.scope.path), type(m).__name__, macs))
         return out
 
+    # Array keyword arguments (word embeddings) must be traced too, not closed over.
+    arrays = {k: v for k, v in kwargs.items() if isinstance(v, (jax.ShapeDtypeStruct, jax.Array))}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
     with nn.intercept_methods(record):
-        jax.eval_shape(lambda v, a: module.apply(v, *a, mutable=["batch_stats"], **kwargs), variables, args)
+        jax.eval_shape(lambda v, a, kw: module.apply(v, *a, mutable=["batch_stats"], **kw, **static),
+                       variables, args, arrays)
     return layers
 
 
 def forward_flops(layers: list[Layer]) -> int:
     return 2 * sum(layer.macs for layer in layers)
+
+
+WORDS_PER_CAPTION = 16  # token positions assumed for word attention (the shapes encoder's length)
 
 
 def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, sentence_dim: int) -> dict[str, int]:
@@ -114,7 +121,11 @@ def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, s
          only (1F): 2 F_D1.
     Input gradients of the layers that read data (the first conv on images, the sentence
     projections) are counted although nothing needs them: under 1% of the total here.
+    Not counted: gradient penalties (MA-GP/R1/WGAN-GP add a double backward through D on
+    real images, about 5 F_D1 more) and DiffAugment, so XLA's count exceeds this one when
+    they are on. Word attention is counted with ``WORDS_PER_CAPTION`` tokens.
     """
+    from jaxgan.models import uses_word_attention
     b, r, z_dim = config.train.batch_size, config.model.resolution, config.model.z_dim
     from jaxgan.state import init_state  # state imports models; keep this module light
 
@@ -124,7 +135,11 @@ def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, s
     z = jax.ShapeDtypeStruct((b, z_dim), jnp.float32)
     s = jax.ShapeDtypeStruct((b, sentence_dim), jnp.float32)
     image = jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32)
-    f_g = forward_flops(trace_layers(generator, g_vars, z, s, train=True))
+    words = {}
+    if uses_word_attention(config.model):
+        words = {"words": jax.ShapeDtypeStruct((b, WORDS_PER_CAPTION, sentence_dim), jnp.float32),
+                 "word_mask": jax.ShapeDtypeStruct((b, WORDS_PER_CAPTION), bool)}
+    f_g = forward_flops(trace_layers(generator, g_vars, z, s, **words, train=True, rngs={"ca": jax.random.key(0)}))
     f_d2 = forward_flops(trace_layers(discriminator, d_vars, image, s, s, train=True))
     f_d1 = forward_flops(trace_layers(discriminator, d_vars, image, s, train=True))
     parts = {"generator": 4 * f_g, "d_update": 3 * (f_d2 + f_d1), "g_loss_through_d": 2 * f_d1}

@@ -30,14 +30,14 @@ class TrainProgram:
     discriminator: nn.Module
     step: Callable[[GANState, Batch], tuple[GANState, Metrics]]  # compiled, state donated
 
-    def fresh_state(self, sentence_dim: int) -> GANState:
+    def fresh_state(self, sentence_dim: int, word_dim: int | None = None) -> GANState:
         """A new single-copy state from ``config.train.seed`` (not yet placed on the devices)."""
         return jax.jit(lambda: init_state(self.config, self.generator, self.discriminator,
-                                          sentence_dim))()
+                                          sentence_dim, word_dim))()
 
-    def abstract_state(self, sentence_dim: int) -> GANState:
+    def abstract_state(self, sentence_dim: int, word_dim: int | None = None) -> GANState:
         """The state's shapes and dtypes: the target a checkpoint restores into."""
-        return abstract_state(self.config, self.generator, self.discriminator, sentence_dim)
+        return abstract_state(self.config, self.generator, self.discriminator, sentence_dim, word_dim)
 
 
 def build_train_program(config: Config) -> TrainProgram:

@@ -21,19 +21,26 @@ def sample_noise(seeds: Sequence[int], z_dim: int) -> jax.Array:
 
 
 def make_generate_fn(generator: nn.Module):
-    """A jitted ``generate(params, batch_stats, z, sentence) -> uint8 [N, R, R, 3]``.
+    """A jitted ``generate(params, batch_stats, z, text) -> uint8 [N, R, R, 3]``.
 
-    BatchNorm runs in inference mode (running statistics), so a sample does not depend on
-    the other samples in its batch.
+    ``text`` is a dict with ``sentence`` [N, S] and, for generators with word attention,
+    ``words`` [N, L, W] and ``word_mask`` [N, L] (``CaptionEmbeddingCache.text``). BatchNorm
+    runs in inference mode (running statistics), so a sample does not depend on the other
+    samples in its batch.
     """
 
     @jax.jit
-    def generate(params: Any, batch_stats: Any, z: jax.Array, sentence: jax.Array) -> jax.Array:
-        images = generator.apply({"params": params, "batch_stats": batch_stats}, z, sentence,
-                                 train=False)
-        return to_uint8(images)
+    def generate(params: Any, batch_stats: Any, z: jax.Array, text: dict[str, jax.Array]) -> jax.Array:
+        return to_uint8(apply_generator(generator, {"params": params, "batch_stats": batch_stats}, z, text))
 
     return generate
+
+
+def apply_generator(generator: nn.Module, variables: Any, z: jax.Array, text: dict[str, jax.Array],
+                    **kwargs: Any) -> Any:
+    """``generator`` in inference mode on noise and a text dict (sentence, maybe words)."""
+    words = {k: text[k] for k in ("words", "word_mask") if k in text}
+    return generator.apply(variables, z, text["sentence"], **words, train=False, **kwargs)
 
 
 def to_uint8(images: jax.Array) -> jax.Array:
@@ -98,10 +105,16 @@ class TrainedGenerator:
         from jaxgan.state import abstract_state
         from jaxgan.text import load_text_encoder
 
+        from jaxgan.data.pipeline import CaptionEmbeddingCache
+        from jaxgan.models import uses_word_attention
+
         self.config = config
         self.encoder = load_text_encoder(config.text.encoder)
+        self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
         generator, discriminator = build_models(config.model)
-        abstract = abstract_state(config, generator, discriminator, self.encoder.sentence_dim)
+        self.generator = generator
+        abstract = abstract_state(config, generator, discriminator, self.encoder.sentence_dim,
+                                  self.encoder.word_dim)
         checkpoints = Checkpointer(Path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
         try:
             state, _ = checkpoints.restore(abstract, config, step=step)
@@ -113,9 +126,8 @@ class TrainedGenerator:
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         """uint8 [N, R, R, 3]: prompt i with noise from seed i."""
-        sentence = self.encoder(list(prompts)).sentence
         z = sample_noise(seeds, self.config.model.z_dim)
-        return np.asarray(self._generate(self._params, self._stats, z, sentence))
+        return np.asarray(self._generate(self._params, self._stats, z, self.embed.text(list(prompts))))
 
 
 def generate_from_checkpoint(config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxgan.config import Config
+from jaxgan.config import Config, parse_resolutions
 
 
 class GANState(struct.PyTreeNode):
@@ -42,29 +42,45 @@ def make_optimizers(config: Config) -> tuple[optax.GradientTransformation, optax
     return (optax.adam(t.g_lr, b1=t.beta1, b2=t.beta2), optax.adam(t.d_lr, b1=t.beta1, b2=t.beta2))
 
 
+def word_inputs(config: Config, words: jax.Array | None, word_mask: jax.Array | None) -> dict[str, jax.Array]:
+    """The generator's word arguments: only models with word attention take them."""
+    if not parse_resolutions(config.model.word_attention):
+        return {}
+    if words is None or word_mask is None:
+        raise ValueError("model.word_attention needs the captions' word embeddings and mask")
+    return {"words": words, "word_mask": word_mask}
+
+
 def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
-               sentence_dim: int) -> GANState:
-    """Fresh state from ``config.train.seed``; pure, so it can run under ``jax.eval_shape``."""
+               sentence_dim: int, word_dim: int | None = None) -> GANState:
+    """Fresh state from ``config.train.seed``; pure, so it can run under ``jax.eval_shape``.
+
+    ``word_dim`` (the text encoder's word-embedding width, default ``sentence_dim``) matters
+    only to generators with word attention.
+    """
     key = jax.random.key(config.train.seed)
     g_key, d_key, train_key = jax.random.split(key, 3)
     res = config.model.resolution
     z = jnp.zeros((1, config.model.z_dim), jnp.float32)
     sentence = jnp.zeros((1, sentence_dim), jnp.float32)
     image = jnp.zeros((1, res, res, 3), jnp.float32)
-    g_vars = generator.init(g_key, z, sentence, train=False)
+    words = word_inputs(config, jnp.zeros((1, 1, word_dim or sentence_dim), jnp.float32),
+                        jnp.ones((1, 1), bool)) if parse_resolutions(config.model.word_attention) else {}
+    g_vars = generator.init({"params": g_key, "ca": g_key}, z, sentence, **words, train=False)
     d_vars = discriminator.init(d_key, image, sentence, sentence, train=False)
     g_tx, d_tx = make_optimizers(config)
     return GANState(
         step=jnp.zeros((), jnp.int32),
         g_params=g_vars["params"],
         d_params=d_vars["params"],
-        g_stats=g_vars["batch_stats"],
-        d_stats=d_vars["batch_stats"],
+        # DF-GAN has no BatchNorm (its D keeps spectral-norm vectors here when enabled).
+        g_stats=g_vars.get("batch_stats", {}),
+        d_stats=d_vars.get("batch_stats", {}),
         g_opt_state=g_tx.init(g_vars["params"]),
         d_opt_state=d_tx.init(d_vars["params"]),
         # A copy, not an alias: the step donates the state, and one buffer cannot be donated twice.
         ema_params=jax.tree.map(jnp.copy, g_vars["params"]),
-        ema_stats=jax.tree.map(jnp.copy, g_vars["batch_stats"]),
+        ema_stats=jax.tree.map(jnp.copy, g_vars.get("batch_stats", {})),
         key=jax.random.key_data(train_key),
         skipped=jnp.zeros((), jnp.int32),
         streak=jnp.zeros((), jnp.int32),
@@ -74,6 +90,6 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
 
 
 def abstract_state(config: Config, generator: nn.Module, discriminator: nn.Module,
-                   sentence_dim: int) -> GANState:
+                   sentence_dim: int, word_dim: int | None = None) -> GANState:
     """The state's shapes and dtypes (no arrays allocated): the target a checkpoint restores into."""
-    return jax.eval_shape(lambda: init_state(config, generator, discriminator, sentence_dim))
+    return jax.eval_shape(lambda: init_state(config, generator, discriminator, sentence_dim, word_dim))

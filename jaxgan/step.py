@@ -83,6 +83,10 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         # fold_in(key, i) for the example indices i).
         k_ca, k_aug_d, k_aug_g, k_penalty = jax.random.split(jax.random.fold_in(key, 2**31 - 1), 4)
         offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch_size
+        if axis_name is not None:
+            # CA draws its noise for the local batch; each device must draw its own. (So with
+            # model.ca, pmap and jit draw different CA noise; everything else matches.)
+            k_ca = jax.random.fold_in(k_ca, jax.lax.axis_index(axis_name))
 
         # G runs forward once; its VJP is kept for the G update after D has moved, as a
         # PyTorch loop reuses the fake batch's graph.

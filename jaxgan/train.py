@@ -21,7 +21,7 @@ from jaxgan.checkpoint import CheckpointError, Checkpointer
 from jaxgan.config import Config, to_json
 from jaxgan.data import shapes
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
-from jaxgan.models import build_models
+from jaxgan.models import build_models, uses_word_attention
 from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
 from jaxgan.state import GANState
@@ -54,7 +54,7 @@ class _Run:
         self.parallel = self.program.parallel
         # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
         self.sample_generator, _ = build_models(config.model)
-        self.embed = CaptionEmbeddingCache(self.encoder)
+        self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
         self.pipeline = ShapesPipeline(config, self.embed)
         self.step_fn = self.program.step
         self.generate = make_generate_fn(self.sample_generator)
@@ -64,8 +64,8 @@ class _Run:
     def restore_or_init(self) -> tuple[GANState, int]:
         """(state, data position): the latest checkpoint's, or a fresh state at position 0."""
         if self.checkpoints.latest_step() is None:
-            return self.program.fresh_state(self.encoder.sentence_dim), 0
-        abstract = self.program.abstract_state(self.encoder.sentence_dim)
+            return self.program.fresh_state(self.encoder.sentence_dim, self.encoder.word_dim), 0
+        abstract = self.program.abstract_state(self.encoder.sentence_dim, self.encoder.word_dim)
         state, position = self.checkpoints.restore(abstract, self.config)
         expected = self.pipeline.position(int(state.step))
         if position != expected:
@@ -93,8 +93,8 @@ class _Run:
         prompts = preview_prompts()
         seeds = np.tile(np.arange(per_prompt), len(prompts))
         z = sample_noise(seeds, self.config.model.z_dim)
-        sentence = self.embed([p for p in prompts for _ in range(per_prompt)])
-        images = np.asarray(self.generate(state.ema_params, state.ema_stats, z, sentence))
+        text = self.embed.text([p for p in prompts for _ in range(per_prompt)])
+        images = np.asarray(self.generate(state.ema_params, state.ema_stats, z, text))
         path = self.workdir / "samples" / f"{name}.png"
         save_captioned_grid(images, prompts, per_prompt, path)
         return path

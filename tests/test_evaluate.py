@@ -59,7 +59,7 @@ def tiny_generator():
     variables = generator.init(jax.random.key(3), z, jnp.zeros((1, 16)), train=False)
     # A fixed random projection stands in for a text encoder (deterministic per caption).
     table = np.random.default_rng(0).normal(size=(4096, 16)).astype(np.float32)
-    embed = lambda captions: table[[hash(c) % 4096 for c in captions]]  # noqa: E731
+    embed = lambda captions: {"sentence": table[[hash(c) % 4096 for c in captions]]}  # noqa: E731
     return generator, variables, config.model.z_dim, embed
 
 

@@ -19,19 +19,41 @@ from jaxgan.data import shapes
 
 
 class CaptionEmbeddingCache:
-    """Sentence embeddings of captions, encoded once each by a frozen text encoder."""
+    """Embeddings of captions, encoded once each by a frozen text encoder.
 
-    def __init__(self, encoder):
+    Sentence embeddings always; word embeddings and their padding mask too when
+    ``with_words`` (for generators with word attention), at the cost of L x W floats a caption.
+    """
+
+    def __init__(self, encoder, with_words: bool = False):
         self.encoder = encoder
-        self._cache: dict[str, np.ndarray] = {}
+        self.with_words = with_words
+        self._cache: dict[str, tuple[np.ndarray, ...]] = {}
+
+    def _fill(self, captions: list[str]) -> None:
+        missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if missing:
+            out = self.encoder(missing)
+            sentences = np.asarray(out.sentence, np.float32)
+            if self.with_words:
+                words, mask = np.asarray(out.words, np.float32), np.asarray(out.mask, bool)
+                self._cache.update((c, (s, w, m)) for c, s, w, m in zip(missing, sentences, words, mask))
+            else:
+                self._cache.update((c, (s,)) for c, s in zip(missing, sentences))
 
     def __call__(self, captions: list[str]) -> np.ndarray:
         """float32 [len(captions), sentence_dim]."""
-        missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
-        if missing:
-            sentences = np.asarray(self.encoder(missing).sentence, np.float32)
-            self._cache.update(zip(missing, sentences))
-        return np.stack([self._cache[c] for c in captions])
+        self._fill(captions)
+        return np.stack([self._cache[c][0] for c in captions])
+
+    def text(self, captions: list[str]) -> dict[str, np.ndarray]:
+        """``sentence`` [B, S], and with ``with_words`` also ``words`` [B, L, W], ``word_mask`` [B, L]."""
+        self._fill(captions)
+        out = {"sentence": np.stack([self._cache[c][0] for c in captions])}
+        if self.with_words:
+            out["words"] = np.stack([self._cache[c][1] for c in captions])
+            out["word_mask"] = np.stack([self._cache[c][2] for c in captions])
+        return out
 
 
 class ShapesPipeline:
@@ -44,10 +66,11 @@ class ShapesPipeline:
         self.embed = embed
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The global batch for ``step``: image uint8, sentence / wrong_sentence float32."""
+        """The global batch for ``step``: image uint8, sentence / wrong_sentence float32, and the
+        caption's words / word_mask when the embedding cache keeps words."""
         raw = shapes.batch(step * self.batch_size, self.batch_size, self.resolution, self.seed)
-        return {"image": raw["image"], "sentence": self.embed(raw["caption"]),
-                "wrong_sentence": self.embed(raw["wrong_caption"])}
+        text = self.embed.text(raw["caption"])
+        return {"image": raw["image"], **text, "wrong_sentence": self.embed(raw["wrong_caption"])}
 
     def position(self, step: int) -> dict[str, int]:
         """What a checkpoint stores to resume the data at ``step``."""

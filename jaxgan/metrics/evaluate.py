@@ -29,6 +29,7 @@ from jaxgan.metrics.features import (FeatureNetwork, clip_image_network, load_fe
 from jaxgan.metrics.protocol import (EvalProtocol, ReferenceStats, ResolvedProtocol, default_cache_dir,
                                      reference_path)
 from jaxgan.metrics.sharded import ShardedMap, evaluation_mesh
+from jaxgan.sampling import apply_generator
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,8 +70,9 @@ def protocol_noise(seed: int, index: jax.Array, z_dim: int, truncation: float = 
     return jax.vmap(one)(index)
 
 
-def generator_source(generator: Any, variables: Any, z_dim: int, embed: Callable[[list[str]], np.ndarray],
-                     protocol: EvalProtocol, name: str = "generator") -> ImageSource:
+def generator_source(generator: Any, variables: Any, z_dim: int,
+                     embed: Callable[[list[str]], dict[str, np.ndarray]], protocol: EvalProtocol,
+                     name: str = "generator") -> ImageSource:
     """A generator conditioned on the protocol's captions with the protocol's noise.
 
     Args:
@@ -78,20 +80,21 @@ def generator_source(generator: Any, variables: Any, z_dim: int, embed: Callable
         statistics, so a sample does not depend on its batch).
       variables: ``{"params": ..., "batch_stats": ...}``.
       z_dim: noise width.
-      embed: captions -> sentence embeddings [B, S] (the run's frozen text encoder).
+      embed: captions -> ``{"sentence": [B, S]}`` plus ``words``/``word_mask`` for generators
+        with word attention (``CaptionEmbeddingCache.text`` of the run's frozen text encoder).
       protocol: gives the captions, the seed and the truncation.
     """
     seed, truncation = protocol.seed, protocol.truncation
 
     def make_images(consts: Any, inputs: dict[str, jax.Array]) -> jax.Array:
         z = protocol_noise(seed, inputs["index"], z_dim, truncation)
-        return generator.apply(consts, z, inputs["sentence"], train=False)
+        return apply_generator(generator, consts, z, inputs)
 
     def captions(start: int, size: int) -> tuple[list[str], np.ndarray]:
         return shapes.captions_of(start, size, protocol.data_seed, protocol.split)
 
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:
-        return {"sentence": np.asarray(embed(captions(start, size)[0]), np.float32)}
+        return dict(embed(captions(start, size)[0]))
 
     return ImageSource(name, variables, make_images, inputs, captions)
 

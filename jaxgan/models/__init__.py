@@ -5,24 +5,46 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgan.config import ModelConfig
+from jaxgan.config import ModelConfig, parse_resolutions
 from jaxgan.models.dcgan import Discriminator, Generator
+from jaxgan.models.dfgan import DFDiscriminator, DFGenerator, dfgan_channels, dfgan_d_channels
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_models(cfg: ModelConfig, bn_groups: int = 1, bn_axis_name: str | None = None):
-    """The (generator, discriminator) pair a model config describes.
+    """The (generator, discriminator) pair a model config describes (``cfg.arch``).
 
     ``bn_groups`` / ``bn_axis_name`` choose how BatchNorm statistics span devices; see
-    ``jaxgan.models.layers.BatchNorm``.
+    ``jaxgan.models.layers.BatchNorm`` (DF-GAN has no BatchNorm and ignores them).
     """
     dtype = DTYPES[cfg.dtype]
+    impl = resolve_conv_impl(cfg.conv_impl)
+    if cfg.arch == "dfgan":
+        return _build_dfgan(cfg, dtype, impl)
+    if cfg.arch != "dcgan":
+        raise ValueError(f"unknown model.arch {cfg.arch!r}; valid: dcgan, dfgan")
     common = dict(resolution=cfg.resolution, width=cfg.width, text_dim=cfg.text_dim, dtype=dtype,
                   bn_groups=bn_groups, bn_axis_name=bn_axis_name)
-    impl = resolve_conv_impl(cfg.conv_impl)
-    return (Generator(upsample=cfg.upsample, conv_impl=impl, **common),
+    return (Generator(upsample=cfg.upsample, conv_impl=impl, ca=cfg.ca, **common),
             Discriminator(conv_impl=impl, **common))
+
+
+def _build_dfgan(cfg: ModelConfig, dtype, impl: str):
+    # SAGAN puts its self-attention block in both networks; so does ``self_attention`` here.
+    generator = DFGenerator(
+        resolution=cfg.resolution, width=cfg.width, z_dim=cfg.z_dim, dtype=dtype, conv_impl=impl,
+        ca=cfg.ca, ca_dim=cfg.text_dim, attention_resolutions=tuple(parse_resolutions(cfg.word_attention)),
+        self_attention_resolution=cfg.self_attention)
+    discriminator = DFDiscriminator(
+        resolution=cfg.resolution, width=cfg.width, dtype=dtype, conv_impl=impl,
+        spectral_norm=cfg.spectral_norm, self_attention_resolution=cfg.self_attention)
+    return generator, discriminator
+
+
+def uses_word_attention(cfg: ModelConfig) -> bool:
+    """Whether the generator takes word embeddings (and so needs them in every batch)."""
+    return bool(parse_resolutions(cfg.word_attention))
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
@@ -32,4 +54,5 @@ def resolve_conv_impl(conv_impl: str) -> str:
     return conv_impl
 
 
-__all__ = ["Generator", "Discriminator", "build_models", "DTYPES"]
+__all__ = ["Generator", "Discriminator", "DFGenerator", "DFDiscriminator", "dfgan_channels",
+           "dfgan_d_channels", "build_models", "DTYPES"]

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgan.models.layers import BatchNorm, DownConv, Upsample
+from jaxgan.models.layers import BatchNorm, ConditioningAugmentation, DownConv, Upsample
 
 
 def _num_blocks(resolution: int) -> int:
@@ -46,12 +46,16 @@ class Generator(nn.Module):
     dtype: Any = jnp.float32
     bn_groups: int = 1
     bn_axis_name: str | None = None
+    ca: bool = False  # conditioning augmentation in place of the text projection
 
     @nn.compact
     def __call__(self, z: jax.Array, sentence: jax.Array, train: bool = True) -> jax.Array:
         norm = functools.partial(BatchNorm, groups=self.bn_groups, axis_name=self.bn_axis_name,
                                  dtype=self.dtype)
-        text = nn.leaky_relu(nn.Dense(self.text_dim, dtype=self.dtype)(sentence), 0.2)
+        if self.ca:
+            text = ConditioningAugmentation(self.text_dim, dtype=self.dtype, name="ca")(sentence, train)
+        else:
+            text = nn.leaky_relu(nn.Dense(self.text_dim, dtype=self.dtype)(sentence), 0.2)
         h = jnp.concatenate([z.astype(self.dtype), text.astype(self.dtype)], axis=-1)
         channels = generator_channels(self.resolution, self.width)
         # No bias before BatchNorm: its shift would be cancelled by the mean subtraction.

@@ -1,4 +1,5 @@
-"""Layers shared by the models: BatchNorm that knows about devices, and upsampling."""
+"""Layers shared by the models: BatchNorm that knows about devices, upsampling and convs,
+spectral normalisation, conditioning augmentation, word and self-attention."""
 
 from __future__ import annotations
 
@@ -207,3 +208,173 @@ class Upsample(nn.Module):
             return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding="SAME",
                                     use_bias=self.use_bias, dtype=self.dtype)(x)
         raise ValueError(f"unknown upsample mode {self.mode!r}; valid: resize_conv, conv_transpose")
+
+
+def _taps_inside(size_in: int, size_out: int, kernel: int, pad_lo: int) -> int:
+    """(output position, kernel tap) pairs along one axis of a stride-1 conv that read the image."""
+    return sum(0 <= o - pad_lo + k < size_in for o in range(size_out) for k in range(kernel))
+
+
+class Conv(nn.Module):
+    """A stride-1 k x k convolution, SAME (odd k) or VALID, as XLA's conv or one matmul.
+
+    ``impl="matmul"`` concatenates the k*k shifted views of the padded input and multiplies
+    by the reshaped kernel: the same function, without the weight-gradient convolutions that
+    XLA's CPU backend runs slowly (see ``conv2x2_valid``), at k*k times the input's memory.
+    1x1 convs always run as a matmul. Params are those of ``nn.Conv`` (``kernel`` [k, k,
+    C_in, C_out], ``bias``), so ``nn.SpectralNorm`` can wrap it.
+    """
+
+    features: int
+    kernel_size: int = 3
+    padding: str = "SAME"  # or "VALID"
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    impl: str = "conv"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, c = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, self.features), jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.padding == "SAME":
+            if k % 2 == 0:
+                raise ValueError(f"SAME padding needs an odd kernel size, got {k}")
+            x = jnp.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+        elif self.padding != "VALID":
+            raise ValueError(f"unknown padding {self.padding!r}; valid: SAME, VALID")
+        b, h, w, _ = x.shape
+        ho, wo = h - k + 1, w - k + 1
+        if self.impl == "conv" and k > 1:
+            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        else:
+            views = [x[:, i:i + ho, j:j + wo] for i in range(k) for j in range(k)]
+            patches = views[0] if k == 1 else jnp.concatenate(views, axis=-1)
+            y = (patches.reshape(-1, k * k * c) @ kernel.reshape(k * k * c, self.features)).reshape(b, ho, wo, -1)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+        return y
+
+    def macs(self, x: Any, y: Any) -> int:
+        """Multiply-accumulates as computed (see ``jaxgan.flops``): XLA's conv skips the taps
+        that fall on the zero padding; the matmul form multiplies them too."""
+        b, h, w, c = x.shape
+        k = self.kernel_size
+        if self.impl == "conv" or k == 1:
+            lo = k // 2 if self.padding == "SAME" else 0
+            taps = _taps_inside(h, y.shape[1], k, lo) * _taps_inside(w, y.shape[2], k, lo)
+        else:
+            taps = y.shape[1] * y.shape[2] * k * k
+        return b * taps * c * self.features
+
+
+def maybe_spectral_norm(layer: nn.Module, enabled: bool, train: bool):
+    """``layer`` itself, or ``layer`` under ``nn.SpectralNorm`` (Miyato et al. 2018,
+    arXiv:1802.05957) as a one-argument callable.
+
+    The wrapper is built once, so calling the result twice (one head, two captions) shares
+    one power-iteration vector. ``nn.SpectralNorm`` keeps it in ``batch_stats`` and advances
+    it one step per call when ``train`` (apply with ``mutable=["batch_stats"]``). The kernel
+    is normalised in float32 and the layer casts it to its compute dtype.
+    """
+    if not enabled:
+        return layer
+    wrapped = nn.SpectralNorm(layer)
+    return lambda x: wrapped(x, update_stats=train)
+
+
+# Sown side outputs hold the latest value itself (not Flax's default tuple of all values), so
+# a collection returned by ``init`` and passed back to ``apply`` is replaced, never appended to.
+_OVERWRITE = dict(init_fn=lambda: None, reduce_fn=lambda _, new: new)
+
+
+class ConditioningAugmentation(nn.Module):
+    """StackGAN's conditioning augmentation (Zhang et al. 2017, arXiv:1612.03242).
+
+    ``GLU(Dense(4 * features)(sentence))`` -> (mu, log_sigma), each [B, features], as in
+    StackGAN++/AttnGAN (StackGAN-v1 used a ReLU, which forces log sigma >= 0). Returns
+    ``mu + exp(log_sigma) * eps`` with eps ~ N(0, I) from the ``"ca"`` rng stream when
+    ``train``, and ``mu`` otherwise (deterministic). mu and log_sigma are sown, in float32,
+    into the ``"losses"`` collection for the KL term (``jaxgan.losses.conditioning_kl``).
+    """
+
+    features: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, sentence: jax.Array, train: bool) -> jax.Array:
+        x = nn.glu(nn.Dense(4 * self.features, dtype=self.dtype)(sentence).astype(jnp.float32))
+        mu, log_sigma = x[:, :self.features], x[:, self.features:]
+        self.sow("losses", "mu", mu, **_OVERWRITE)
+        self.sow("losses", "log_sigma", log_sigma, **_OVERWRITE)
+        if not train:
+            return mu.astype(self.dtype)
+        eps = jax.random.normal(self.make_rng("ca"), mu.shape, jnp.float32)
+        return (mu + jnp.exp(log_sigma) * eps).astype(self.dtype)
+
+
+_MASKED = float(jnp.finfo(jnp.float32).min)  # not -inf: a caption of padding alone must not give NaN
+
+
+class WordAttention(nn.Module):
+    """Image regions attend over word embeddings (AttnGAN, Xu et al. 2018, arXiv:1711.10485).
+
+    queries = 1x1 conv of the features [B, H, W, C] to ``key_dim``; keys = Dense(words),
+    values = Dense(words) to C; softmax over the words with padding (``mask`` False) given
+    zero weight; ``h + scale * context`` with ``scale`` a learnable scalar that starts at 0,
+    so the block starts as the identity. The attention map [B, H*W, L] (float32) is sown
+    into ``"intermediates"`` as ``attention``.
+    """
+
+    key_dim: int = 0  # 0: the channel count
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h: jax.Array, words: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        b, height, width, c = h.shape
+        d = self.key_dim or c
+        query = nn.Dense(d, use_bias=False, dtype=self.dtype, name="query")(h).reshape(b, height * width, d)
+        key = nn.Dense(d, use_bias=False, dtype=self.dtype, name="key")(words)
+        value = nn.Dense(c, dtype=self.dtype, name="value")(words)
+        logits = jnp.einsum("bqd,bld->bql", query, key).astype(jnp.float32) / jnp.sqrt(float(d))
+        if mask is not None:
+            logits = jnp.where(mask[:, None, :], logits, _MASKED)
+        probs = jax.nn.softmax(logits, axis=-1)
+        if mask is not None:
+            # Exactly zero on padding, also when a caption is all padding (then it attends nowhere).
+            probs = jnp.where(mask[:, None, :], probs, 0.0)
+        self.sow("intermediates", "attention", probs, **_OVERWRITE)
+        context = jnp.einsum("bql,blc->bqc", probs.astype(self.dtype), value.astype(self.dtype))
+        scale = self.param("scale", nn.initializers.zeros, (), jnp.float32).astype(self.dtype)
+        return h.astype(self.dtype) + scale * context.reshape(b, height, width, c)
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention (Zhang et al. 2019, arXiv:1805.08318).
+
+    f, g, h: 1x1 convs to C/8; beta = softmax over positions of g(x_j) . f(x_i);
+    o = v(sum_i beta_ji h(x_i)) with v a 1x1 conv back to C; returns ``x + gamma * o`` with
+    ``gamma`` a learnable scalar that starts at 0 (identity at init). ``spectral_norm`` wraps
+    the four convs, as SAGAN does in both networks.
+    """
+
+    dtype: Any = jnp.float32
+    spectral_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        b, height, width, c = x.shape
+        d = max(c // 8, 1)
+
+        def proj(features: int, name: str):
+            return maybe_spectral_norm(nn.Dense(features, use_bias=False, dtype=self.dtype, name=name),
+                                       self.spectral_norm, train)
+
+        x = x.astype(self.dtype)
+        flat = x.reshape(b, height * width, c)
+        f, g, h = proj(d, "f")(flat), proj(d, "g")(flat), proj(d, "h")(flat)
+        beta = jax.nn.softmax(jnp.einsum("bjd,bid->bji", g, f).astype(jnp.float32), axis=-1)
+        o = proj(c, "v")(jnp.einsum("bji,bid->bjd", beta.astype(self.dtype), h))
+        gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32).astype(self.dtype)
+        return x + gamma * o.reshape(b, height, width, c)

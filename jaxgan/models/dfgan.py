@@ -1,0 +1,289 @@
+"""DF-GAN (Tao et al., CVPR 2022, arXiv:2008.05865): deep text-image fusion, one-way D.
+
+Generator: noise z -> Dense -> 4x4x8nf, then upsampling residual blocks. Each block is
+``shortcut(up(x)) + conv3x3(fuse(conv3x3(fuse(up(x)))))`` where ``fuse`` (the DF block) is
+two text-conditioned per-channel affines, each followed by LeakyReLU(0.2); the condition is
+[z, sentence] (or [z, CA sample]). LeakyReLU -> conv3x3 -> tanh gives the image. No
+normalisation layers anywhere.
+
+Discriminator: conv3x3 -> residual downsampling blocks
+``avgpool(shortcut(x)) + gamma * lrelu(conv3x3(lrelu(conv4x4/2(x))))`` (gamma starts at 0)
+to 4x4x8nf; the one-way matching head tiles the sentence over the 4x4 map, concatenates,
+and ``conv3x3 -> lrelu -> conv4x4 valid`` gives one logit.
+
+Options beyond DF-GAN: StackGAN's conditioning augmentation, AttnGAN's word attention and
+SAGAN's self-attention in G, SAGAN's self-attention and spectral normalisation in D.
+
+Side outputs go to Flax collections, so the call signatures stay those of ``dcgan``:
+  - ``"losses"``: ``ca/mu`` and ``ca/log_sigma`` ([B, ca_dim] float32 arrays, not tuples)
+    when ``ca`` is on; see ``jaxgan.losses.conditioning_kl``.
+  - ``"intermediates"``: ``attn_<size>/attention`` ([B, size*size, L] float32).
+  Ask for them with ``apply(..., mutable=["losses", "intermediates"])``; otherwise nothing
+  is recorded.
+  - ``"batch_stats"``: the spectral-norm power-iteration vectors of D when
+    ``spectral_norm`` is on (pass ``mutable=["batch_stats"]`` when ``train``).
+Randomness: CA samples from the ``"ca"`` rng stream when ``train``; nothing else is random.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgan.models.layers import (ConditioningAugmentation, Conv, DownConv, ResizeConv, SelfAttention,
+                                  WordAttention, maybe_spectral_norm, upsample_nearest)
+
+
+def _levels(resolution: int) -> int:
+    if resolution < 8 or resolution & (resolution - 1):
+        raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+    return resolution.bit_length() - 2  # feature-map sizes 4, 8, ..., resolution
+
+
+def dfgan_channels(resolution: int, width: int) -> list[int]:
+    """Generator channels at 4x4, 8x8, ..., resolution; block i maps entry i to entry i+1.
+
+    256px, nf=32: [256, 256, 256, 256, 128, 64, 32] (8nf, 8nf, 8nf, 8nf, 4nf, 2nf, nf).
+    """
+    return dfgan_d_channels(resolution, width)[::-1]
+
+
+def dfgan_d_channels(resolution: int, width: int) -> list[int]:
+    """Discriminator channels at resolution, resolution/2, ..., 4x4: nf, 2nf, 4nf, 8nf, 8nf, ..."""
+    return [width * min(2 ** i, 8) for i in range(_levels(resolution))]
+
+
+def _check_sizes(name: str, sizes: tuple[int, ...], resolution: int) -> None:
+    valid = [4 * 2 ** i for i in range(_levels(resolution))]
+    bad = [s for s in sizes if s not in valid]
+    if bad:
+        raise ValueError(f"{name}: sizes {bad} are not feature-map sizes of a {resolution}px model; "
+                         f"valid: {valid}")
+
+
+class Affine(nn.Module):
+    """``gamma(cond) * h + beta(cond)`` per channel; gamma and beta are Dense -> ReLU -> Dense.
+
+    The last layers start at zero weights with bias 1 (gamma) and 0 (beta): an identity.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h: jax.Array, cond: jax.Array) -> jax.Array:
+        def mlp(name: str, bias_init) -> jax.Array:
+            x = nn.relu(nn.Dense(self.features, dtype=self.dtype, name=f"{name}_0")(cond))
+            x = nn.Dense(self.features, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                         bias_init=bias_init, name=f"{name}_1")(x)
+            return x[:, None, None, :].astype(self.dtype)
+
+        gamma, beta = mlp("gamma", nn.initializers.ones), mlp("beta", nn.initializers.zeros)
+        return gamma * h.astype(self.dtype) + beta
+
+
+class DFBlock(nn.Module):
+    """DF-GAN's fusion block: affine -> LeakyReLU(0.2) -> affine -> LeakyReLU(0.2)."""
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h: jax.Array, cond: jax.Array) -> jax.Array:
+        h = nn.leaky_relu(Affine(self.features, self.dtype, name="affine_0")(h, cond), 0.2)
+        return nn.leaky_relu(Affine(self.features, self.dtype, name="affine_1")(h, cond), 0.2)
+
+
+class GBlock(nn.Module):
+    """Upsampling residual block: ``shortcut(up(x)) + conv(fuse(conv(fuse(up(x)))))``.
+
+    Computed on the low-resolution input where that is the same function: the first fusion
+    is per pixel and the 1x1 shortcut is per pixel, so both commute with nearest upsampling;
+    the first conv3x3 then runs as ``ResizeConv`` (upsample + conv in sub-pixel form).
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+    conv_impl: str = "conv"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
+        c_in = x.shape[-1]
+        h = DFBlock(c_in, self.dtype, name="fuse_0")(x, cond)
+        h = ResizeConv(self.features, dtype=self.dtype, impl=self.conv_impl, name="conv_0")(h)
+        h = DFBlock(self.features, self.dtype, name="fuse_1")(h, cond)
+        h = Conv(self.features, 3, dtype=self.dtype, impl=self.conv_impl, name="conv_1")(h)
+        shortcut = x.astype(self.dtype)
+        if c_in != self.features:
+            shortcut = Conv(self.features, 1, dtype=self.dtype, name="shortcut")(shortcut)
+        return upsample_nearest(shortcut) + h
+
+
+class DFGenerator(nn.Module):
+    """Maps noise z [B, Z] and a sentence embedding [B, S] to images [B, R, R, 3] in [-1, 1].
+
+    ``words`` [B, L, W] and ``word_mask`` [B, L] (True = real token; None = all real) are
+    needed only with ``attention_resolutions``. Images are float32 whatever ``dtype``.
+    """
+
+    resolution: int = 64
+    width: int = 32          # nf
+    z_dim: int = 100         # documentation only: the Dense reads z's own size
+    dtype: Any = jnp.float32
+    conv_impl: str = "conv"
+    ca: bool = False         # StackGAN conditioning augmentation of the sentence
+    ca_dim: int = 128
+    attention_resolutions: tuple[int, ...] = ()  # sizes after which words are attended
+    self_attention_resolution: int = 0  # 0: none
+
+    @nn.compact
+    def __call__(self, z: jax.Array, sentence: jax.Array, words: jax.Array | None = None,
+                 word_mask: jax.Array | None = None, train: bool = True) -> jax.Array:
+        _check_sizes("attention_resolutions", tuple(self.attention_resolutions), self.resolution)
+        sa = (self.self_attention_resolution,) if self.self_attention_resolution else ()
+        _check_sizes("self_attention_resolution", sa, self.resolution)
+        if self.attention_resolutions and words is None:
+            raise ValueError("attention_resolutions needs word embeddings: pass words=[B, L, W]")
+
+        text = sentence
+        if self.ca:
+            text = ConditioningAugmentation(self.ca_dim, self.dtype, name="ca")(sentence, train)
+        cond = jnp.concatenate([z.astype(self.dtype), text.astype(self.dtype)], axis=-1)
+
+        def attend(h: jax.Array) -> jax.Array:
+            size = h.shape[1]
+            if size in self.attention_resolutions:
+                h = WordAttention(dtype=self.dtype, name=f"attn_{size}")(h, words.astype(self.dtype), word_mask)
+            if size in sa:
+                h = SelfAttention(dtype=self.dtype, name=f"self_attn_{size}")(h)
+            return h
+
+        channels = dfgan_channels(self.resolution, self.width)
+        # DF-GAN's fc reads the noise only; the text enters through every fusion block.
+        h = nn.Dense(4 * 4 * channels[0], dtype=self.dtype, name="fc")(z.astype(self.dtype))
+        h = attend(h.reshape(z.shape[0], 4, 4, channels[0]))
+        for i, features in enumerate(channels[1:]):
+            h = attend(GBlock(features, self.dtype, self.conv_impl, name=f"block_{i}")(h, cond))
+        h = Conv(3, 3, dtype=self.dtype, impl=self.conv_impl, name="to_rgb")(nn.leaky_relu(h, 0.2))
+        return jnp.tanh(h.astype(jnp.float32))
+
+
+def _avg_pool2(x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).sum((2, 4)) * jnp.asarray(0.25, x.dtype)
+
+
+class DBlock(nn.Module):
+    """Downsampling residual block: ``avgpool(shortcut(x)) + gamma * residual(x)``, gamma = 0 at init.
+
+    residual: conv4x4/2 -> lrelu -> conv3x3 -> lrelu (no biases); shortcut: a 1x1 conv when
+    the channels change, applied after the pooling (both are linear, so they commute).
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+    conv_impl: str = "conv"
+    spectral_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        sn = functools.partial(maybe_spectral_norm, enabled=self.spectral_norm, train=train)
+        x = x.astype(self.dtype)
+        r = sn(DownConv(self.features, use_bias=False, dtype=self.dtype, impl=self.conv_impl, name="conv_0"))(x)
+        r = nn.leaky_relu(r, 0.2)
+        r = sn(Conv(self.features, 3, use_bias=False, dtype=self.dtype, impl=self.conv_impl, name="conv_1"))(r)
+        r = nn.leaky_relu(r, 0.2)
+        s = _avg_pool2(x)
+        if x.shape[-1] != self.features:
+            s = sn(Conv(self.features, 1, dtype=self.dtype, name="shortcut"))(s)
+        gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32)
+        return s + gamma.astype(self.dtype) * r
+
+
+class DFTrunk(nn.Module):
+    """The image trunk of the DF-GAN discriminator: [B, R, R, 3] -> [B, 4, 4, 8nf]."""
+
+    resolution: int = 64
+    width: int = 32
+    dtype: Any = jnp.float32
+    conv_impl: str = "conv"
+    spectral_norm: bool = False
+    self_attention_resolution: int = 0
+
+    @nn.compact
+    def __call__(self, image: jax.Array, train: bool) -> jax.Array:
+        sa = (self.self_attention_resolution,) if self.self_attention_resolution else ()
+        _check_sizes("self_attention_resolution", sa, self.resolution)
+        channels = dfgan_d_channels(self.resolution, self.width)
+        conv = Conv(channels[0], 3, dtype=self.dtype, impl=self.conv_impl, name="conv_img")
+        h = maybe_spectral_norm(conv, self.spectral_norm, train)(image)
+
+        def attend(h: jax.Array) -> jax.Array:
+            if h.shape[1] not in sa:
+                return h
+            return SelfAttention(self.dtype, self.spectral_norm, name=f"self_attn_{h.shape[1]}")(h, train)
+
+        h = attend(h)
+        for i, features in enumerate(channels[1:]):
+            h = attend(DBlock(features, self.dtype, self.conv_impl, self.spectral_norm, name=f"block_{i}")(h, train))
+        return h
+
+
+class MatchingHead(nn.Module):
+    """DF-GAN's one-way head: [features, tiled sentence] -> conv3x3 (2nf) -> lrelu -> conv4x4 valid."""
+
+    width: int = 32
+    dtype: Any = jnp.float32
+    conv_impl: str = "conv"
+    spectral_norm: bool = False
+
+    @nn.compact
+    def __call__(self, features: jax.Array, sentence: jax.Array, train: bool) -> jax.Array:
+        sn = functools.partial(maybe_spectral_norm, enabled=self.spectral_norm, train=train)
+        h = features.astype(self.dtype)
+        t = jnp.broadcast_to(sentence.astype(self.dtype)[:, None, None, :], (*h.shape[:3], sentence.shape[-1]))
+        x = sn(Conv(2 * self.width, 3, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
+                    name="joint"))(jnp.concatenate([h, t], axis=-1))
+        x = sn(Conv(1, 4, padding="VALID", use_bias=False, dtype=self.dtype, impl=self.conv_impl,
+                    name="logit"))(nn.leaky_relu(x, 0.2))
+        return x.reshape(-1).astype(jnp.float32)
+
+
+class DFDiscriminator(nn.Module):
+    """Scores (image, sentence) pairs; returns float32 logits [B].
+
+    With ``wrong_sentence`` it also scores the same images against mismatched captions and
+    returns ``(logits, wrong_logits)``: the trunk runs once. ``features`` and ``head`` expose
+    the two halves (``apply(..., method="features")``), e.g. to reuse one trunk pass.
+    """
+
+    resolution: int = 64
+    width: int = 32
+    dtype: Any = jnp.float32
+    conv_impl: str = "conv"
+    spectral_norm: bool = False
+    self_attention_resolution: int = 0
+
+    def setup(self):
+        self.trunk = DFTrunk(self.resolution, self.width, self.dtype, self.conv_impl, self.spectral_norm,
+                             self.self_attention_resolution)
+        self.matcher = MatchingHead(self.width, self.dtype, self.conv_impl, self.spectral_norm)
+
+    def features(self, image: jax.Array, train: bool = True) -> jax.Array:
+        """[B, R, R, 3] -> [B, 4, 4, 8nf] in the compute dtype."""
+        return self.trunk(image, train)
+
+    def head(self, features: jax.Array, sentence: jax.Array, train: bool = True) -> jax.Array:
+        """Float32 logits [B] of trunk features against sentence embeddings."""
+        return self.matcher(features, sentence, train)
+
+    def __call__(self, image: jax.Array, sentence: jax.Array, wrong_sentence: jax.Array | None = None,
+                 train: bool = True):
+        h = self.trunk(image, train)
+        if wrong_sentence is None:
+            return self.matcher(h, sentence, train)
+        return self.matcher(h, sentence, train), self.matcher(h, wrong_sentence, train)
