@@ -31,8 +31,10 @@ demo: $(VENV)/.lib
 	$(BIN)/python -m jaxgan.metrics.alignment --workdir $(DEMO_DIR)
 	$(BIN)/python -m jaxgan.eval --workdir $(DEMO_DIR)
 
+# Two workers, one test file each at a time: XLA compiles on one thread, so the second core
+# would idle through most of a serial run.
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs

@@ -80,6 +80,8 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sample j of each prompt uses seed S + j")
     p.add_argument("--out", default=None, help="output directory (default WORKDIR/samples/cli)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--attention", action="store_true",
+                   help="also write each sample's word-attention maps (models with model.word_attention)")
     return p
 
 
@@ -87,6 +89,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of sample.py."""
 
     def main(args: argparse.Namespace) -> int:
+        from jaxgan.models import uses_word_attention
         from jaxgan.sampling import generate_from_checkpoint
 
         prompts = [p.strip() for p in args.prompt]
@@ -99,8 +102,11 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"{workdir} is not a training workdir (no config.json)")
         config = resolve_config(workdir, None, [])
         out = Path(args.out) if args.out else workdir / "samples" / "cli"
+        if args.attention and not uses_word_attention(config.model):
+            raise UsageError("--attention needs a model with word attention (this run has "
+                             "model.word_attention empty)")
         manifest = generate_from_checkpoint(config, workdir, prompts, args.num_per_prompt, args.seed,
-                                            out, step=args.step)
+                                            out, step=args.step, attention=args.attention)
         print(f"wrote {len(prompts) * args.num_per_prompt} images, {out / 'grid.png'} and {manifest}")
         return 0
 

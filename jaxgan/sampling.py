@@ -130,13 +130,82 @@ class TrainedGenerator:
         return np.asarray(self._generate(self._params, self._stats, z, self.embed.text(list(prompts))))
 
 
+    def attention(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[np.ndarray, dict, list[list[str]]]:
+        """(images uint8 [N, R, R, 3], {size: attention [N, size*size, L]}, tokens of each prompt).
+
+        The maps are those of the generator's word-attention blocks (``model.word_attention``);
+        each token list has the prompt's real tokens (padding dropped), in map order.
+        """
+        from jaxgan.models import uses_word_attention
+
+        if not uses_word_attention(self.config.model):
+            raise ValueError("--attention needs a model with word attention (train with "
+                             "--set model.arch=dfgan --set model.word_attention=16)")
+        text = self.embed.text(list(prompts))
+        z = sample_noise(seeds, self.config.model.z_dim)
+        images, sown = apply_generator(self.generator, {"params": self._params, "batch_stats": self._stats},
+                                       z, text, mutable=["intermediates"])
+        maps = {int(name.split("_")[1]): np.asarray(v["attention"])
+                for name, v in sown["intermediates"].items() if name.startswith("attn_")}
+        ids = self.encoder.tokenize(list(prompts))
+        tokens = [[self.encoder.tokenizer.convert_ids_to_tokens(int(i)) for i, m in zip(row, mask) if m]
+                  for row, mask in zip(ids["input_ids"], ids["attention_mask"])]
+        return np.asarray(to_uint8(images)), maps, tokens
+
+
+def save_attention_overlays(image: np.ndarray, maps: dict[int, np.ndarray], tokens: list[str],
+                            path: str | Path, scale: int | None = None) -> Path:
+    """One sample's attention as a PNG: per attention block, a row of the image with each
+    token's map overlaid in red (brighter = more attention), the token written below.
+
+    Args:
+      image: uint8 [R, R, 3].
+      maps: {size: [size*size, L]} for this sample.
+      tokens: the real tokens, the first ``len(tokens)`` columns of each map.
+    """
+    r = image.shape[0]
+    scale = scale or max(1, 96 // r)
+    side = r * scale
+    base = np.repeat(np.repeat(image.astype(np.float32), scale, 0), scale, 1)
+    rows = []
+    for size in sorted(maps):
+        tiles = [base]
+        for j in range(len(tokens)):
+            m = maps[size][:, j].reshape(size, size)
+            m = m / max(float(m.max()), 1e-12)
+            up = np.asarray(Image.fromarray((255 * m).astype(np.uint8)).resize((side, side), Image.BILINEAR),
+                            np.float32)[..., None] / 255.0
+            tiles.append(0.45 * base + 0.55 * up * np.array([255.0, 40.0, 40.0]))
+        rows.append(np.concatenate([np.pad(t, ((0, 14), (2, 2), (0, 0)), constant_values=255)
+                                    for t in tiles], axis=1))
+    canvas = Image.fromarray(np.clip(np.concatenate(rows, axis=0), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for k, size in enumerate(sorted(maps)):
+        y = (k + 1) * (side + 14) - 12
+        draw.text((4, y), f"{size}x{size}", fill=(0, 0, 0), font=font)
+        for j, token in enumerate(tokens):
+            draw.text(((j + 1) * (side + 4) + 4, y), token[:12], fill=(0, 0, 0), font=font)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return Path(path)
+
+
 def generate_from_checkpoint(config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,
-                             seed: int, out_dir: str | Path, step: int | None = None) -> Path:
+                             seed: int, out_dir: str | Path, step: int | None = None,
+                             attention: bool = False) -> Path:
     """Writes samples of ``workdir``'s EMA generator for ``prompts``; returns the manifest path.
 
-    Sample j of every prompt uses seed ``seed + j``.
+    Sample j of every prompt uses seed ``seed + j``. With ``attention``, also writes
+    ``attention_P_J.png`` per sample: its word-attention maps over the image, one per token.
     """
     generate = TrainedGenerator(config, workdir, step)
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + j for _ in prompts for j in range(per_prompt)]
+    if attention:
+        # Written first, so a model without word attention fails before any sample is written.
+        images, maps, tokens = generate.attention(all_prompts, seeds)
+        for i in range(len(all_prompts)):
+            save_attention_overlays(images[i], {k: v[i] for k, v in maps.items()}, tokens[i],
+                                    Path(out_dir) / f"attention_{i // per_prompt:03d}_{i % per_prompt:03d}.png")
     return write_samples(generate(all_prompts, seeds), all_prompts, seeds, out_dir, per_prompt)

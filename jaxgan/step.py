@@ -172,7 +172,8 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             step=state.step + 1, key=state.key,
             skipped=state.skipped + (~finite).astype(jnp.int32),
             streak=jnp.where(finite, 0, state.streak + 1).astype(jnp.int32))
-        metrics = mean_over_devices({"d_loss": d_loss, "g_loss": g_loss, "g_kl": kl, **d_aux})
+        metrics = mean_over_devices({"d_loss": d_loss, "g_loss": g_loss, "g_adversarial": g_adv, "g_kl": kl,
+                                     **d_aux})
         metrics.update({
             "d_grad_norm": d_grad_norm, "g_grad_norm": g_grad_norm,
             "d_update_norm": _norm(d_updates), "g_update_norm": _norm(g_updates),

@@ -364,8 +364,3 @@ def test_build_models_dispatches_on_arch():
                                             spectral_norm=True))
     assert (g.ca, g.attention_resolutions, g.self_attention_resolution) == (True, (8, 16), 16)
     assert (d.spectral_norm, d.self_attention_resolution) == (True, 16)
-    # Fields a config does not have read as DF-GAN's defaults.
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items()
-              if k not in ("ca", "word_attention", "self_attention", "spectral_norm")}
-    g, d = build_models(types.SimpleNamespace(**{**fields, "arch": "dfgan"}))
-    assert (g.ca, g.attention_resolutions, g.self_attention_resolution, d.spectral_norm) == (False, (), 0, False)
