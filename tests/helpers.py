@@ -20,3 +20,35 @@ def random_batch(batch_size: int, resolution: int, sentence_dim: int, seed: int)
     return {"image": rng.integers(0, 256, (batch_size, resolution, resolution, 3), dtype=np.uint8),
             "sentence": rng.normal(size=(batch_size, sentence_dim)).astype(np.float32),
             "wrong_sentence": rng.normal(size=(batch_size, sentence_dim)).astype(np.float32)}
+
+
+def train_steps(cfg, sentence_dim: int, steps: int, batch_fn, count_traces=None):
+    """Runs ``steps`` compiled steps of ``cfg`` from a fresh state on ``batch_fn(i)`` batches.
+
+    Returns the single-copy final state (on the host) and each step's metrics as floats.
+    ``count_traces`` (a list) gets one entry per trace of the step.
+    """
+    import jax
+
+    from jaxgan.models import build_models
+    from jaxgan.parallel import data_parallel
+    from jaxgan.state import init_state
+    from jaxgan.step import make_train_step
+
+    dp = data_parallel(cfg)
+    g, d = build_models(cfg.model, *dp.batchnorm_layout(cfg.model.bn_sync))
+    step = make_train_step(cfg, g, d, dp.axis_name)
+    if count_traces is not None:
+        inner = step
+
+        def step(state, batch):
+            count_traces.append(1)  # runs only while tracing
+            return inner(state, batch)
+
+    compiled = dp.compile(step)
+    state = dp.put_state(init_state(cfg, g, d, sentence_dim))
+    history = []
+    for i in range(steps):
+        state, metrics = compiled(state, dp.put_batch(batch_fn(i)))
+        history.append({k: float(v) for k, v in dp.unreplicate(metrics).items()})
+    return jax.device_get(dp.unreplicate(state)), history

@@ -1,7 +1,6 @@
 """Mixed precision: bfloat16 compute with float32 params trains like float32 on the default."""
 
 import numpy as np
-import pytest
 
 from jaxgan.config import get_config
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline

@@ -5,11 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import random_batch, tree_max_abs_diff
+from helpers import random_batch, train_steps, tree_max_abs_diff
 from jaxgan.config import get_config
 from jaxgan.losses import LOSSES, matching_aware_d_loss
 from jaxgan.models import build_models
-from jaxgan.parallel import data_parallel
 from jaxgan.state import GANState, init_state
 from jaxgan.step import example_noise, make_train_step
 
@@ -20,23 +19,8 @@ BATCH = 16
 def _train(overrides, steps=3, count_traces=None):
     # A larger learning rate than the default makes "moved from init" far exceed the tolerance.
     cfg = get_config("tiny", [f"train.batch_size={BATCH}", "train.g_lr=2e-3", "train.d_lr=2e-3", *overrides])
-    dp = data_parallel(cfg)
-    g, d = build_models(cfg.model, *dp.batchnorm_layout(cfg.model.bn_sync))
-    step = make_train_step(cfg, g, d, dp.axis_name)
-    if count_traces is not None:
-        inner = step
-
-        def step(state, batch):
-            count_traces.append(1)  # runs only while tracing
-            return inner(state, batch)
-
-    compiled = dp.compile(step)
-    state = dp.put_state(init_state(cfg, g, d, SENTENCE_DIM))
-    history = []
-    for i in range(steps):
-        state, metrics = compiled(state, dp.put_batch(random_batch(BATCH, 32, SENTENCE_DIM, seed=i)))
-        history.append({k: float(v) for k, v in dp.unreplicate(metrics).items()})
-    return jax.device_get(dp.unreplicate(state)), history
+    return train_steps(cfg, SENTENCE_DIM, steps, lambda i: random_batch(BATCH, 32, SENTENCE_DIM, seed=i),
+                       count_traces)
 
 
 def _learned(state: GANState):

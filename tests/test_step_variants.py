@@ -2,16 +2,14 @@
 composed loss is the sum of its pieces, parallel modes agree, lazy penalties do not recompile."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import tree_max_abs_diff
+from helpers import train_steps, tree_max_abs_diff
 from jaxgan.bench import synthetic_batch
 from jaxgan.config import get_config
 from jaxgan.losses import LOSSES, matching_aware_d_loss
 from jaxgan.models import build_models
-from jaxgan.parallel import data_parallel
 from jaxgan.regularizers import ma_gp
 from jaxgan.state import init_state
 from jaxgan.step import example_noise, images_to_float, make_train_step
@@ -23,24 +21,9 @@ DFGAN = ["model.arch=dfgan", "model.conv_impl=conv", "model.width=4", "model.tex
 
 def _train(overrides, steps=3, count_traces=None):
     cfg = get_config("tiny", [*DFGAN, *overrides])
-    dp = data_parallel(cfg)
-    g, d = build_models(cfg.model, *dp.batchnorm_layout(cfg.model.bn_sync))
-    step = make_train_step(cfg, g, d, dp.axis_name)
-    if count_traces is not None:
-        inner = step
-
-        def step(state, batch):
-            count_traces.append(1)  # runs only while tracing
-            return inner(state, batch)
-
-    compiled = dp.compile(step)
-    state = dp.put_state(init_state(cfg, g, d, SENTENCE_DIM))
-    history = []
-    for i in range(steps):
-        batch = synthetic_batch(cfg, SENTENCE_DIM, seed=i)
-        state, metrics = compiled(state, dp.put_batch(batch))
-        history.append({k: float(v) for k, v in dp.unreplicate(metrics).items()})
-    return cfg, jax.device_get(dp.unreplicate(state)), history
+    state, history = train_steps(cfg, SENTENCE_DIM, steps, lambda i: synthetic_batch(cfg, SENTENCE_DIM, seed=i),
+                                 count_traces)
+    return cfg, state, history
 
 
 def test_dfgan_with_magp_augment_and_word_attention_trains_the_same_on_1_and_2_devices():

@@ -17,7 +17,6 @@ take the same path. Two networks exist:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -175,15 +174,6 @@ def load_feature_network(spec: str) -> FeatureNetwork:
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
     raise ValueError(f"unknown feature network {spec!r}; valid: shapes, shapes:DIR, inception:FILE")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":

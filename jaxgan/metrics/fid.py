@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 
-def _as_features(features: np.ndarray, name: str = "features") -> np.ndarray:
+def as_features(features: np.ndarray, name: str = "features") -> np.ndarray:
     """``features`` as a finite float64 [N, D] array, or a ValueError naming the problem."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
@@ -75,7 +75,7 @@ class FeatureStats:
 
     def update(self, features: np.ndarray) -> None:
         """Adds a batch of features [N, D] (any float dtype; accumulated in float64)."""
-        features = _as_features(features)
+        features = as_features(features)
         if features.shape[0] == 0:
             return
         mean = features.mean(axis=0)
@@ -190,6 +190,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
     """``frechet_distance`` between the statistics of two feature arrays [N1, D] and [N2, D]."""
-    mu1, sigma1 = stats_from_features(_as_features(features1, "features1"))
-    mu2, sigma2 = stats_from_features(_as_features(features2, "features2"))
+    mu1, sigma1 = stats_from_features(as_features(features1, "features1"))
+    mu2, sigma2 = stats_from_features(as_features(features2, "features2"))
     return frechet_distance(mu1, sigma1, mu2, sigma2)

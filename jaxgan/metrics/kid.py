@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _as_features(features: np.ndarray, name: str) -> np.ndarray:
-    """``features`` as a finite float64 [N, D] array, or a ValueError naming the problem."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [num_samples, feature_dim], got shape {features.shape}")
-    if not np.all(np.isfinite(features)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return features
+from jaxgan.metrics.fid import as_features as _as_features
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:

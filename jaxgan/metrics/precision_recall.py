@@ -17,17 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgan.metrics.fid import as_features as _as_features
+
 DEFAULT_BATCH_SIZE = 1024
-
-
-def _as_features(features: np.ndarray, name: str) -> np.ndarray:
-    """``features`` as a finite float64 [N, D] array, or a ValueError naming the problem."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [num_samples, feature_dim], got shape {features.shape}")
-    if not np.all(np.isfinite(features)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return features
 
 
 def _squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
