@@ -226,3 +226,10 @@ def test_eval_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
 
     assert eval_cli.main(["--workdir", str(tmp_path), "--no-progress"]) == 2
     assert "not a training workdir" in _error_line(capsys)
+
+
+def test_sample_attention_needs_a_model_with_word_attention(trained, capsys):
+    assert cli.sample_main(["--workdir", str(trained), "--prompt", "a red circle", "--attention",
+                            "--out", str(trained / "attention")]) == 2
+    assert _error_line(capsys).startswith("error: --attention needs a model with word attention")
+    assert not (trained / "attention").exists()
