@@ -20,10 +20,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 # The text tower's layers take any config with the same field names; only the mask differs.
 from jaxgan.text.clip import ACTIVATIONS, _Encoder, _layer_norm, _normal
+from jaxgan.text.hf import params_from_tensors
 
 VISION_PREFIX = "vision_model."
 PROJECTION_WEIGHT = "visual_projection.weight"
@@ -162,18 +162,5 @@ def params_from_hf(weights: dict[str, np.ndarray], config: ClipVisionConfig, sou
       ValueError: one line naming a missing tensor or one whose shape does not match ``config``.
     """
     abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    params, missing = {}, []
-    for path, leaf in traverse_util.flatten_dict(abstract).items():
-        name = hf_name(path)
-        if name not in weights:
-            missing.append(name)
-            continue
-        value = _to_flax(path[-1], np.asarray(weights[name], np.float32))
-        if value.shape != leaf.shape:
-            raise ValueError(f"{source}: {name} has shape {tuple(weights[name].shape)}, "
-                             f"but config.json implies {_hf_shape(path[-1], leaf.shape)}")
-        params[path] = np.ascontiguousarray(value)
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ValueError(f"{source} lacks {', '.join(missing[:3])}{more}")
-    return traverse_util.unflatten_dict(params)
+    return params_from_tensors(abstract, weights, hf_name, to_flax=_to_flax,
+                               hf_shape=_hf_shape, source=source)

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -129,21 +129,42 @@ def params_from_hf(weights: dict[str, np.ndarray], config: ClipTextConfig, sourc
     # CLIPTextModel of transformers 5 saves without the "text_model." prefix; older ones with it.
     prefix = TEXT_PREFIX if any(k.startswith(TEXT_PREFIX) for k in weights) else ""
     abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    return params_from_tensors(
+        abstract, weights, lambda path: hf_name(path, prefix),
+        to_flax=lambda leaf, value: value.T if leaf == "kernel" else value,
+        hf_shape=lambda leaf, shape: shape[::-1] if leaf == "kernel" else shape,
+        source=source, error=TextEncoderError)
+
+
+def params_from_tensors(abstract: Any, weights: dict[str, np.ndarray], name_of: Callable[[tuple[str, ...]], str],
+                        to_flax: Callable[[str, np.ndarray], np.ndarray],
+                        hf_shape: Callable[[str, tuple[int, ...]], tuple[int, ...]], source: str,
+                        error: type[Exception] = ValueError) -> dict:
+    """Flax params shaped like ``abstract`` from named PyTorch tensors (any ported model).
+
+    Args:
+      abstract: the param tree's shapes (``jax.eval_shape`` of the init).
+      weights: tensor name -> array, as read from the files.
+      name_of: flattened Flax path -> tensor name.
+      to_flax: (leaf name, tensor) -> the Flax layout (e.g. a transposed Linear weight).
+      hf_shape: (leaf name, Flax shape) -> the tensor shape it comes from, for the message.
+      source: what the tensors were read from, for the message.
+      error: the exception raised, with one line naming the first missing or mis-shaped tensor.
+    """
     params, missing = {}, []
     for path, leaf in traverse_util.flatten_dict(abstract).items():
-        name = hf_name(path, prefix)
+        name = name_of(path)
         if name not in weights:
             missing.append(name)
             continue
-        value = weights[name].T if path[-1] == "kernel" else weights[name]
+        value = to_flax(path[-1], np.asarray(weights[name], np.float32))
         if value.shape != leaf.shape:
-            expected = leaf.shape[::-1] if path[-1] == "kernel" else leaf.shape
-            raise TextEncoderError(f"{source}: {name} has shape {tuple(weights[name].shape)}, "
-                                   f"but config.json implies {tuple(expected)}")
+            raise error(f"{source}: {name} has shape {tuple(weights[name].shape)}, "
+                        f"but config.json implies {tuple(hf_shape(path[-1], tuple(leaf.shape)))}")
         params[path] = np.ascontiguousarray(value)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise TextEncoderError(f"{source} lacks {', '.join(missing[:3])}{more}")
+        raise error(f"{source} lacks {', '.join(missing[:3])}{more}")
     return traverse_util.unflatten_dict(params)
 
 
