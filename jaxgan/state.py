@@ -64,8 +64,7 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
     z = jnp.zeros((1, config.model.z_dim), jnp.float32)
     sentence = jnp.zeros((1, sentence_dim), jnp.float32)
     image = jnp.zeros((1, res, res, 3), jnp.float32)
-    words = word_inputs(config, jnp.zeros((1, 1, word_dim or sentence_dim), jnp.float32),
-                        jnp.ones((1, 1), bool)) if parse_resolutions(config.model.word_attention) else {}
+    words = word_inputs(config, jnp.zeros((1, 1, word_dim or sentence_dim), jnp.float32), jnp.ones((1, 1), bool))
     g_vars = generator.init({"params": g_key, "ca": g_key}, z, sentence, **words, train=False)
     d_vars = discriminator.init(d_key, image, sentence, sentence, train=False)
     g_tx, d_tx = make_optimizers(config)

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxgan.augment import augment_examples
-from jaxgan.config import Config, parse_resolutions
+from jaxgan.config import Config
 from jaxgan.losses import LOSSES, conditioning_kl, discriminator_accuracy, matching_aware_d_loss
 from jaxgan.regularizers import penalty_from_config
-from jaxgan.state import GANState
+from jaxgan.state import GANState, word_inputs
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -67,7 +67,6 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     penalty = penalty_from_config(t.penalty, t.penalty_weight, t.penalty_power)
     augment = augment_examples(t.augment)
     kl_weight = t.kl_weight if config.model.ca else 0.0
-    uses_words = bool(parse_resolutions(config.model.word_attention))
 
     def mean_over_devices(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
@@ -75,7 +74,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
         real = images_to_float(batch["image"])
         sentence, wrong_sentence = batch["sentence"], batch["wrong_sentence"]
-        words = {"words": batch["words"], "word_mask": batch["word_mask"]} if uses_words else {}
+        words = word_inputs(config, batch.get("words"), batch.get("word_mask"))
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         batch_size = real.shape[0]
         z = example_noise(key, batch_size, config.model.z_dim, axis_name)
