@@ -19,12 +19,13 @@ def _fail_cleanly(main: Callable[[argparse.Namespace], int], parser: argparse.Ar
                   argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     from jaxgan.checkpoint import CheckpointError
+    from jaxgan.distributed import DistributedError
     from jaxgan.train import NonFiniteLossError
     from jaxgan.text import TextEncoderError
 
     try:
         return main(args)
-    except (ConfigError, UsageError, CheckpointError, NonFiniteLossError, TextEncoderError) as e:
+    except (ConfigError, UsageError, CheckpointError, NonFiniteLossError, TextEncoderError, DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -53,6 +54,14 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.width=64 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = p.add_argument_group("multi-process (every process runs the same command; see README)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordination service")
+    d.add_argument("--num-processes", type=int, help="processes in the run")
+    d.add_argument("--process-id", type=int, help="this process's index, 0 .. N-1")
+    d.add_argument("--distributed", action="store_true",
+                   help="start the distributed runtime with the cluster JAX detects (Cloud TPU pod, SLURM)")
+    d.add_argument("--coordinator-timeout", type=int, default=300, metavar="SECONDS",
+                   help="give up joining the run after this long (default 300)")
     return p
 
 
@@ -60,13 +69,18 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of train.py."""
 
     def main(args: argparse.Namespace) -> int:
+        from jaxgan.distributed import initialize, is_primary
         from jaxgan.train import train_and_evaluate
 
+        # Before anything touches a device: the runtime must start first.
+        initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
+                   timeout_s=args.coordinator_timeout)
         overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
         workdir = Path(args.workdir)
         config = resolve_config(workdir, args.preset, overrides)
         state = train_and_evaluate(config, workdir, progress=not args.no_progress)
-        print(f"trained to step {int(state.step)}; outputs in {workdir}")
+        if is_primary():
+            print(f"trained to step {int(state.step)}; outputs in {workdir}")
         return 0
 
     return _fail_cleanly(main, train_parser(), argv)

@@ -65,7 +65,10 @@ class TrainConfig:
     ema_decay: float = 0.998
     seed: int = 0
     parallel: str = "jit"     # "jit" over a named mesh, or "pmap"
-    num_devices: int = 0      # 0: every local device
+    num_devices: int = 0      # 0: every device (of every process in a multi-process run)
+    # Size of the mesh's parameter-sharding axis (jit only): the state's large leaves are
+    # split over this many devices (FSDP); the batch is split over all devices either way.
+    fsdp: int = 1
     log_every: int = 100
     sample_every: int = 1000
     checkpoint_every: int = 1000

@@ -35,6 +35,11 @@ class TrainProgram:
         return jax.jit(lambda: init_state(self.config, self.generator, self.discriminator,
                                           sentence_dim, word_dim))()
 
+    def init_placed_state(self, sentence_dim: int, word_dim: int | None = None) -> GANState:
+        """The same fresh state, initialised directly in the step's layout (sharded under FSDP)."""
+        return self.parallel.init_state(lambda: init_state(self.config, self.generator, self.discriminator,
+                                                           sentence_dim, word_dim))
+
     def abstract_state(self, sentence_dim: int, word_dim: int | None = None) -> GANState:
         """The state's shapes and dtypes: the target a checkpoint restores into."""
         return abstract_state(self.config, self.generator, self.discriminator, sentence_dim, word_dim)

@@ -20,6 +20,7 @@ from jaxgan import plots
 from jaxgan.checkpoint import CheckpointError, Checkpointer
 from jaxgan.config import Config, to_json
 from jaxgan.data import shapes
+from jaxgan.distributed import is_primary
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.program import build_train_program
@@ -55,24 +56,28 @@ class _Run:
         # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
         self.sample_generator, _ = build_models(config.model)
         self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
-        self.pipeline = ShapesPipeline(config, self.embed)
+        # Each process builds only its own rows of every global batch.
+        self.pipeline = ShapesPipeline(config, self.embed, self.parallel.local_rows(config.train.batch_size))
         self.step_fn = self.program.step
         self.generate = make_generate_fn(self.sample_generator)
         self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
         self.feature_network = None  # loaded at the first evaluation
 
     def restore_or_init(self) -> tuple[GANState, int]:
-        """(state, data position): the latest checkpoint's, or a fresh state at position 0."""
+        """(state in the step's layout, data position): the latest checkpoint's, or a fresh
+        state at position 0. A checkpoint restores onto this run's devices and processes,
+        whatever the layout it was saved from."""
         if self.checkpoints.latest_step() is None:
-            return self.program.fresh_state(self.encoder.sentence_dim, self.encoder.word_dim), 0
-        abstract = self.program.abstract_state(self.encoder.sentence_dim, self.encoder.word_dim)
+            return self.program.init_placed_state(self.encoder.sentence_dim, self.encoder.word_dim), 0
+        abstract = self.parallel.abstract_with_shardings(
+            self.program.abstract_state(self.encoder.sentence_dim, self.encoder.word_dim))
         state, position = self.checkpoints.restore(abstract, self.config)
-        expected = self.pipeline.position(int(state.step))
+        expected = self.pipeline.position(int(np.asarray(state.step.addressable_data(0))))
         if position != expected:
             raise CheckpointError(f"checkpoint at step {int(state.step)} was saved with data position "
                                   f"{position}, but this config resumes at {expected}; resuming would "
                                   "not replay the same data (change data.seed/train.batch_size back)")
-        return state, int(position["next_step"])
+        return self.parallel.to_step_layout(state), int(position["next_step"])
 
     def evaluate(self, state: GANState) -> dict[str, Any]:
         """Every metric of ``state``'s generator under the run's protocol, on the training mesh."""
@@ -84,7 +89,7 @@ class _Run:
         if self.feature_network is None:
             self.feature_network = load_feature_network(protocol.features)
         source = run_source(self.config, state, protocol.generator, protocol, self.encoder, self.embed)
-        result = evaluate(source, protocol, self.parallel.mesh, self.feature_network,
+        result = evaluate(source, protocol, self.parallel.flat_mesh, self.feature_network,
                           training_text_hashes=training_text_hashes(self.encoder), progress=False)
         return {"step": int(state.step), "protocol_hash": result.protocol.hash, **result.metrics,
                 "eval_seconds": round(result.seconds, 2)}
@@ -100,9 +105,13 @@ class _Run:
         return path
 
 
-def _stop_after_skips(streak: Any, step: int, max_skips: int, last_checkpoint: int | None) -> None:
+def _stop_after_skips(streak: Any, step: int, max_skips: int, last_checkpoint: int | None,
+                      host: Any = np.asarray) -> None:
     """Raises ``NonFiniteLossError`` once ``max_skips`` steps in a row were skipped."""
-    if streak is None or int(streak) < max_skips:
+    if streak is None:
+        return
+    streak = host(streak)
+    if int(streak) < max_skips:
         return
     where = f"step {last_checkpoint}" if last_checkpoint is not None else "none"
     raise NonFiniteLossError(
@@ -128,18 +137,21 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     written from that point on.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    primary = is_primary()  # in a multi-process run, process 0 alone writes files
+    if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
     run = _Run(config, workdir)
-    (workdir / "config.json").write_text(to_json(config) + "\n")
+    if primary:
+        (workdir / "config.json").write_text(to_json(config) + "\n")
     state, start = run.restore_or_init()
     total = config.train.steps
-    state = run.parallel.put_state(state)
-    single = run.parallel.unreplicate
+    host = run.parallel.to_host  # collective under FSDP: every process calls it
     metrics_path, eval_path = workdir / "metrics.jsonl", workdir / "eval.jsonl"
-    _truncate_metrics(metrics_path, start)
-    _truncate_metrics(eval_path, start)
+    if primary:
+        _truncate_metrics(metrics_path, start)
+        _truncate_metrics(eval_path, start)
 
-    bar = tqdm(total=total, initial=start, disable=not progress, dynamic_ncols=True, unit="step")
+    bar = tqdm(total=total, initial=start, disable=not (progress and primary), dynamic_ncols=True, unit="step")
     last_log, last_time = start, time.perf_counter()
     previous = None  # the last step's skip streak, read one step late so dispatch stays ahead
     try:
@@ -147,34 +159,42 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
             state, metrics = run.step_fn(state, run.parallel.put_batch(batch))
             bar.update(1)
             t = config.train
-            _stop_after_skips(previous, step - 1, t.max_skips, run.checkpoints.latest_step())
-            previous = single(metrics)["nonfinite_streak"]
+            _stop_after_skips(previous, step - 1, t.max_skips, run.checkpoints.latest_step(), host)
+            previous = metrics["nonfinite_streak"]
             at_log = step % t.log_every == 0 or step == total
             at_ckpt = step % t.checkpoint_every == 0 or step == total
             if at_log or at_ckpt or step == total:
-                _stop_after_skips(previous, step, t.max_skips, run.checkpoints.latest_step())
+                _stop_after_skips(previous, step, t.max_skips, run.checkpoints.latest_step(), host)
             if at_log or at_ckpt:
-                values = _host(single(metrics))
+                values = {k: float(v) for k, v in host(metrics).items()}  # global: averaged over all devices
                 now = time.perf_counter()
                 values["steps_per_sec"] = (step - last_log) / max(now - last_time, 1e-9)
                 last_log, last_time = step, now
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps({"step": step, **values}) + "\n")
+                if primary:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps({"step": step, **values}) + "\n")
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
-            if step % t.sample_every == 0 or step == total:
-                run.preview(single(state), f"step_{step:06d}")
-            if config.eval.every and (step % config.eval.every == 0 or step == total):
-                row = run.evaluate(single(state))
-                with open(eval_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                tqdm.write(f"step {step}: FID {row['fid']:.4f}, KID {row['kid']:.6f}, IS {row['is']:.3f}, "
-                           f"alignment {100 * row['alignment_all']:.2f}% (protocol {row['protocol_hash']})")
+            at_sample = step % t.sample_every == 0 or step == total
+            at_eval = config.eval.every and (step % config.eval.every == 0 or step == total)
+            if at_sample or at_eval:
+                single = host(state)
+                if at_sample and primary:
+                    run.preview(single, f"step_{step:06d}")
+                if at_eval:
+                    row = run.evaluate(single)  # every process computes its share
+                    if primary:
+                        with open(eval_path, "a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        tqdm.write(f"step {step}: FID {row['fid']:.4f}, KID {row['kid']:.6f}, IS {row['is']:.3f}, "
+                                   f"alignment {100 * row['alignment_all']:.2f}% (protocol {row['protocol_hash']})")
             if at_ckpt:
-                run.checkpoints.save(step, single(state), run.pipeline.position(step), config)
+                # Every process writes its shards; orbax coordinates the commit.
+                run.checkpoints.save(step, run.parallel.canonical(state), run.pipeline.position(step), config)
         run.checkpoints.wait()
-        plots.plot_losses(metrics_path, workdir / "losses.png")
-        plots.plot_eval(eval_path, workdir / "eval.png")
+        if primary:
+            plots.plot_losses(metrics_path, workdir / "losses.png")
+            plots.plot_eval(eval_path, workdir / "eval.png")
     finally:
         bar.close()
         run.checkpoints.close()
-    return single(state)
+    return host(state)

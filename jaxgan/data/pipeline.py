@@ -57,18 +57,30 @@ class CaptionEmbeddingCache:
 
 
 class ShapesPipeline:
-    """Global training batches from the shapes dataset, indexed by step."""
+    """Training batches from the shapes dataset, indexed by step.
 
-    def __init__(self, config: Config, embed: CaptionEmbeddingCache):
+    ``rows=(lo, hi)`` makes it build only those rows of every global batch: in a run over
+    several processes each process builds its own rows (``DataParallel.local_rows``), and
+    since an example is a pure function of its global index, the processes' rows together
+    are exactly the single-process batch.
+    """
+
+    def __init__(self, config: Config, embed: CaptionEmbeddingCache, rows: tuple[int, int] | None = None):
         self.batch_size = config.train.batch_size
         self.resolution = config.model.resolution
         self.seed = config.data.seed
         self.embed = embed
+        self.rows = rows or (0, self.batch_size)
+        lo, hi = self.rows
+        if not 0 <= lo < hi <= self.batch_size:
+            raise ValueError(f"rows {self.rows} are not a slice of a batch of {self.batch_size}")
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The global batch for ``step``: image uint8, sentence / wrong_sentence float32, and the
-        caption's words / word_mask when the embedding cache keeps words."""
-        raw = shapes.batch(step * self.batch_size, self.batch_size, self.resolution, self.seed)
+        """This pipeline's rows of the global batch for ``step``: image uint8, sentence /
+        wrong_sentence float32, and the caption's words / word_mask when the embedding cache
+        keeps words."""
+        lo, hi = self.rows
+        raw = shapes.batch(step * self.batch_size + lo, hi - lo, self.resolution, self.seed)
         text = self.embed.text(raw["caption"])
         return {"image": raw["image"], **text, "wrong_sentence": self.embed(raw["wrong_caption"])}
 
