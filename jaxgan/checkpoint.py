@@ -58,6 +58,8 @@ class Checkpointer:
                 ) -> tuple[Any, dict[str, Any]]:
         """Restores (state, data position) into the structure of ``abstract_state``.
 
+        Leaves of ``abstract_state`` that carry a sharding are restored with it (any mesh,
+        any number of processes); the others onto this process's first device.
         Raises ``CheckpointError`` when there is none, when its model config differs from
         ``config``'s, or when its arrays cannot be read or do not fit.
         """
@@ -79,7 +81,7 @@ class Checkpointer:
             raise CheckpointError(f"{where} is incompatible with the config ({detail})")
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state)))
+                state=ocp.args.StandardRestore(_placed(abstract_state))))
         except Exception as e:
             raise CheckpointError(f"{where} is corrupt or incompatible ({_short(e)})") from None
         mismatch = _shape_mismatch(abstract_state, restored.state)
@@ -94,6 +96,20 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _placed(abstract_state: Any) -> Any:
+    """Leaves without a sharding restore onto this process's first device: a checkpoint
+    written by any number of processes and devices then loads into one (orbax refuses to
+    guess a layout for a checkpoint saved on another topology)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def place(a: Any) -> Any:
+        if getattr(a, "sharding", None) is not None:
+            return a
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device)
+
+    return jax.tree.map(place, abstract_state)
 
 
 def _short(error: Exception) -> str:
