@@ -10,4 +10,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Reference statistics of the evaluation are cached; tests must not write to the home directory.
 import tempfile  # noqa: E402
 
+# Many tests compile the same step (same config, fresh closures). XLA's persistent cache
+# makes every compile after the first a lookup, shared by the xdist workers and by the
+# train.py subprocesses the multi-process tests start. Results do not change: a cached
+# executable is the same program.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxgan-tests-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 os.environ.setdefault("JAXGAN_CACHE", tempfile.mkdtemp(prefix="jaxgan-cache-"))

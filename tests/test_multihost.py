@@ -5,6 +5,7 @@ the same code path a TPU pod or a GPU cluster takes; its checkpoints are compare
 single-process runs of the same config. The test process itself has 8 fake devices.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -97,6 +98,8 @@ def one_device(tmp_path_factory):
 @pytest.mark.parametrize("parallel", ["jit", "pmap"])
 def test_two_processes_train_what_one_process_trains(tmp_path, parallel, one_device):
     overrides = [*OVERRIDES, f"train.parallel={parallel}"]
+    if parallel == "jit":  # and the periodic evaluation, sharded over both processes
+        overrides += [f"eval.every={STEPS}", "eval.num_samples=64"]
     stdouts = _launch(tmp_path / "multi", overrides)
     # Only process 0 reports and writes the logs.
     assert [f"trained to step {STEPS}" in out for out in stdouts] == [True, False]
@@ -112,10 +115,15 @@ def test_two_processes_train_what_one_process_trains(tmp_path, parallel, one_dev
     _assert_same_training(multi, four)
     _assert_same_training(multi, one_device)
     # And the logged (global) losses are those of the single-device run.
-    logged = [float(r.split('"d_loss": ')[1].split(",")[0]) for r in rows]
-    single = [float(r.split('"d_loss": ')[1].split(",")[0])
-              for r in (tmp_path / "four" / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(r)["d_loss"] for r in rows]
+    single = [json.loads(r)["d_loss"] for r in (tmp_path / "four" / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(logged, single, rtol=1e-4)
+    if parallel == "jit":
+        (multi_eval,), (four_eval,) = [[json.loads(r) for r in (tmp_path / d / "eval.jsonl").read_text().splitlines()]
+                                       for d in ("multi", "four")]
+        assert multi_eval["protocol_hash"] == four_eval["protocol_hash"]
+        for key in ("fid", "kid", "alignment_all", "precision", "recall"):
+            assert multi_eval[key] == pytest.approx(four_eval[key], rel=1e-3, abs=1e-6), key
 
     if parallel == "jit":
         # Resume the 2-process run's step-2 checkpoint in this one process on one device:

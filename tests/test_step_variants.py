@@ -83,7 +83,9 @@ def test_d_loss_is_hinge_plus_lazy_ma_gp_and_the_lazy_step_compiles_once():
 
 
 def test_conditioning_augmentation_adds_its_kl_term_to_the_generator_loss():
-    _, state, history = _train(["train.num_devices=1", "model.ca=true", "train.kl_weight=0.5"], steps=2)
+    # No gradient penalty here: its double backward only lengthens the compile.
+    _, state, history = _train(["train.num_devices=1", "model.ca=true", "train.kl_weight=0.5",
+                                "train.penalty=none"], steps=2)
     for h in history:
         assert h["g_kl"] > 0
         assert h["g_loss"] == pytest.approx(h["g_adversarial"] + 0.5 * h["g_kl"], rel=1e-5)
