@@ -20,9 +20,7 @@ import pytest
 
 from helpers import tree_max_abs_diff
 from jaxgan.checkpoint import Checkpointer
-from jaxgan.config import ConfigError, get_config
-from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
-from jaxgan.parallel import data_parallel
+from jaxgan.config import get_config
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
 from jaxgan.train import train_and_evaluate
@@ -135,47 +133,6 @@ def test_two_processes_train_what_one_process_trains(tmp_path, parallel, one_dev
                                                     resumed_dir, progress=False))
         assert int(resumed.step) == STEPS
         _assert_same_training(resumed, multi)
-
-
-def test_fsdp_axis_trains_like_data_parallel_with_a_quarter_of_the_params_per_device():
-    encoder = load_text_encoder()
-    embed = CaptionEmbeddingCache(encoder)
-
-    def run(fsdp: int):
-        program = build_train_program(get_config("default", [*OVERRIDES, f"train.fsdp={fsdp}"]))
-        state = program.init_placed_state(encoder.sentence_dim)
-        params = (state.g_params, state.d_params)
-        per_device = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(params))
-        total = sum(x.nbytes for x in jax.tree.leaves(params))
-        pipeline = ShapesPipeline(program.config, embed)
-        for batch in pipeline.iterate(0, 3):
-            state, _ = program.step(state, program.parallel.put_batch(batch))
-        return program.parallel.to_host(state), per_device / total, program
-
-    sharded, fraction, program = run(4)
-    dense, dense_fraction, _ = run(1)
-    assert dict(program.parallel.mesh.shape) == {"data": 2, "fsdp": 4}
-    assert dense_fraction == 1.0
-    assert 0.25 <= fraction < 0.27, fraction  # the small leaves (biases, norms) stay whole
-    _assert_same_training(sharded, dense)
-
-
-def test_each_process_builds_its_own_rows_and_together_they_are_the_batch():
-    embed = CaptionEmbeddingCache(load_text_encoder())
-    config = get_config("default", ["train.batch_size=12"])
-    whole = ShapesPipeline(config, embed).batch(5)
-    parts = [ShapesPipeline(config, embed, rows).batch(5) for rows in [(0, 4), (4, 8), (8, 12)]]
-    for key, value in whole.items():
-        np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value)
-
-
-def test_a_batch_the_devices_do_not_divide_is_refused_with_the_numbers():
-    with pytest.raises(ConfigError, match=r"train.batch_size=30 is not divisible by the 8 devices"):
-        data_parallel(get_config("default", ["train.batch_size=30"]))
-    with pytest.raises(ConfigError, match=r"train.fsdp=3 must .* divide the 8 devices"):
-        data_parallel(get_config("default", ["train.fsdp=3"]))
-    with pytest.raises(ConfigError, match="needs train.parallel=jit"):
-        data_parallel(get_config("default", ["train.fsdp=2", "train.parallel=pmap"]))
 
 
 def test_an_unreachable_coordinator_fails_in_bounded_time_naming_the_address(tmp_path):
