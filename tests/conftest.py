@@ -18,3 +18,18 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettemp
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 os.environ.setdefault("JAXGAN_CACHE", tempfile.mkdtemp(prefix="jaxgan-cache-"))
+
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_compiles():
+    """XLA's optimisation passes off for a module whose tests compile many variants and run
+    each for a few steps: they check how pieces compose, and the passes would cost more
+    compile time than they save in run time. The core parallel and resume tests keep them."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)

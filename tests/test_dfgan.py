@@ -19,6 +19,8 @@ from jaxgan.models.layers import ConditioningAugmentation, Conv, SelfAttention, 
 
 Z, S, W, L = 16, 12, 10, 6  # noise, sentence, word dims; caption length
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")
+
 
 def _inputs(batch=2, seed=0):
     k = jax.random.split(jax.random.key(seed), 3)

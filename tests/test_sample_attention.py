@@ -1,9 +1,12 @@
 """sample.py --attention: word-attention maps of a DF-GAN with word attention, as images."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from jaxgan import cli
+
+pytestmark = pytest.mark.usefixtures("quick_compiles")
 
 # No gradient penalty: its double backward would double the compile; the maps are what is tested.
 TINY_DFGAN = ["model.arch=dfgan", "model.width=4", "model.text_dim=8", "model.word_attention=16",

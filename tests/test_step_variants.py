@@ -14,6 +14,7 @@ from jaxgan.regularizers import ma_gp
 from jaxgan.state import init_state
 from jaxgan.step import example_noise, images_to_float, make_train_step
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")
 SENTENCE_DIM = 12
 DFGAN = ["model.arch=dfgan", "model.conv_impl=conv", "model.width=4", "model.text_dim=8", "train.batch_size=16", "train.loss=hinge",
          "train.penalty=magp", "train.g_lr=2e-3", "train.d_lr=2e-3"]
