@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxgan.config import Config, ConfigError, get_config
 from jaxgan.flops import step_flops
-from jaxgan.models import uses_word_attention
+from jaxgan.models import build_models, uses_word_attention
 from jaxgan.program import TrainProgram, build_train_program
 
 # Vendor dense peaks in TFLOP/s by (device_kind prefix, compute dtype), and memory bandwidth
@@ -172,7 +172,8 @@ def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: in
     # Under pmap and an SPMD-partitioned jit, the cost analysis describes one device's program.
     xla_flops = cost.get("flops", 0.0) * parallel.num_devices or None
     bytes_accessed = cost.get("bytes accessed", 0.0) * parallel.num_devices or None
-    analytic = step_flops(config, program.generator, program.discriminator, sentence_dim)["total"]
+    # Counted on the single-device models: the same layers, and no pmap axis to bind.
+    analytic = step_flops(config, *build_models(config.model), sentence_dim)["total"]
     flops = xla_flops or float(analytic)
     device = parallel.devices[0]
     peaks = device_peaks(config.model.dtype, device, peak_tflops)

@@ -24,10 +24,10 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def quick_compiles():
-    """XLA's optimisation passes off for a module whose tests compile many variants and run
-    each for a few steps: they check how pieces compose, and the passes would cost more
+    """XLA's optimisation passes off for tests that compile many variants and run each for a
+    few steps: they check how pieces compose, and the passes would cost more
     compile time than they save in run time. The core parallel and resume tests keep them."""
     before = jax.config.read("jax_disable_most_optimizations")
     jax.config.update("jax_disable_most_optimizations", True)

@@ -93,3 +93,13 @@ def test_cli_bad_preset_is_a_one_line_error(capsys):
     assert bench.main(["--preset", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "unknown preset 'nope'" in err
+
+
+@pytest.mark.usefixtures("quick_compiles")
+def test_pmap_and_fsdp_layouts_benchmark_with_the_layout_free_analytic_count():
+    layouts = (["train.num_devices=2"], ["train.num_devices=2", "train.parallel=pmap"],
+               ["train.num_devices=2", "train.fsdp=2"])
+    rows = [bench.benchmark_step(get_config("tiny", o), sentence_dim=16, warmup=0, steps=2) for o in layouts]
+    assert [(r["parallel"], r["devices"]) for r in rows] == [("jit", 2), ("pmap", 2), ("jit", 2)]
+    assert len({r["flops_analytic"] for r in rows}) == 1
+    assert all(jnp.isfinite(r["d_loss"]) for r in rows)
