@@ -12,8 +12,9 @@ per chip within the axis, then the 1/f-sized shard all-reduced over the n / f re
 
 Time to move it: bytes / link bandwidth plus a latency of 2 (n - 1) alpha per ring
 all-reduce, two of them a step (the alpha-beta model; a 2-D/3-D torus all-reduce, as on TPU
-pods, has a latency term that grows like sqrt(n) instead, so this is pessimistic there; the
-per-weight collectives of FSDP add latency that is not modelled). The expected step time is
+pods, has a latency term that grows like sqrt(n) instead, so this is pessimistic there). FSDP
+adds three collectives over its f chips per split weight (two gathers, one reduce-scatter),
+(f - 1) alpha each; which weights split is ``jaxgan.parallel.fsdp_spec``. The expected step time is
 compute + communication, assuming no overlap (XLA overlaps some of it, so this is an upper
 bound) and compute at a stated fraction of the chip's peak.
 """
@@ -26,10 +27,12 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from jaxgan.config import Config, ConfigError, get_config
 from jaxgan.flops import step_flops
 from jaxgan.models import build_models
+from jaxgan.parallel import fsdp_spec
 from jaxgan.state import abstract_state
 
 
@@ -44,12 +47,23 @@ def fsdp_bytes(size_bytes: float, n: int, fsdp: int) -> float:
     return within + ring_allreduce_bytes(size_bytes / fsdp, n // fsdp)
 
 
-def parameter_bytes(config: Config, sentence_dim: int = 128) -> dict[str, int]:
-    """float32 bytes of G's and D's trainable params (what is all-reduced every step)."""
+def _params(config: Config, sentence_dim: int) -> tuple[Any, Any]:
     g, d = build_models(config.model)
     state = abstract_state(config, g, d, sentence_dim)
+    return state.g_params, state.d_params
+
+
+def parameter_bytes(config: Config, sentence_dim: int = 128) -> dict[str, int]:
+    """float32 bytes of G's and D's trainable params (what is all-reduced every step)."""
     size = lambda tree: int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tree)))  # noqa: E731
-    return {"g": size(state.g_params), "d": size(state.d_params)}
+    g, d = _params(config, sentence_dim)
+    return {"g": size(g), "d": size(d)}
+
+
+def split_weights(config: Config, fsdp: int, sentence_dim: int = 128) -> int:
+    """How many param leaves an ``fsdp``-way axis splits (each costs its own collectives)."""
+    leaves = jax.tree.leaves(_params(config, sentence_dim))
+    return sum(fsdp_spec(tuple(x.shape), fsdp) != PartitionSpec() for x in leaves)
 
 
 ALLREDUCES_PER_STEP = 2  # D's gradient, then G's
@@ -66,7 +80,8 @@ def expected_step(config: Config, chips: int, link_gbps: float, peak_tflops: flo
     flops = step_flops(config, g, d, sentence_dim)["total"]  # one chip's batch
     compute_s = flops / (peak_tflops * 1e12 * mfu)
     replicas = chips // fsdp
-    latency_s = ALLREDUCES_PER_STEP * 2 * (replicas - 1) * latency_us * 1e-6
+    hops = ALLREDUCES_PER_STEP * 2 * (replicas - 1) + 3 * split_weights(config, fsdp, sentence_dim) * (fsdp - 1)
+    latency_s = hops * latency_us * 1e-6
     comm_s = sent / (link_gbps * 1e9 / 8) + latency_s
     return {"g_params_mb": params["g"] / 2**20, "d_params_mb": params["d"] / 2**20,
             "bytes_per_chip_per_step": sent, "comm_ms": 1e3 * comm_s, "latency_ms": 1e3 * latency_s, "compute_ms": 1e3 * compute_s,
