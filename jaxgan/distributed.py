@@ -70,6 +70,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise DistributedError("--coordinator, --num-processes and --process-id go together; give all three")
     if not auto and coordinator is None:
         return False
+    if coordinator is not None:
+        parse_address(coordinator)
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise DistributedError(f"--process-id {process_id} must be in [0, {num_processes}) "
+                                   f"for --num-processes {num_processes}")
     # Cross-process collectives of the CPU backend; accelerators use their own (ICI, NCCL).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator is None:
@@ -78,9 +83,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         except (RuntimeError, ValueError) as e:
             raise DistributedError(f"could not detect the cluster: {str(e).splitlines()[0][:200]}") from None
         return True
-    if num_processes < 1 or not 0 <= process_id < num_processes:
-        raise DistributedError(f"--process-id {process_id} must be in [0, {num_processes}) "
-                               f"for --num-processes {num_processes}")
     if process_id == 0:
         _check_can_listen(coordinator)
     else:

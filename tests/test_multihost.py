@@ -7,6 +7,7 @@ single-process runs of the same config. The test process itself has 8 fake devic
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -146,4 +147,20 @@ def test_an_unreachable_coordinator_fails_in_bounded_time_naming_the_address(tmp
         f"error: cannot reach the coordinator at {address} within 3 s (Connection refused); is process 0 "
         "running and is the address reachable from this host?"]
     assert time.monotonic() - start < 60
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--coordinator", "127.0.0.1:1234"], "--coordinator, --num-processes and --process-id go together"),
+    (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"],
+     r"--process-id 2 must be in \[0, 2\) for --num-processes 2"),
+    (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"],
+     "--coordinator 'localhost' is not HOST:PORT"),
+])
+def test_inconsistent_multi_process_flags_are_one_line_errors(tmp_path, capsys, flags, message):
+    from jaxgan import cli
+
+    assert cli.train_main(["--workdir", str(tmp_path / "w"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
     assert not (tmp_path / "w").exists()
