@@ -16,10 +16,12 @@ def trees_bitwise_equal(a, b) -> bool:
 
 
 def random_batch(batch_size: int, resolution: int, sentence_dim: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    return {"image": rng.integers(0, 256, (batch_size, resolution, resolution, 3), dtype=np.uint8),
-            "sentence": rng.normal(size=(batch_size, sentence_dim)).astype(np.float32),
-            "wrong_sentence": rng.normal(size=(batch_size, sentence_dim)).astype(np.float32)}
+    """``bench.synthetic_batch`` for a batch size and resolution without a whole config."""
+    from jaxgan.bench import synthetic_batch
+    from jaxgan.config import get_config
+
+    config = get_config("tiny", [f"train.batch_size={batch_size}", f"model.resolution={resolution}"])
+    return synthetic_batch(config, sentence_dim, seed)
 
 
 def train_steps(cfg, sentence_dim: int, steps: int, batch_fn, count_traces=None):
