@@ -162,7 +162,7 @@ def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: in
         state, metrics = compiled(state, batch)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t0)
-    losses = {k: float(v) for k, v in jax.device_get(parallel.unreplicate(metrics)).items()
+    losses = {k: float(v) for k, v in parallel.to_host(metrics).items()
               if k in ("d_loss", "g_loss")}
     if not all(np.isfinite(list(losses.values()))):
         raise RuntimeError(f"the benchmarked step produced non-finite losses {losses}")

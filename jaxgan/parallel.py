@@ -167,9 +167,6 @@ class DataParallel:
 
         return jax.tree.map(host, tree)
 
-    # Older name kept for callers that only need host values.
-    unreplicate = to_host
-
     # --- the batch -------------------------------------------------------------------------
 
     def local_rows(self, batch_size: int) -> tuple[int, int]:

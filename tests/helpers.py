@@ -30,8 +30,6 @@ def train_steps(cfg, sentence_dim: int, steps: int, batch_fn, count_traces=None)
     Returns the single-copy final state (on the host) and each step's metrics as floats.
     ``count_traces`` (a list) gets one entry per trace of the step.
     """
-    import jax
-
     from jaxgan.models import build_models
     from jaxgan.parallel import data_parallel
     from jaxgan.state import init_state
@@ -52,5 +50,5 @@ def train_steps(cfg, sentence_dim: int, steps: int, batch_fn, count_traces=None)
     history = []
     for i in range(steps):
         state, metrics = compiled(state, dp.put_batch(batch_fn(i)))
-        history.append({k: float(v) for k, v in dp.unreplicate(metrics).items()})
-    return jax.device_get(dp.unreplicate(state)), history
+        history.append({k: float(v) for k, v in dp.to_host(metrics).items()})
+    return dp.to_host(state), history
