@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -39,10 +38,6 @@ def preview_prompts(count: int = 12) -> list[str]:
     rng = np.random.default_rng(1234)
     picked = combos[rng.choice(len(combos), size=count, replace=False)]
     return [shapes.caption(a, i % len(shapes.TEMPLATES)) for i, a in enumerate(picked)]
-
-
-def _host(tree: Any) -> dict[str, float]:
-    return {k: float(v) for k, v in jax.device_get(tree).items()}
 
 
 class _Run:
