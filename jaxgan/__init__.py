@@ -11,15 +11,27 @@ The pieces a user composes:
     state, metrics = step(state, batch)                   # both networks, both optimizers
 """
 
-from jaxgan.config import Config, ConfigError, apply_overrides, get_config
-from jaxgan.losses import LOSSES, AdversarialLoss, matching_aware_d_loss
-from jaxgan.models import build_models
-from jaxgan.state import GANState, init_state
-from jaxgan.step import make_train_step
-from jaxgan.train import train_and_evaluate
+import importlib
+from typing import Any
 
-__all__ = [
-    "Config", "ConfigError", "apply_overrides", "get_config", "LOSSES", "AdversarialLoss",
-    "matching_aware_d_loss", "build_models", "GANState", "init_state", "make_train_step",
-    "train_and_evaluate",
-]
+# Names are imported on first use, so that importing a light submodule (the input pipeline's
+# worker processes import jaxgan.data.prepare) does not load JAX, Flax and the models.
+_EXPORTS = {
+    "Config": "jaxgan.config", "ConfigError": "jaxgan.config", "apply_overrides": "jaxgan.config",
+    "get_config": "jaxgan.config", "LOSSES": "jaxgan.losses", "AdversarialLoss": "jaxgan.losses",
+    "matching_aware_d_loss": "jaxgan.losses", "build_models": "jaxgan.models", "GANState": "jaxgan.state",
+    "init_state": "jaxgan.state", "make_train_step": "jaxgan.step", "train_and_evaluate": "jaxgan.train",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'jaxgan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

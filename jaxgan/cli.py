@@ -19,13 +19,15 @@ def _fail_cleanly(main: Callable[[argparse.Namespace], int], parser: argparse.Ar
                   argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     from jaxgan.checkpoint import CheckpointError
+    from jaxgan.data.source import DataError
     from jaxgan.distributed import DistributedError
     from jaxgan.train import NonFiniteLossError
     from jaxgan.text import TextEncoderError
 
     try:
         return main(args)
-    except (ConfigError, UsageError, CheckpointError, NonFiniteLossError, TextEncoderError, DistributedError) as e:
+    except (ConfigError, UsageError, CheckpointError, NonFiniteLossError, TextEncoderError, DistributedError,
+            DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -51,6 +53,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=None, help=f"one of: {', '.join(PRESETS)} (default: default, "
                    "or the workdir's saved config when resuming)")
     p.add_argument("--steps", type=int, help="total training steps (shorthand for train.steps=N)")
+    p.add_argument("--dataset", help="shapes, a TFDS name (mnist, cifar10, coco_captions, caltech_birds2011, "
+                   "oxford_flowers102) or an image folder (shorthand for data.dataset=...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.width=64 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,6 +80,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
                    timeout_s=args.coordinator_timeout)
         overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+        overrides += [f"data.dataset={args.dataset}"] if args.dataset is not None else []
         workdir = Path(args.workdir)
         config = resolve_config(workdir, args.preset, overrides)
         state = train_and_evaluate(config, workdir, progress=not args.no_progress)

@@ -83,8 +83,14 @@ class TrainConfig:
 class DataConfig:
     """Where images and captions come from."""
 
-    dataset: str = "shapes"
+    dataset: str = "shapes"   # shapes, a TFDS name (see README "Datasets") or an image folder
     seed: int = 0
+    split: str = "train"      # TFDS split
+    data_dir: str = ""        # TFDS data directory ("": TFDS's default, ~/tensorflow_datasets)
+    captions_dir: str = ""    # caltech_birds2011 / oxford_flowers102: Reed et al.'s text_c10 captions
+    fit: str = "crop"         # non-square images: centre "crop" or "pad" to a square
+    workers: int = -1         # decoding processes; -1: half the CPU cores; 0: in the main process
+    embedding_cache: str = ""  # frozen caption embeddings ("": ~/.cache/jaxgan/embeddings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +159,7 @@ _CHOICES = {
     "train.loss": ("nonsaturating", "hinge", "lsgan", "wasserstein"),
     "train.penalty": ("none", "magp", "r1", "wgan_gp"),
     "train.parallel": ("jit", "pmap"),
-    "data.dataset": ("shapes",),
+    "data.fit": ("crop", "pad"),
     "eval.split": ("train", "test"),
     "eval.generator": ("ema", "raw"),
 }
@@ -257,6 +263,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"eval.num_samples must be at least 16, got {flat['eval.num_samples']}")
     if flat["eval.truncation"] < 0:
         raise ConfigError(f"eval.truncation must be 0 (off) or positive, got {flat['eval.truncation']}")
+    if not flat["data.dataset"].strip():
+        raise ConfigError("data.dataset is empty: give shapes, a TFDS name or an image folder")
+    if flat["data.workers"] < -1:
+        raise ConfigError(f"data.workers must be -1 (auto), 0 (main process) or a count, got {flat['data.workers']}")
     if flat["train.steps"] < 0 or flat["train.num_devices"] < 0:
         raise ConfigError("train.steps and train.num_devices must not be negative")
     if not 0.0 <= flat["train.ema_decay"] < 1.0:

@@ -12,15 +12,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgan import plots
 from jaxgan.checkpoint import CheckpointError, Checkpointer
 from jaxgan.config import Config, to_json
-from jaxgan.data import shapes
-from jaxgan.distributed import is_primary
+from jaxgan.data import SHAPES, all_captions, make_source, preview_captions, shapes
+from jaxgan.data.embeddings import embedding_table
+from jaxgan.data.loader import DatasetPipeline
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
+from jaxgan.data.source import DataError
+from jaxgan.distributed import is_primary
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
@@ -50,9 +54,21 @@ class _Run:
         self.parallel = self.program.parallel
         # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
         self.sample_generator, _ = build_models(config.model)
-        self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
-        # Each process builds only its own rows of every global batch.
-        self.pipeline = ShapesPipeline(config, self.embed, self.parallel.local_rows(config.train.batch_size))
+        with_words = uses_word_attention(config.model)
+        rows = self.parallel.local_rows(config.train.batch_size)  # each process builds only its own rows
+        if config.data.dataset == SHAPES:
+            self.embed = CaptionEmbeddingCache(self.encoder, with_words=with_words)
+            self.pipeline = ShapesPipeline(config, self.embed, rows)
+            self.prompts = preview_prompts()
+        else:
+            source = make_source(config)
+            # Every caption is encoded once (or read from an earlier run's cache): the loop
+            # never runs the encoder.
+            self.embed = embedding_table(self.encoder, all_captions(source), config.data.embedding_cache or None,
+                                         with_words=with_words)
+            self.pipeline = DatasetPipeline(config, source, self.embed, rows, jax.process_index(),
+                                            jax.process_count())
+            self.prompts = preview_captions(source)
         self.step_fn = self.program.step
         self.generate = make_generate_fn(self.sample_generator)
         self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
@@ -67,12 +83,11 @@ class _Run:
         abstract = self.parallel.abstract_with_shardings(
             self.program.abstract_state(self.encoder.sentence_dim, self.encoder.word_dim))
         state, position = self.checkpoints.restore(abstract, self.config)
-        expected = self.pipeline.position(int(np.asarray(state.step.addressable_data(0))))
-        if position != expected:
-            raise CheckpointError(f"checkpoint at step {int(state.step)} was saved with data position "
-                                  f"{position}, but this config resumes at {expected}; resuming would "
-                                  "not replay the same data (change data.seed/train.batch_size back)")
-        return self.parallel.to_step_layout(state), int(position["next_step"])
+        try:
+            next_step = self.pipeline.resume(position)
+        except DataError as e:
+            raise CheckpointError(str(e)) from None
+        return self.parallel.to_step_layout(state), next_step
 
     def evaluate(self, state: GANState) -> dict[str, Any]:
         """Every metric of ``state``'s generator under the run's protocol, on the training mesh."""
@@ -90,7 +105,7 @@ class _Run:
                 "eval_seconds": round(result.seconds, 2)}
 
     def preview(self, state: GANState, name: str, per_prompt: int = 8) -> Path:
-        prompts = preview_prompts()
+        prompts = self.prompts
         seeds = np.tile(np.arange(per_prompt), len(prompts))
         z = sample_noise(seeds, self.config.model.z_dim)
         text = self.embed.text([p for p in prompts for _ in range(per_prompt)])
@@ -112,6 +127,23 @@ def _stop_after_skips(streak: Any, step: int, max_skips: int, last_checkpoint: i
     raise NonFiniteLossError(
         f"{int(streak)} consecutive steps up to step {step} had a non-finite loss or gradient and were "
         f"skipped (train.max_skips={max_skips}); training stopped, the last good checkpoint is {where}")
+
+
+class _Timed:
+    """An iterator that adds up the time its consumer spends blocked in ``next``."""
+
+    def __init__(self, iterable: Any):
+        self._iterator, self.waited = iter(iterable), 0.0
+
+    def __iter__(self) -> "_Timed":
+        return self
+
+    def __next__(self) -> Any:
+        start = time.perf_counter()
+        try:
+            return next(self._iterator)
+        finally:
+            self.waited += time.perf_counter() - start
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -146,11 +178,16 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
         _truncate_metrics(metrics_path, start)
         _truncate_metrics(eval_path, start)
 
+    evaluating = config.eval.every > 0 and config.data.dataset == SHAPES
+    if config.eval.every and not evaluating and primary:
+        tqdm.write(f"note: periodic evaluation covers the shapes dataset only; none runs on {config.data.dataset}")
     bar = tqdm(total=total, initial=start, disable=not (progress and primary), dynamic_ncols=True, unit="step")
     last_log, last_time = start, time.perf_counter()
     previous = None  # the last step's skip streak, read one step late so dispatch stays ahead
+    batches = _Timed(run.pipeline.iterate(start, total))
+    last_wait = 0.0
     try:
-        for step, batch in enumerate(run.pipeline.iterate(start, total), start=start + 1):
+        for step, batch in enumerate(batches, start=start + 1):
             state, metrics = run.step_fn(state, run.parallel.put_batch(batch))
             bar.update(1)
             t = config.train
@@ -164,13 +201,17 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
                 values = {k: float(v) for k, v in host(metrics).items()}  # global: averaged over all devices
                 now = time.perf_counter()
                 values["steps_per_sec"] = (step - last_log) / max(now - last_time, 1e-9)
-                last_log, last_time = step, now
+                # The share of the wall time the loop sat waiting for input: 0 when the
+                # pipeline keeps ahead of the device.
+                values["input_wait_fraction"] = (batches.waited - last_wait) / max(now - last_time, 1e-9)
+                values.update(run.pipeline.stats_at(step))
+                last_log, last_time, last_wait = step, now, batches.waited
                 if primary:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps({"step": step, **values}) + "\n")
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
             at_sample = step % t.sample_every == 0 or step == total
-            at_eval = config.eval.every and (step % config.eval.every == 0 or step == total)
+            at_eval = evaluating and (step % config.eval.every == 0 or step == total)
             if at_sample or at_eval:
                 single = host(state)
                 if at_sample and primary:

@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxgan.config import Config
 from jaxgan.data import shapes
+from jaxgan.data.source import DataError
 
 
 class CaptionEmbeddingCache:
@@ -88,6 +89,19 @@ class ShapesPipeline:
         """What a checkpoint stores to resume the data at ``step``."""
         return {"dataset": "shapes", "next_step": step, "seed": self.seed,
                 "batch_size": self.batch_size}
+
+    def resume(self, position: dict[str, int]) -> int:
+        """The next step of a checkpointed position; raises ``DataError`` for another seed or batch size."""
+        expected = self.position(int(position.get("next_step", -1)))
+        if position != expected:
+            raise DataError(f"checkpoint at step {position.get('next_step')} was saved with data position "
+                            f"{position}, but this config resumes at {expected}; resuming would not replay "
+                            "the same data (change data.dataset/data.seed/train.batch_size back)")
+        return int(position["next_step"])
+
+    def stats_at(self, step: int) -> dict[str, int]:
+        """No counts: every shapes example is valid by construction."""
+        return {}
 
     def iterate(self, start: int, stop: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches for steps [start, stop), made ``prefetch`` ahead on a background thread."""

@@ -1,0 +1,202 @@
+"""The frozen-embedding cache: every caption of a dataset encoded once and kept on disk.
+
+The text encoder is frozen, so a caption's embedding never changes during training. Encoding
+every caption of a dataset once (jitted, in large batches split over the devices) and reading
+rows from disk afterwards takes the encoder out of the training loop entirely: the step and
+the input pipeline only gather rows. A cache entry is keyed by the encoder's
+``fingerprint()`` (weights, tokenizer, length, pooling) and a hash of the caption set, and is
+written under a temporary name and renamed, so a run killed mid-write never leaves a partial
+entry behind. Training, a resumed run and evaluation all reuse the same entry.
+
+    table = embedding_table(encoder, all_captions, cache_dir, with_words=True)
+    table.text(["a red bird"])  # {"sentence": [1, Ds], "words": [1, L, D], "word_mask": [1, L]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+log = logging.getLogger(__name__)
+
+_SENTENCE, _WORDS, _MASK = "sentence.npy", "words.npy", "word_mask.npy"
+_META = "meta.json"
+# Captions per device per encoder call: large enough to keep a device busy, small enough
+# that a BERT-base batch of 77 tokens stays well under a gigabyte of activations.
+_PER_DEVICE = 256
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/jaxgan/embeddings`` (``~/.cache/jaxgan/embeddings``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jaxgan" / "embeddings"
+
+
+def caption_set_hash(captions: Iterable[str]) -> str:
+    """A hex sha256 of the sorted, de-duplicated caption texts."""
+    digest = hashlib.sha256()
+    for caption in sorted(set(captions)):
+        digest.update(caption.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+class EmbeddingTable:
+    """Caption -> precomputed embedding rows (memory-mapped ``.npy`` files)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.meta = json.loads((directory / _META).read_text())
+        captions = json.loads((directory / "captions.json").read_text())
+        self.rows = {c: i for i, c in enumerate(captions)}
+        self.sentence = np.load(directory / _SENTENCE, mmap_mode="r")
+        self.with_words = (directory / _WORDS).exists()
+        if self.with_words:
+            self.words = np.load(directory / _WORDS, mmap_mode="r")
+            self.word_mask = np.load(directory / _MASK, mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def truncated(self) -> int:
+        """How many of the table's captions were longer than the encoder's context."""
+        return int(self.meta["truncated"])
+
+    def _index(self, captions: Sequence[str]) -> np.ndarray:
+        try:
+            return np.fromiter((self.rows[c] for c in captions), np.int64, len(captions))
+        except KeyError as e:
+            raise KeyError(f"caption {e.args[0]!r} is not in the embedding cache {self.directory}") from None
+
+    def __call__(self, captions: Sequence[str]) -> np.ndarray:
+        """float32 [len(captions), sentence_dim]."""
+        return np.asarray(self.sentence[self._index(captions)], np.float32)
+
+    def text(self, captions: Sequence[str]) -> dict[str, np.ndarray]:
+        """``sentence`` [B, S], and with words also ``words`` [B, L, W] and ``word_mask`` [B, L]."""
+        index = self._index(captions)
+        out = {"sentence": np.asarray(self.sentence[index], np.float32)}
+        if self.with_words:
+            out["words"] = np.asarray(self.words[index], np.float32)
+            out["word_mask"] = np.asarray(self.word_mask[index], bool)
+        return out
+
+
+def encode_all(encoder: Any, captions: Sequence[str], devices: Sequence[jax.Device] | None = None,
+               with_words: bool = False) -> dict[str, np.ndarray]:
+    """Embeddings of ``captions`` in batches split over ``devices`` (default: this process's).
+
+    One program is compiled: every call has the same shape, the last batch being padded.
+    """
+    devices = list(devices or jax.local_devices())
+    mesh = Mesh(np.array(devices), ("data",))
+    rows, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    encode = jax.jit(encoder.encode_fn, in_shardings=(replicated, rows, rows), out_shardings=rows)
+    params = jax.device_put(encoder.params, replicated)
+    chunk = _PER_DEVICE * len(devices)
+    parts: dict[str, list[np.ndarray]] = {"sentence": [], "words": [], "word_mask": []}
+    for start in range(0, len(captions), chunk):
+        batch = list(captions[start:start + chunk])
+        n = len(batch)
+        tokens = encoder.tokenize(batch + [batch[0]] * (chunk - n))
+        out = encode(params, tokens["input_ids"], tokens["attention_mask"])
+        parts["sentence"].append(np.asarray(out.sentence, np.float32)[:n])
+        if with_words:
+            parts["words"].append(np.asarray(out.words, np.float32)[:n])
+            parts["word_mask"].append(np.asarray(out.mask, bool)[:n])
+    return {k: np.concatenate(v) for k, v in parts.items() if v}
+
+
+def _entry(cache_dir: Path, fingerprint: str, caption_hash: str, with_words: bool) -> Path:
+    return cache_dir / fingerprint[:24] / f"{caption_hash[:24]}{'-words' if with_words else ''}"
+
+
+def embedding_table(encoder: Any, captions: Iterable[str], cache_dir: str | Path | None = None,
+                    with_words: bool = False, process_index: int | None = None,
+                    process_count: int | None = None) -> EmbeddingTable:
+    """The cached table of ``captions`` under ``encoder``, encoding and writing it if absent.
+
+    In a run over several processes every process encodes a contiguous share of the captions
+    on its own devices and writes it into the shared temporary entry; process 0 then moves the
+    entry into place and every process reads it. ``cache_dir`` must then be on a filesystem
+    all processes share (as the workdir is).
+    """
+    unique = sorted(set(captions))
+    if not unique:
+        raise ValueError("no captions to embed")
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    fingerprint = encoder.fingerprint()
+    final = _entry(cache_dir, fingerprint, caption_set_hash(unique), with_words)
+    if (final / _META).is_file():
+        log.info("caption embeddings: %d reused from %s", len(unique), final)
+        return EmbeddingTable(final)
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    # The temporary name is shared by the processes of one run (they agree on the key) and
+    # unique across runs, so two runs racing on one cache never mix their files.
+    tmp = final.with_name(final.name + f".tmp-{_run_token(count)}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    lo, hi = index * len(unique) // count, (index + 1) * len(unique) // count
+    share = unique[lo:hi]
+    if share:
+        arrays = encode_all(encoder, share, with_words=with_words)
+        truncated = int(np.sum(encoder.overflows(share)))
+        for name, value in arrays.items():
+            np.save(tmp / f"{name}.part{index:05d}.npy", value)
+        (tmp / f"truncated.part{index:05d}").write_text(str(truncated))
+    _barrier("jaxgan_embeddings_written", count)
+    if index == 0:
+        _assemble(tmp, final, unique, encoder, fingerprint, with_words, count)
+    _barrier("jaxgan_embeddings_assembled", count)
+    table = EmbeddingTable(final)
+    log.info("caption embeddings: %d encoded into %s (%d longer than the encoder's %d tokens, truncated)",
+             len(unique), final, table.truncated, encoder.max_length)
+    return table
+
+
+def _assemble(tmp: Path, final: Path, unique: list[str], encoder: Any, fingerprint: str,
+              with_words: bool, count: int) -> None:
+    """Joins the processes' parts into one entry and moves it into place atomically."""
+    names = ["sentence"] + (["words", "word_mask"] if with_words else [])
+    for name in names:
+        parts = [np.load(p) for p in sorted(tmp.glob(f"{name}.part*.npy"))]
+        np.save(tmp / f"{name}.npy", np.concatenate(parts))
+    truncated = sum(int(p.read_text()) for p in tmp.glob("truncated.part*"))
+    for part in list(tmp.glob("*.part*")):
+        part.unlink()
+    (tmp / "captions.json").write_text(json.dumps(unique, ensure_ascii=False))
+    meta = {"encoder": encoder.name, "fingerprint": fingerprint, "max_length": encoder.max_length,
+            "captions": len(unique), "truncated": truncated, "with_words": with_words}
+    (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        tmp.rename(final)
+    except OSError:  # another run finished the same entry first: theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_token(process_count: int) -> str:
+    """A token every process of this run agrees on (process 0's, broadcast) and no other run has."""
+    token = uuid.uuid4().hex[:12]
+    if process_count == 1:
+        return token
+    from jax.experimental import multihost_utils
+
+    code = np.frombuffer(bytes.fromhex(token), np.uint8).astype(np.int32)
+    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(code)).astype(np.uint8)).hex()
+
+
+def _barrier(name: str, process_count: int) -> None:
+    if process_count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
