@@ -19,9 +19,7 @@ from tqdm.auto import tqdm
 from jaxgan import plots
 from jaxgan.checkpoint import CheckpointError, Checkpointer
 from jaxgan.config import Config, to_json
-from jaxgan.data import SHAPES, all_captions, make_source, preview_captions, shapes
-from jaxgan.data.embeddings import embedding_table
-from jaxgan.data.loader import DatasetPipeline
+from jaxgan.data import SHAPES, shapes
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.data.source import DataError
 from jaxgan.distributed import is_primary
@@ -61,6 +59,10 @@ class _Run:
             self.pipeline = ShapesPipeline(config, self.embed, rows)
             self.prompts = preview_prompts()
         else:
+            from jaxgan.data import all_captions, make_source, preview_captions
+            from jaxgan.data.embeddings import embedding_table
+            from jaxgan.data.loader import DatasetPipeline
+
             source = make_source(config)
             # Every caption is encoded once (or read from an earlier run's cache): the loop
             # never runs the encoder.

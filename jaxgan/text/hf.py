@@ -1,10 +1,10 @@
-"""Hugging Face directories <-> (ClipTextModel, params).
+"""Reading Hugging Face model directories: what every ported text model shares.
 
 A directory holds config.json, model.safetensors (or an index of shards) and tokenizer files,
-as written by ``save_pretrained`` of ``CLIPTextModel``, ``CLIPTextModelWithProjection`` or a
-full ``CLIPModel`` (its text tower and ``text_projection`` are read, the vision tower is
-skipped). PyTorch ``nn.Linear`` stores its weight as [out, in] while ``nn.Dense`` stores
-[in, out], so Linear weights are transposed both ways; everything else is a rename.
+as written by ``save_pretrained``. This module finds the directory (local, or a hub id),
+reads config.json and the tensors, loads the tokenizer, and turns named PyTorch tensors into
+a Flax param tree. How one model's tensor names map onto its Flax port lives beside that
+port (``clip_hf.py``, ``bert.py``, ``t5.py``).
 """
 
 from __future__ import annotations
@@ -15,23 +15,21 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-import jax
 import numpy as np
 from flax import traverse_util
 
-from jaxgan.text.clip import ClipTextConfig, ClipTextModel, init_params
 from jaxgan.text.errors import TextEncoderError, TextEncoderNotFoundError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-TEXT_PREFIX = "text_model."
-PROJECTION_WEIGHT = "text_projection.weight"
-# What a hub download needs: configs, weights, and the files of any tokenizer kind.
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+# What a hub download needs: configs (sentence-transformers keeps some in sub-folders such as
+# 1_Pooling/), weights, and the files of any tokenizer kind.
+_HUB_PATTERNS = ["*.json", "*/*.json", "*.safetensors", "*.txt", "*.model"]
 # Hub ids are "name" or "owner/name"; anything else that does not exist is a missing path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_LEAF_NAMES = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
+# Flax leaf names -> the PyTorch parameter names they come from.
+LEAF_NAMES = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
 
 
 def resolve_directory(name_or_path: str | Path) -> Path:
@@ -58,27 +56,34 @@ def resolve_directory(name_or_path: str | Path) -> Path:
             f"hub ({type(e).__name__})") from None
 
 
-def read_config(directory: Path, projection_dim: int | None = None) -> ClipTextConfig:
-    """The ``ClipTextConfig`` of ``directory/config.json`` (a CLIP text model or a full CLIP model)."""
-    path = directory / CONFIG_FILE
+def read_json(path: Path) -> Any:
+    """The parsed JSON file, or a one-line ``TextEncoderError`` (``...NotFoundError`` if absent)."""
     if not path.is_file():
-        raise TextEncoderNotFoundError(f"{directory} has no {CONFIG_FILE}")
+        raise TextEncoderNotFoundError(f"{path.parent} has no {path.name}")
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TextEncoderError(f"{path} is not valid JSON ({e})") from None
-    model_type = raw.get("model_type")
-    if model_type == "clip":
-        raw = raw.get("text_config") or {}
-    elif model_type != "clip_text_model":
-        raise TextEncoderError(f"{path}: model_type {model_type!r} is not a CLIP text model "
-                               "(expected 'clip_text_model' or 'clip')")
-    # Keys a config.json may leave out take Hugging Face's CLIPTextConfig defaults.
-    defaults = {"vocab_size": 49408}
+
+
+def read_config_json(directory: Path) -> dict[str, Any]:
+    """``directory/config.json`` as a dict."""
+    raw = read_json(directory / CONFIG_FILE)
+    if not isinstance(raw, dict):
+        raise TextEncoderError(f"{directory / CONFIG_FILE} is not a JSON object")
+    return raw
+
+
+def config_fields(raw: dict[str, Any], config_class: type, defaults: dict[str, Any], path: Path, **extra) -> Any:
+    """``config_class`` built from the keys of a config.json it names (missing keys: ``defaults``).
+
+    ``defaults`` are those of the transformers config class, since config.json leaves out
+    keys that equal them. A field value the config class rejects is a ``TextEncoderError``.
+    """
     fields = {f.name: raw.get(f.name, defaults.get(f.name, f.default))
-              for f in dataclasses.fields(ClipTextConfig) if f.name != "projection_dim"}
+              for f in dataclasses.fields(config_class) if f.name not in extra}
     try:
-        return ClipTextConfig(**fields, projection_dim=projection_dim)
+        return config_class(**fields, **extra)
     except (TypeError, ValueError) as e:
         raise TextEncoderError(f"{path}: {e}") from None
 
@@ -99,8 +104,12 @@ def weight_files(directory: Path) -> list[Path]:
     return files
 
 
-def read_weights(directory: Path) -> dict[str, np.ndarray]:
-    """The text-tower tensors of ``directory``'s safetensors file(s), as float32 numpy arrays."""
+def read_weights(directory: Path, keep: Callable[[str], bool] = lambda name: True) -> dict[str, np.ndarray]:
+    """The tensors of ``directory``'s safetensors file(s) whose name ``keep`` accepts, as float32.
+
+    ``keep`` lets a loader skip what its port does not use (a vision tower, a decoder) without
+    reading it.
+    """
     from safetensors import safe_open
 
     weights = {}
@@ -108,38 +117,35 @@ def read_weights(directory: Path) -> dict[str, np.ndarray]:
         # The flax framework reads bfloat16 too, which plain numpy cannot.
         with safe_open(str(file), framework="flax") as f:
             for key in f.keys():
-                if not key.startswith(("vision_model.", "visual_projection.", "logit_scale")):
+                if keep(key):
                     weights[key] = np.asarray(f.get_tensor(key), np.float32)
     return weights
 
 
-def hf_name(path: tuple[str, ...], prefix: str = TEXT_PREFIX) -> str:
-    """The Hugging Face tensor name of a flattened Flax param path."""
-    parts = ["layers." + p.removeprefix("layers_") if p.startswith("layers_") else p for p in path[:-1]]
-    name = ".".join(parts + [_LEAF_NAMES[path[-1]]])
-    return name if path[0] == "text_projection" else prefix + name
+def flax_to_torch_name(path: tuple[str, ...]) -> str:
+    """The PyTorch name of a flattened Flax param path whose modules are named as in PyTorch.
 
-
-def params_from_hf(weights: dict[str, np.ndarray], config: ClipTextConfig, source: str = "weights") -> dict:
-    """Flax params of ``ClipTextModel(config)`` from Hugging Face tensors.
-
-    Raises:
-      TextEncoderError: a tensor is missing or its shape does not match ``config``.
+    A Flax module list element ``layer_3`` (or ``block_3``, ``layers_3``) is PyTorch's
+    ``layer.3``; the leaf becomes ``weight`` or ``bias``.
     """
-    # CLIPTextModel of transformers 5 saves without the "text_model." prefix; older ones with it.
-    prefix = TEXT_PREFIX if any(k.startswith(TEXT_PREFIX) for k in weights) else ""
-    abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    return params_from_tensors(
-        abstract, weights, lambda path: hf_name(path, prefix),
-        to_flax=lambda leaf, value: value.T if leaf == "kernel" else value,
-        hf_shape=lambda leaf, shape: shape[::-1] if leaf == "kernel" else shape,
-        source=source, error=TextEncoderError)
+    parts = [re.sub(r"^(layers?|block)_(\d+)$", r"\1.\2", p) for p in path[:-1]]
+    return ".".join(parts + [LEAF_NAMES[path[-1]]])
+
+
+def transpose_kernel(leaf: str, value: np.ndarray) -> np.ndarray:
+    """PyTorch ``nn.Linear`` stores [out, in], ``nn.Dense`` [in, out]: kernels are transposed."""
+    return value.T if leaf == "kernel" else value
+
+
+def torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The PyTorch shape of a Flax param of ``shape`` (the inverse of ``transpose_kernel``)."""
+    return shape[::-1] if leaf == "kernel" else shape
 
 
 def params_from_tensors(abstract: Any, weights: dict[str, np.ndarray], name_of: Callable[[tuple[str, ...]], str],
-                        to_flax: Callable[[str, np.ndarray], np.ndarray],
-                        hf_shape: Callable[[str, tuple[int, ...]], tuple[int, ...]], source: str,
-                        error: type[Exception] = ValueError) -> dict:
+                        to_flax: Callable[[str, np.ndarray], np.ndarray] = transpose_kernel,
+                        hf_shape: Callable[[str, tuple[int, ...]], tuple[int, ...]] = torch_shape,
+                        source: str = "weights", error: type[Exception] = ValueError) -> dict:
     """Flax params shaped like ``abstract`` from named PyTorch tensors (any ported model).
 
     Args:
@@ -168,50 +174,37 @@ def params_from_tensors(abstract: Any, weights: dict[str, np.ndarray], name_of: 
     return traverse_util.unflatten_dict(params)
 
 
-def hf_from_params(params: Any) -> dict[str, np.ndarray]:
-    """Hugging Face tensors (``CLIPTextModelWithProjection`` names) of Flax params."""
-    out = {}
-    for path, leaf in traverse_util.flatten_dict(jax.device_get(params)).items():
-        value = np.asarray(leaf, np.float32)
-        out[hf_name(path)] = np.ascontiguousarray(value.T if path[-1] == "kernel" else value)
-    return out
+def weights_source(directory: Path) -> str:
+    """What a loader names in its messages: the weights file, or the shard index."""
+    return str(directory / (WEIGHTS_FILE if (directory / WEIGHTS_FILE).is_file() else WEIGHTS_INDEX_FILE))
 
 
-def load_clip_text(name_or_path: str | Path) -> tuple[ClipTextModel, dict, Path]:
-    """Loads a Hugging Face CLIP text model directory or hub id.
+def load_tokenizer(directory: Path) -> Any:
+    """The Hugging Face tokenizer saved in ``directory`` (never touches the network).
 
-    Returns:
-      (module, params, directory): params are float32 numpy arrays; the model has a
-      projection exactly when the weights hold ``text_projection.weight``.
+    A tokenizer without a pad token pads with its EOS token: any id works, padding is masked.
     """
-    directory = resolve_directory(name_or_path)
-    read_config(directory)  # a bad config is reported before the (larger) weights are read
-    weights = read_weights(directory)
-    projection = weights.get(PROJECTION_WEIGHT)
-    config = read_config(directory, None if projection is None else int(projection.shape[0]))
-    params = params_from_hf(weights, config, source=str(directory / WEIGHTS_FILE))
-    return ClipTextModel(config), params, directory
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception as e:  # transformers raises many kinds (OSError, ValueError, KeyError)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise TextEncoderError(f"cannot load the tokenizer of {directory}: {first}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
-def config_json(config: ClipTextConfig) -> dict[str, Any]:
-    """config.json contents that transformers reads as a ``CLIPTextConfig``."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
-    architecture = "CLIPTextModelWithProjection" if config.projection_dim else "CLIPTextModel"
-    return {"architectures": [architecture], "model_type": "clip_text_model", **fields,
-            "attention_dropout": 0.0, "initializer_factor": 1.0, "initializer_range": 0.02,
-            "dtype": "float32"}
+# The CLIP mapping moved to clip_hf.py; these names stay readable here for older callers
+# (jaxgan.metrics.clip_score, jaxgan.pretrain_text) until they import clip_hf directly.
+_MOVED_TO_CLIP_HF = frozenset({"PROJECTION_WEIGHT", "TEXT_PREFIX", "read_config", "hf_name", "params_from_hf",
+                               "hf_from_params", "load_clip_text", "config_json", "save_clip_text"})
 
 
-def save_clip_text(directory: str | Path, config: ClipTextConfig, params: Any) -> Path:
-    """Writes config.json and model.safetensors that jaxgan and transformers both load.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_CLIP_HF:
+        from jaxgan.text import clip_hf
 
-    Tensor names are those of ``CLIPTextModelWithProjection`` (``text_model.`` prefix), which
-    transformers' ``CLIPTextModel`` loads as well. Tokenizer files are written separately.
-    """
-    from safetensors.numpy import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(hf_from_params(params), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-    (directory / CONFIG_FILE).write_text(json.dumps(config_json(config), indent=2) + "\n")
-    return directory
+        return getattr(clip_hf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
