@@ -42,16 +42,16 @@ class PrepareExample:
             return {**out, "skip": e.reason}
         caption = captions[int(rng.integers(len(captions)))]
         return {**out, "issues": out["issues"] + issues, "image": image, "caption": caption,
-                "wrong_caption": self.mismatched(caption, rng)}
+                "wrong_caption": self.mismatched(captions, rng)}
 
-    def mismatched(self, caption: str, rng: np.random.Generator) -> str:
-        """A caption of a random other example that differs from ``caption`` (the negatives of
-        the matching-aware loss), or ``caption`` itself if the dataset has no other."""
-        wrong = caption
+    def mismatched(self, own: list[str], rng: np.random.Generator) -> str:
+        """A caption of a random example that is none of ``own`` (the negatives of the
+        matching-aware loss), or the last one drawn if the dataset has no other."""
+        wrong = own[0]
         for _ in range(_MISMATCH_TRIES):
             others = self.source.captions(int(rng.integers(len(self.source))))
             if others:
                 wrong = others[int(rng.integers(len(others)))]
-                if wrong != caption:
+                if wrong not in own:
                     break
         return wrong
