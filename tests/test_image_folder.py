@@ -118,16 +118,17 @@ def test_palette_png_with_transparency_goes_over_white():
 
 
 def test_rgba_png_composited_over_white():
-    # Over white: c * a / 255 + 255 (1 - a / 255). (0, 0, 0, 128) -> 127; (200, 100, 40, 64):
-    # 50.2 + 191 = 241.2, 25.1 + 191 = 216.1, 10.0 + 191 = 201.0. Dropping alpha gives black.
+    # Over white: c * a / 255 + 255 (1 - a / 255). (0, 0, 0, 128) -> 127; (200, 100, 40, 200):
+    # 156.9 + 55 = 211.9 -> 212 (truncating gives 211), 78.4 + 55 -> 133, 31.4 + 55 -> 86.
+    # Dropping alpha gives black and (200, 100, 40).
     array = np.zeros((16, 16, 4), np.uint8)
     array[:, :8] = (0, 0, 0, 128)
-    array[:, 8:] = (200, 100, 40, 64)
+    array[:, 8:] = (200, 100, 40, 200)
     pixels, issues = load_image(encode(Image.fromarray(array), "PNG"), 16)
-    assert tuple(pixels[0, 0]) == (127, 127, 127) and tuple(pixels[0, 15]) == (241, 216, 201)
+    assert tuple(pixels[0, 0]) == (127, 127, 127) and tuple(pixels[0, 15]) == (212, 133, 86)
     assert issues == ["alpha"]
     # The same from an array; an opaque alpha channel is no issue.
-    assert tuple(load_image(array, 16)[0][0, 15]) == (241, 216, 201)
+    assert tuple(load_image(array, 16)[0][0, 15]) == (212, 133, 86)
     assert load_image(np.full((4, 4, 4), 255, np.uint8), 4)[1] == []
 
 
@@ -276,20 +277,22 @@ def test_csv_index_and_precedence(tmp_path, caplog):
     root = tmp_path / "ds"
     put_image(root / "a.png")
     put_image(root / "b.png")
-    (root / "captions.csv").write_text(
-        'file,caption,source\n'
-        'a.png,"a red, round bird",web\n'
-        'a.png,"a bird ""in"" the\nrain",web\n'
-        'b.png,a red, round bird,web,extra\n'
-        'nope.png,x,web\n'
-        'b.png,plain,web\n'
+    (root / "captions.csv").write_bytes(
+        b'file,caption,source\n'
+        b'a.png,"a red, round bird",web\n'
+        b'a.png,"a bird ""in"" the\nrain",web\n'
+        b'b.png,a red, round bird,web,extra\n'
+        b'nope.png,x,web\n'
+        b'b.png,plain,web\n'
+        b'b.png,"au\ncaf\xe9",web\n'  # cp1252 on the second line of a quoted row
     )
     with caplog.at_level(logging.WARNING, logger="jaxgan.data.folder"):
         source = ImageFolderSource(root)
     assert source.caption_source == "captions.csv"
     assert source.captions(0) == ["a red, round bird", 'a bird "in" the rain']
-    assert source.captions(1) == ["plain"]
-    assert source.index_issues == {"index_malformed": 1, "index_unknown_file": 1}
+    assert source.captions(1) == ["plain", "au café"] and source[1]["issues"] == ["caption_not_utf8"]
+    assert source[0]["issues"] == []
+    assert source.index_issues == {"index_malformed": 1, "index_unknown_file": 1, "caption_not_utf8": 1}
     assert "line 5" in caplog.text  # the quoted newline makes the bad row line 5, not 4
     (root / "captions.jsonl").write_text('{"file": "a.png", "caption": "from jsonl"}\n')
     assert ImageFolderSource(root).captions(0) == ["from jsonl"]
