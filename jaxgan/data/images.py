@@ -130,7 +130,7 @@ def _decode(data: bytes, resolution: int, issues: list[str]) -> Image.Image:
     except Exception as e:  # see the docstring
         # ImageFile.load's own message for data that ends early; anything else is damage.
         reason = "truncated" if "image file is truncated" in str(e) else "corrupt"
-        raise ImageError(reason, f"{reason} image: {type(e).__name__}: {e}") from None
+        raise ImageError(reason, f"{reason} image: {type(e).__name__}: {' '.join(str(e).split())}") from None
     image = _to_rgb(image, issues)
     if orientation in _ORIENTATIONS:
         issues.append("exif_rotated")
