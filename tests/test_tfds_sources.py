@@ -267,3 +267,23 @@ def test_reads_in_a_fresh_worker_process(prepared, tmp_path):
         got = list(pool.map(operator.getitem, [src] * 2, [1, 4]))
     assert _same(got[0], src[1]) and _same(got[1], src[4])
     assert got[0]["issues"] == ["caption_not_utf8"] and got[1]["issues"] == [FALLBACK]
+
+
+@pytest.mark.parametrize("name", ["caltech_birds2011", "oxford_flowers102", "mnist", "cifar10"])
+def test_registered_builders_serve_tfds_mock_data(name, tmp_path):
+    """Without prepared files the registered builder's data source is used: what
+    ``tfds.testing.mock_data`` serves (decoded images; COCO's builder needs TensorFlow)."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        source = TfdsSource(name, data_dir=str(tmp_path / "empty"))
+        assert len(source) == 6
+        item = source[3]
+        record = tfds.builder(name).as_data_source("train")[3]
+    image = np.asarray(item["image"])
+    assert image.ndim == 3 and image.shape[-1] == (1 if name == "mnist" else 3)
+    np.testing.assert_array_equal(image, record["image"])
+    names = tfds.builder(name).info.features["label"].names
+    class_name = str(record["label_name"]) if name == "caltech_birds2011" else names[int(record["label"])]
+    assert item["captions"] == [label_caption(name, class_name)]
+    assert (FALLBACK in item["issues"]) == (name in ("caltech_birds2011", "oxford_flowers102"))

@@ -127,11 +127,12 @@ class TfdsSource:
         self.captions_dir = captions_dir
         self._caption_root, self._caption_files = (
             index_caption_dir(captions_dir) if captions_dir is not None else ("", {}))
+        self._registered = False
         builder = self._find_builder()
         self._builder_dir = str(builder.data_dir)
         known = list(builder.info.splits)
         missing = [s for s in _split_names(split) if s not in known and s != "all"]
-        if missing:
+        if missing and known:  # a mocked builder lists no splits and serves any
             raise DataError(f"{name} has no split {missing[0]!r}; splits: {', '.join(sorted(known))}")
         label = builder.info.features["label"] if "label" in builder.info.features else None
         self._label_names = list(label.names) if label is not None else []
@@ -143,16 +144,31 @@ class TfdsSource:
         from tensorflow_datasets.core import read_only_builder
         from tensorflow_datasets.core.registered import DatasetNotFoundError
 
+        data_dir = str(Path(self.data_dir).expanduser()) if self.data_dir else None
         try:
-            data_dir = str(Path(self.data_dir).expanduser()) if self.data_dir else None
             return read_only_builder.builder_from_files(_TFDS_NAMES.get(self.name, self.name), data_dir=data_dir)
         except DatasetNotFoundError:
-            where = self.data_dir or "the default TFDS data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
-            flag = f" --data_dir {self.data_dir}" if self.data_dir else ""
-            raise DataError(
-                f"TFDS dataset {self.name} is not prepared in {where}: build it with "
-                f"`tfds build {self.name}{flag} --file_format array_record` (needs TensorFlow and network)"
-            ) from None
+            pass
+        # No prepared files: the registered builder's own data source is the last resort. It
+        # is what ``tfds.testing.mock_data`` serves, with decoded images; for real data that
+        # is not prepared it fails, and the message says how to prepare it.
+        where = self.data_dir or "the default TFDS data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+        flag = f" --data_dir {self.data_dir}" if self.data_dir else ""
+        not_prepared = DataError(f"TFDS dataset {self.name} is not prepared in {where}: build it with "
+                                 f"`tfds build {self.name}{flag} --file_format array_record` (needs TensorFlow "
+                                 "and network)")
+        try:
+            builder = self._registered_builder()
+            builder.as_data_source(_split_names(self.split)[0])
+        except Exception:  # TFDS raises several kinds for "no data" (AssertionError, FileNotFoundError, ...)
+            raise not_prepared from None
+        return builder
+
+    def _registered_builder(self):
+        import tensorflow_datasets as tfds
+
+        self._registered = True
+        return tfds.builder(self.name, data_dir=self.data_dir)
 
     def _open(self, builder=None):
         """The TFDS data source, opened once per process, images left encoded."""
@@ -160,9 +176,11 @@ class TfdsSource:
             import tensorflow_datasets as tfds
 
             if builder is None:
-                builder = tfds.builder_from_directory(self._builder_dir)
+                builder = self._registered_builder() if self._registered else tfds.builder_from_directory(self._builder_dir)
             features = builder.info.features
             skip = {k: tfds.decode.SkipDecoding() for k, f in features.items() if isinstance(f, tfds.features.Image)}
+            if self._registered:
+                skip = None  # the registered (mocked) source cannot hand over encoded bytes
             try:
                 self._records = builder.as_data_source(self.split, decoders=skip)
             except NotImplementedError:
@@ -225,7 +243,7 @@ class TfdsSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self._record(index)
         image = record["image"]
-        if self.name == "mnist":
+        if self.name == "mnist" and isinstance(image, bytes):
             # Decoded here so the workers get the grayscale [28, 28, 1] array itself: a 28x28 PNG
             # costs nothing to decode, and TFDS wrote these PNGs from clean arrays.
             image = self._image_feature.decode_example_np(image)
