@@ -64,6 +64,8 @@ class _Run:
             from jaxgan.data.loader import DatasetPipeline
 
             source = make_source(config)
+            if getattr(source, "index_issues", None) and is_primary():
+                tqdm.write(f"data: {source.name}'s caption index had problems, skipped: {source.index_issues}")
             # Every caption is encoded once (or read from an earlier run's cache): the loop
             # never runs the encoder.
             self.embed = embedding_table(self.encoder, all_captions(source), config.data.embedding_cache or None,
@@ -229,6 +231,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
                 # Every process writes its shards; orbax coordinates the commit.
                 run.checkpoints.save(step, run.parallel.canonical(state), run.pipeline.position(step), config)
         run.checkpoints.wait()
+        counts = {k.removeprefix("data/"): v for k, v in run.pipeline.stats_at(total).items() if v}
+        if counts and primary:
+            tqdm.write("data: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if primary:
             plots.plot_losses(metrics_path, workdir / "losses.png")
             plots.plot_eval(eval_path, workdir / "eval.png")

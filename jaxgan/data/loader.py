@@ -196,6 +196,8 @@ class DatasetPipeline:
         out = {f"data/skipped_{k}": v for k, v in merged["skipped"].items()}
         out.update({f"data/repaired_{k}": v for k, v in merged["repaired"].items()})
         out["data/skipped"] = sum(merged["skipped"].values())
+        # Problems of the dataset's caption index (malformed lines...): the same on every process.
+        out.update({f"data/index_{k}": v for k, v in getattr(self.source, "index_issues", {}).items()})
         out["data/captions_truncated"] = getattr(self.table, "truncated", 0)
         return out
 
