@@ -1,4 +1,7 @@
-"""The shipped shapes text encoder: loading, tokenizing, encoding, recompiles, separation."""
+"""The shipped shapes text encoder: loading, tokenizing, encoding, recompiles, separation,
+overflow flags and fingerprints."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +12,8 @@ import transformers
 
 from jaxgan import pretrain_text
 from jaxgan.data import shapes
-from jaxgan.text import SHAPES_ENCODER_DIR, TextEmbeddings, TextEncoderError, load_text_encoder
+from jaxgan.text import (SHAPES_ENCODER_DIR, HFTextEncoder, Pooling, TextEmbeddings, TextEncoderError,
+                         load_text_encoder)
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +126,26 @@ def test_held_out_captions_separate_every_attribute(report, attribute):
 def test_held_out_retrieval(report):
     assert report["retrieval_heldout"] >= 0.95, report
     assert report["retrieval_all"] >= 0.95, report
+
+
+def test_overflows_flags_captions_longer_than_max_length(encoder):
+    captions = ["a small red circle in the top left", "circle " * 50, "red " * 30, "red " * 31]
+    # BOS and EOS count: 30 words fill the 32 tokens exactly, 31 do not fit.
+    assert encoder.overflows(captions).tolist() == [False, True, False, True]
+    assert encoder.overflows(captions).dtype == np.bool_
+    with pytest.raises(TextEncoderError, match="empty prompt"):
+        encoder.overflows(["a red circle", ""])
+
+
+def test_fingerprint_identifies_what_the_encoder_computes(encoder):
+    fingerprint = encoder.fingerprint()
+    assert len(fingerprint) == 64 and int(fingerprint, 16) >= 0
+    assert load_text_encoder("shapes").fingerprint() == fingerprint
+    assert load_text_encoder("shapes", max_length=16).fingerprint() != fingerprint
+    changed = jax.tree.map(lambda x: x, encoder.params)
+    changed["final_layer_norm"]["bias"] = changed["final_layer_norm"]["bias"].at[0].add(1e-6)
+    same_but = functools.partial(HFTextEncoder, "shapes", encoder.module, tokenizer=encoder.tokenizer,
+                                 max_length=encoder.max_length)
+    assert same_but(params=encoder.params).fingerprint() == fingerprint
+    assert same_but(params=changed).fingerprint() != fingerprint
+    assert same_but(params=encoder.params, pooling=Pooling("mean")).fingerprint() != fingerprint
