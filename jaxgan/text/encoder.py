@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+import importlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -222,7 +223,7 @@ def _builtin_directory(name: str) -> Path | None:
         return SHAPES_ENCODER_DIR
     if name in MINILM_NAMES:
         try:
-            package = __import__(MINILM_PACKAGE)
+            package = importlib.import_module(MINILM_PACKAGE)
         except ImportError:
             raise TextEncoderNotFoundError(f"text encoder {name!r} needs the package {MINILM_PACKAGE}: "
                                            f"{MINILM_PIP}") from None

@@ -74,11 +74,13 @@ def read_config_json(directory: Path) -> dict[str, Any]:
     return raw
 
 
-def config_fields(raw: dict[str, Any], config_class: type, defaults: dict[str, Any], path: Path, **extra) -> Any:
+def config_fields(raw: dict[str, Any], config_class: type, defaults: dict[str, Any], path: Path,
+                  **extra: Any) -> Any:
     """``config_class`` built from the keys of a config.json it names (missing keys: ``defaults``).
 
     ``defaults`` are those of the transformers config class, since config.json leaves out
-    keys that equal them. A field value the config class rejects is a ``TextEncoderError``.
+    keys that equal them; ``extra`` fields come from elsewhere (the weights). A field value
+    the config class rejects is a ``TextEncoderError``.
     """
     fields = {f.name: raw.get(f.name, defaults.get(f.name, f.default))
               for f in dataclasses.fields(config_class) if f.name not in extra}
@@ -203,6 +205,7 @@ _MOVED_TO_CLIP_HF = frozenset({"PROJECTION_WEIGHT", "TEXT_PREFIX", "read_config"
 
 
 def __getattr__(name: str) -> Any:
+    """The moved CLIP names, imported on first use (clip_hf imports this module)."""
     if name in _MOVED_TO_CLIP_HF:
         from jaxgan.text import clip_hf
 

@@ -100,6 +100,7 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
 
 
 def _dense(features: int, name: str) -> nn.Dense:
+    # Initial values only shape a fresh init (eval_shape, tests); loaded weights replace them.
     return nn.Dense(features, use_bias=False, kernel_init=nn.initializers.normal(0.05), name=name)
 
 
