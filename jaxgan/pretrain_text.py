@@ -34,7 +34,7 @@ from jaxgan.data import shapes
 from jaxgan.text import separation
 from jaxgan.text.clip import ClipTextConfig, ClipTextModel, init_params
 from jaxgan.text.encoder import TextEncoder, load_text_encoder
-from jaxgan.text.hf import save_clip_text
+from jaxgan.text.clip_hf import save_clip_text
 from jaxgan.text.tokenizer import COMMON_WORDS, EOS, BOS, PAD, build_word_tokenizer, save_tokenizer, words_of
 
 # The held-out captions are the same for every training seed, so runs are comparable.

@@ -22,7 +22,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("overrides, message", [
     (["model.resolution=48"], "power of two"),
     (["model.resolution=512"], "model.resolution must be one of"),
-    (["model.wdth=3"], "unknown config key 'model.wdth'; valid keys: data.dataset"),
+    (["model.wdth=3"], "unknown config key 'model.wdth'; valid keys: data.captions_dir, data.data_dir, data.dataset"),
     (["train.steps=ten"], "train.steps: 'ten' is not a valid int"),
     (["train.loss=wgan"], "train.loss must be one of nonsaturating, hinge"),
     (["train.batch_size=0"], "train.batch_size must be positive"),

@@ -28,9 +28,9 @@ import numpy as np
 
 from jaxgan.metrics import clip_vision
 from jaxgan.metrics.clip_vision import ClipVisionConfig, ClipVisionModel
-from jaxgan.text import hf
+from jaxgan.text import clip_hf, hf
 from jaxgan.text.clip import LEGACY_EOS_TOKEN_ID, ClipTextModel
-from jaxgan.text.encoder import ClipTextEncoder, _load_tokenizer
+from jaxgan.text.encoder import ClipTextEncoder
 from jaxgan.text.errors import TextEncoderError
 
 # The normalisation of OpenAI's CLIP preprocessing (and Hugging Face's CLIPImageProcessor).
@@ -56,9 +56,9 @@ def text_tower_sha256(params: Any) -> str:
     not be reused for evaluation.
     """
     digest = hashlib.sha256()
-    tensors = hf.hf_from_params(params)
+    tensors = clip_hf.hf_from_params(params)
     for name in sorted(tensors):
-        if name == hf.PROJECTION_WEIGHT:
+        if name == clip_hf.PROJECTION_WEIGHT:
             continue
         value = np.ascontiguousarray(tensors[name], "<f4")
         digest.update(f"{name}:{'x'.join(map(str, value.shape))}\n".encode())
@@ -321,14 +321,14 @@ def load_clip_scorer(name_or_path: str | Path, max_length: int | None = None) ->
     config_path = directory / hf.CONFIG_FILE
     vision_config = _vision_config(raw, config_path)
     try:
-        text_config = hf.read_config(directory, projection_dim=vision_config.projection_dim)
+        text_config = clip_hf.read_config(directory, projection_dim=vision_config.projection_dim)
         files = hf.weight_files(directory)
     except TextEncoderError as e:
         raise ClipScoreError(str(e)) from None
     weights = _read_all_weights(files)
     source = str(files[0] if len(files) == 1 else directory / hf.WEIGHTS_INDEX_FILE)
     try:
-        text_params = hf.params_from_hf(weights, text_config, source=source)
+        text_params = clip_hf.params_from_hf(weights, text_config, source=source)
         vision_params = clip_vision.params_from_hf(weights, vision_config, source=source)
     except ValueError as e:  # TextEncoderError is one too
         raise ClipScoreError(str(e)) from None
@@ -336,7 +336,7 @@ def load_clip_scorer(name_or_path: str | Path, max_length: int | None = None) ->
         raise ClipScoreError(f"{source} lacks {LOGIT_SCALE}")
     logit_scale = float(np.asarray(weights[LOGIT_SCALE]).reshape(-1)[0])
     try:
-        tokenizer = _load_tokenizer(directory)
+        tokenizer = hf.load_tokenizer(directory)
     except TextEncoderError as e:
         raise ClipScoreError(str(e)) from None
     # With a non-legacy id, pooling reads the first position holding it: a tokenizer that ends

@@ -4,7 +4,7 @@ It computes what Hugging Face's ``CLIPTextModel`` and ``CLIPTextModelWithProject
 token + learned position embeddings, a pre-LayerNorm causal transformer, a final LayerNorm,
 the pooled output at the end-of-text token and an optional bias-free ``text_projection``.
 Parameter names mirror Hugging Face's module names (``layers.N`` becomes ``layers_N``), so
-``hf.py`` maps between the two by renaming and transposing. Written from the architecture
+``clip_hf.py`` maps between the two by renaming and transposing. Written from the architecture
 description; the parity tests compare it with the PyTorch model.
 """
 

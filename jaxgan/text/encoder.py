@@ -211,7 +211,6 @@ def tokenizer_description(tokenizer: Any) -> str:
 
 
 # The tokenizer loader moved to hf.py; jaxgan.metrics.clip_score imports it under this name.
-_load_tokenizer = hf.load_tokenizer
 
 
 def _builtin_directory(name: str) -> Path | None:

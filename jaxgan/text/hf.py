@@ -196,18 +196,3 @@ def load_tokenizer(directory: Path) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-# The CLIP mapping moved to clip_hf.py; these names stay readable here for older callers
-# (jaxgan.metrics.clip_score, jaxgan.pretrain_text) until they import clip_hf directly.
-_MOVED_TO_CLIP_HF = frozenset({"PROJECTION_WEIGHT", "TEXT_PREFIX", "read_config", "hf_name", "params_from_hf",
-                               "hf_from_params", "load_clip_text", "config_json", "save_clip_text"})
-
-
-def __getattr__(name: str) -> Any:
-    """The moved CLIP names, imported on first use (clip_hf imports this module)."""
-    if name in _MOVED_TO_CLIP_HF:
-        from jaxgan.text import clip_hf
-
-        return getattr(clip_hf, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
