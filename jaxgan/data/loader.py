@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # fails would otherwise spin forever. Capped by the shard size so small datasets fail fast.
 _MAX_CONSECUTIVE_BAD = 2000
 _NAMED_PER_REASON = 3
+_GROUP = 16  # examples a worker prepares and hands over at once
 
 
 def worker_count(setting: int) -> int:
@@ -110,11 +111,18 @@ class DatasetPipeline:
         dataset = (grain.MapDataset.source(self.source)[self.process_index::self.process_count]
                    .seed(self.config.data.seed).shuffle().repeat(None)
                    .random_map(self.prepare))[start:]
-        iterable = dataset.to_iter_dataset()
-        if self.workers > 0:
-            _allow_grain_workers()
-            iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
-        return iter(iterable)
+        if self.workers == 0:
+            # A couple of threads overlap file reads and PIL's decoding, which release the GIL.
+            return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)))
+        _allow_grain_workers()
+        # Measured on 2 cores (jaxgan.data.throughput, 64 px): Grain's default of 16 reading
+        # threads inside each worker costs half the throughput (GIL contention), and handing
+        # examples over one at a time costs another quarter. So each worker prepares groups
+        # of examples on its own thread. Grouping after the slice keeps ``start`` exact.
+        groups = (dataset.batch(_GROUP, batch_fn=list)
+                  .to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+                  .mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers)))
+        return _Flatten(iter(groups))
 
     def _batches(self, start_step: int, stop_step: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         limit = min(self.shard_size, _MAX_CONSECUTIVE_BAD)
@@ -229,6 +237,28 @@ class DatasetPipeline:
                         self.process_count)
         self.stats = DataStats(**_share(position["stats"], self.process_index))
         return int(position["next_step"])
+
+
+class _Flatten:
+    """The examples of an iterator of groups, one at a time; ``close`` reaches the groups' iterator."""
+
+    def __init__(self, groups: Any):
+        self.groups, self.current = groups, iter(())
+
+    def __iter__(self) -> "_Flatten":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while True:
+            try:
+                return next(self.current)
+            except StopIteration:
+                self.current = iter(next(self.groups))
+
+    def close(self) -> None:
+        close = getattr(self.groups, "close", None)
+        if close is not None:
+            close()
 
 
 def _share(stats: dict[str, dict[str, int]], index: int) -> dict[str, dict[str, int]]:
