@@ -89,7 +89,7 @@ class DataConfig:
     data_dir: str = ""        # TFDS data directory ("": TFDS's default, ~/tensorflow_datasets)
     captions_dir: str = ""    # caltech_birds2011 / oxford_flowers102: Reed et al.'s text_c10 captions
     fit: str = "crop"         # non-square images: centre "crop" or "pad" to a square
-    workers: int = -1         # decoding processes; -1: half the CPU cores; 0: in the main process
+    workers: int = -1         # decoding processes; -1: half the cores (none on <= 2); 0: in the main process
     embedding_cache: str = ""  # frozen caption embeddings ("": ~/.cache/jaxgan/embeddings)
 
 

