@@ -143,8 +143,7 @@ def test_cached_embeddings_equal_the_encoder_and_are_reused(encoder, tmp_path, m
     got = table.text(CAPTIONS)
     np.testing.assert_allclose(got["sentence"], np.asarray(direct.sentence), atol=1e-5)
     # Words are kept at the longest caption's power-of-two width (16 for these 10 tokens, not
-    # the encoder's 32
-    # tokens): at real tokens the encoder's values, the padding (never attended to) zero.
+    # the encoder's 32 tokens): at real tokens the encoder's values, the padding (never attended to) zero.
     width = got["words"].shape[1]
     assert width == 16 and np.asarray(direct.mask)[:, width:].sum() == 0
     real = np.asarray(direct.mask)[:, :width]
