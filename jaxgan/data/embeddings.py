@@ -124,7 +124,10 @@ def encode_all(encoder: Any, captions: Sequence[str], devices: Sequence[jax.Devi
         index = order[start:start + chunk]
         width = bucket(lengths[index].max())
         pad = np.concatenate([index, np.repeat(index[:1], chunk - len(index))])  # one shape per width
-        out = encode(params, tokens["input_ids"][pad, :width], tokens["attention_mask"][pad, :width])
+        # Placed explicitly: in a multi-process run jit refuses numpy inputs with a sharding,
+        # even one over this process's own devices.
+        ids, real = (jax.device_put(tokens[k][pad, :width], rows) for k in ("input_ids", "attention_mask"))
+        out = encode(params, ids, real)
         got = np.asarray(out.sentence, np.float32)[:len(index)]
         if sentence is None:
             sentence = np.zeros((n, got.shape[1]), np.float32)
