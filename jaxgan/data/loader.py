@@ -18,13 +18,12 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
-import threading
 from typing import Any, Iterator
 
 import numpy as np
 
 from jaxgan.config import Config
+from jaxgan.data.background import in_background
 from jaxgan.data.prepare import PrepareExample
 from jaxgan.data.source import DataError, ExampleSource
 
@@ -121,10 +120,10 @@ class DatasetPipeline:
             # A couple of threads overlap file reads and PIL's decoding, which release the GIL.
             return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)))
         _allow_grain_workers()
-        # Measured on 2 cores (jaxgan.data.throughput, 64 px): Grain's default of 16 reading
-        # threads inside each worker costs half the throughput (GIL contention), and handing
-        # examples over one at a time costs another quarter. So each worker prepares groups
-        # of examples on its own thread. Grouping after the slice keeps ``start`` exact.
+        # Measured on 2 cores at 64 px (BENCHMARKS.md): Grain's default of 16 reading threads
+        # inside each worker cost 17% of a worker's throughput (GIL contention with PIL), and
+        # handing examples over one at a time another 16%. So each worker prepares groups of
+        # examples on its own thread. Grouping after the slice keeps ``start`` exact.
         groups = (dataset.batch(_GROUP, batch_fn=list)
                   .to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
                   .mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers)))
@@ -164,38 +163,11 @@ class DatasetPipeline:
 
         ``position(step)`` afterwards describes the data right after step ``step``'s batch.
         """
-        buffer: queue.Queue = queue.Queue(maxsize=prefetch)
-        done = threading.Event()
-
-        def produce() -> None:
-            try:
-                for item in self._batches(start, stop):
-                    while not done.is_set():
-                        try:
-                            buffer.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if done.is_set():
-                        return
-            except BaseException as e:  # surfaced in the consumer, not lost in the thread
-                buffer.put(e)
-
-        thread = threading.Thread(target=produce, daemon=True)
-        thread.start()
-        try:
-            for _ in range(start, stop):
-                item = buffer.get()
-                if isinstance(item, BaseException):
-                    raise item
-                step, batch, consumed, stats = item
-                # Steps are numbered from 1: the batch of loop index ``step`` completes step + 1.
-                self._after[step + 1] = (consumed, stats)
-                self._after.pop(step + 1 - 4 * max(prefetch, 1), None)
-                yield batch
-        finally:
-            done.set()
-            thread.join(timeout=5)
+        for step, batch, consumed, stats in in_background(self._batches(start, stop), stop - start, prefetch):
+            # Steps are numbered from 1: the batch of loop index ``step`` completes step + 1.
+            self._after[step + 1] = (consumed, stats)
+            self._after.pop(step + 1 - 4 * max(prefetch, 1), None)
+            yield batch
 
     # --- position and counts -----------------------------------------------------------------
 

@@ -8,14 +8,13 @@ caption. A background thread prepares the next batches while the device trains.
 
 from __future__ import annotations
 
-import queue
-import threading
 from typing import Iterator
 
 import numpy as np
 
 from jaxgan.config import Config
 from jaxgan.data import shapes
+from jaxgan.data.background import in_background
 from jaxgan.data.source import DataError
 
 
@@ -105,31 +104,4 @@ class ShapesPipeline:
 
     def iterate(self, start: int, stop: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches for steps [start, stop), made ``prefetch`` ahead on a background thread."""
-        buffer: queue.Queue = queue.Queue(maxsize=prefetch)
-        done = threading.Event()
-
-        def produce() -> None:
-            try:
-                for step in range(start, stop):
-                    item = self.batch(step)
-                    while not done.is_set():
-                        try:
-                            buffer.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if done.is_set():
-                        return
-            except BaseException as e:  # surfaced in the consumer, not lost in the thread
-                buffer.put(e)
-
-        thread = threading.Thread(target=produce, daemon=True)
-        thread.start()
-        try:
-            for _ in range(start, stop):
-                item = buffer.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            done.set()
+        return in_background((self.batch(step) for step in range(start, stop)), stop - start, prefetch)
