@@ -60,7 +60,7 @@ class _Run:
             self.prompts = preview_prompts()
         else:
             from jaxgan.data import all_captions, make_source, preview_captions
-            from jaxgan.data.embeddings import embedding_table
+            from jaxgan.data.embeddings import embedding_table, unknown_token_share
             from jaxgan.data.loader import DatasetPipeline
 
             source = make_source(config)
@@ -68,7 +68,13 @@ class _Run:
                 tqdm.write(f"data: {source.name}'s caption index had problems, skipped: {source.index_issues}")
             # Every caption is encoded once (or read from an earlier run's cache): the loop
             # never runs the encoder.
-            self.embed = embedding_table(self.encoder, all_captions(source), config.data.embedding_cache or None,
+            captions = all_captions(source)
+            unknown = unknown_token_share(self.encoder, captions)
+            if unknown > 0.1 and is_primary():
+                tqdm.write(f"warning: {100 * unknown:.0f}% of {source.name}'s captions have words text encoder "
+                           f"{config.text.encoder!r} does not know; choose one trained on such text "
+                           "(e.g. --set text.encoder=minilm)")
+            self.embed = embedding_table(self.encoder, captions, config.data.embedding_cache or None,
                                          with_words=with_words)
             self.pipeline = DatasetPipeline(config, source, self.embed, rows, jax.process_index(),
                                             jax.process_count())

@@ -174,3 +174,9 @@ def test_captions_longer_than_the_context_are_counted(encoder, tmp_path):
     long = " ".join(["a small red circle in the top left"] * 20)
     table = embeddings.embedding_table(encoder, [long, CAPTIONS[0]], tmp_path)
     assert table.truncated == 1
+
+
+def test_captions_outside_the_encoders_vocabulary_are_measured(encoder):
+    # The shipped encoder knows the shapes vocabulary only.
+    assert embeddings.unknown_token_share(encoder, CAPTIONS) == 0.0
+    assert embeddings.unknown_token_share(encoder, CAPTIONS + ["a bird on a branch"]) == 0.2

@@ -142,6 +142,18 @@ def encode_all(encoder: Any, captions: Sequence[str], devices: Sequence[jax.Devi
     return out
 
 
+def unknown_token_share(encoder: Any, captions: Sequence[str], sample: int = 1000) -> float:
+    """The share of (up to ``sample``, evenly spread) captions with a token the encoder's
+    vocabulary lacks: high for an encoder trained on other text (the shipped shapes encoder
+    on real captions), whose embeddings then say little about the caption."""
+    unk = getattr(getattr(encoder, "tokenizer", None), "unk_token_id", None)
+    if unk is None or not captions:
+        return 0.0
+    picked = [captions[int(i)] for i in np.linspace(0, len(captions) - 1, min(sample, len(captions)))]
+    ids = encoder.tokenize(picked)["input_ids"]
+    return float(np.mean(np.any(ids == unk, axis=1)))
+
+
 def _entry(cache_dir: Path, fingerprint: str, caption_hash: str, with_words: bool) -> Path:
     return cache_dir / fingerprint[:24] / f"{caption_hash[:24]}{'-words' if with_words else ''}"
 
