@@ -58,8 +58,10 @@ def plot_eval(eval_path: str | Path, out_path: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps = np.array([r["step"] for r in rows])
-    fig, axes = plt.subplots(1, len(EVAL_PANELS), figsize=(4 * len(EVAL_PANELS), 3.6))
-    for ax, (key, title) in zip(axes, EVAL_PANELS):
+    # Text alignment exists on shapes only (attribute labels): plot what was measured.
+    panels = [(key, title) for key, title in EVAL_PANELS if any(key in r for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
         keys = ("precision", "recall") if key == "precision" else (key,)
         for k in keys:
             if all(k in r for r in rows):

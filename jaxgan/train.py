@@ -83,6 +83,7 @@ class _Run:
         self.generate = make_generate_fn(self.sample_generator)
         self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
         self.feature_network = None  # loaded at the first evaluation
+        self.dataset_eval = None  # datasets other than shapes: the evaluation split, at the first evaluation
 
     def restore_or_init(self) -> tuple[GANState, int]:
         """(state in the step's layout, data position): the latest checkpoint's, or a fresh
@@ -108,9 +109,15 @@ class _Run:
         protocol = protocol_for(self.config)
         if self.feature_network is None:
             self.feature_network = load_feature_network(protocol.features)
-        source = run_source(self.config, state, protocol.generator, protocol, self.encoder, self.embed)
+        if self.config.data.dataset != SHAPES and self.dataset_eval is None:
+            from jaxgan.eval import DatasetEvaluation
+
+            self.dataset_eval = DatasetEvaluation(self.config, protocol, self.encoder)
+        source = run_source(self.config, state, protocol.generator, protocol, self.encoder, self.embed,
+                            dataset=self.dataset_eval)
         result = evaluate(source, protocol, self.parallel.flat_mesh, self.feature_network,
-                          training_text_hashes=training_text_hashes(self.encoder), progress=False)
+                          training_text_hashes=training_text_hashes(self.encoder), progress=False,
+                          reference=self.dataset_eval.reference if self.dataset_eval else None)
         return {"step": int(state.step), "protocol_hash": result.protocol.hash, **result.metrics,
                 "eval_seconds": round(result.seconds, 2)}
 
@@ -188,9 +195,11 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
         _truncate_metrics(metrics_path, start)
         _truncate_metrics(eval_path, start)
 
-    evaluating = config.eval.every > 0 and config.data.dataset == SHAPES
+    # The shapes feature network judges shapes only: on other data evaluation needs Inception.
+    evaluating = config.eval.every > 0 and (config.data.dataset == SHAPES or not config.eval.features.startswith("shapes"))
     if config.eval.every and not evaluating and primary:
-        tqdm.write(f"note: periodic evaluation covers the shapes dataset only; none runs on {config.data.dataset}")
+        tqdm.write(f"note: no periodic evaluation: on {config.data.dataset} it needs "
+                   "--set eval.features=inception:FILE (see README, Evaluation protocol)")
     bar = tqdm(total=total, initial=start, disable=not (progress and primary), dynamic_ncols=True, unit="step")
     last_log, last_time = start, time.perf_counter()
     previous = None  # the last step's skip streak, read one step late so dispatch stays ahead
@@ -231,8 +240,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
                     if primary:
                         with open(eval_path, "a") as f:
                             f.write(json.dumps(row) + "\n")
-                        tqdm.write(f"step {step}: FID {row['fid']:.4f}, KID {row['kid']:.6f}, IS {row['is']:.3f}, "
-                                   f"alignment {100 * row['alignment_all']:.2f}% (protocol {row['protocol_hash']})")
+                        alignment = (f", alignment {100 * row['alignment_all']:.2f}%"
+                                     if "alignment_all" in row else "")
+                        tqdm.write(f"step {step}: FID {row['fid']:.4f}, KID {row['kid']:.6f}, IS {row['is']:.3f}"
+                                   f"{alignment} (protocol {row['protocol_hash']})")
             if at_ckpt:
                 # Every process writes its shards; orbax coordinates the commit.
                 run.checkpoints.save(step, run.parallel.canonical(state), run.pipeline.position(step), config)

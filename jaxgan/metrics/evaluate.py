@@ -141,8 +141,13 @@ def extract(source: ImageSource, count: int, networks: dict[str, FeatureNetwork]
 
 
 def reference_stats(protocol: EvalProtocol, network: FeatureNetwork, mesh: Mesh,
-                    cache_dir: str | Path | None = None, progress: bool = True) -> tuple[ReferenceStats, Path]:
-    """The reference statistics of ``protocol``: loaded from the cache, or computed and cached."""
+                    cache_dir: str | Path | None = None, progress: bool = True,
+                    real: ImageSource | None = None) -> tuple[ReferenceStats, Path]:
+    """The reference statistics of ``protocol``: loaded from the cache, or computed and cached.
+
+    ``real`` gives the reference images of a dataset other than shapes
+    (``dataset_eval.dataset_real_source``); shapes renders its own.
+    """
     spec = protocol.reference_spec(network.identity)
     path = reference_path(Path(cache_dir) if cache_dir else default_cache_dir(), spec)
     if path.exists():
@@ -150,7 +155,10 @@ def reference_stats(protocol: EvalProtocol, network: FeatureNetwork, mesh: Mesh,
         if stats.spec != spec:
             raise ValueError(f"reference statistics {path} were computed for another spec; delete the file")
         return stats, path
-    real = real_source(protocol.split, protocol.data_seed, protocol.resolution)
+    if real is None:
+        if protocol.dataset != "shapes":
+            raise ValueError(f"reference images of {protocol.dataset} must be given (dataset_eval.dataset_real_source)")
+        real = real_source(protocol.split, protocol.data_seed, protocol.resolution)
     out = extract(real, protocol.num_reference, {"features": network}, mesh,
                   progress="reference features" if progress else None)
     features = out["features/features"].astype(np.float32)
@@ -182,7 +190,7 @@ class EvalResult:
 def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = None,
              network: FeatureNetwork | None = None, cache_dir: str | Path | None = None,
              clip_scorer: Any = None, training_text_hashes: Iterable[str] = (),
-             per_device: int = 64, progress: bool = True) -> EvalResult:
+             per_device: int = 64, progress: bool = True, reference: ImageSource | None = None) -> EvalResult:
     """Scores ``source`` under ``protocol``.
 
     Args:
@@ -197,11 +205,12 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
         CLIP score is refused if the evaluation CLIP shares weights with one of them.
       per_device: examples per device per compiled call.
       progress: progress bars.
+      reference: the real images of a dataset other than shapes (computed once, then cached).
     """
     start_time = time.perf_counter()
     mesh = mesh or evaluation_mesh()
     network = network or load_feature_network(protocol.features)
-    reference, ref_path = reference_stats(protocol, network, mesh, cache_dir, progress)
+    reference, ref_path = reference_stats(protocol, network, mesh, cache_dir, progress, reference)
 
     networks = {"features": network}
     if not network.reads_attributes and protocol.dataset == "shapes":
@@ -221,8 +230,9 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
                   progress="samples + features" if progress else None)
     metrics = score(out, reference, protocol)
     captions, attrs = source.captions(0, protocol.num_samples)
-    attr_key = "features/attrs" if "features/attrs" in out else "attributes/attrs"
-    metrics.update(alignment_accuracy(out[attr_key], attrs))
+    if protocol.dataset == "shapes":  # attribute alignment needs the shapes attribute labels
+        attr_key = "features/attrs" if "features/attrs" in out else "attributes/attrs"
+        metrics.update(alignment_accuracy(out[attr_key], attrs))
     if "clip" in networks:
         metrics.update(_clip_metrics(clip_scorer, out["clip/features"], captions))
 

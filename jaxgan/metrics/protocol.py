@@ -41,7 +41,7 @@ class EvalProtocol:
     """How generated images are drawn and judged. Defaults are the shapes protocol.
 
     Attributes:
-      dataset: where captions and reference images come from ("shapes").
+      dataset: where captions and reference images come from: "shapes", a TFDS name or a folder.
       data_seed: the dataset's seed (shapes draws its examples from it).
       split: the split whose captions condition the generator and whose images are the
         reference.
@@ -58,6 +58,8 @@ class EvalProtocol:
       pr_k: neighbours for precision/recall (Kynkaanniemi et al. 2019) and density/coverage.
       is_splits: Inception Score splits (Salimans et al. 2016).
       clip: a Hugging Face CLIPModel directory for CLIP score, or "" for no CLIP score.
+      fit: for datasets other than shapes, how non-square images become square ("crop" or
+        "pad"); "" for shapes. Part of the hash only when set, so shapes hashes are unchanged.
     """
 
     dataset: str = "shapes"
@@ -76,13 +78,21 @@ class EvalProtocol:
     pr_k: int = 3
     is_splits: int = 10
     clip: str = ""
+    fit: str = ""
 
     def __post_init__(self):
         problems = []
-        if self.dataset != "shapes":
-            problems.append(f"dataset must be shapes, got {self.dataset!r}")
-        if self.split not in ("train", "test"):
-            problems.append(f"split must be train or test, got {self.split!r}")
+        if self.dataset == "shapes":
+            if self.split not in ("train", "test"):
+                problems.append(f"split must be train or test, got {self.split!r}")
+            if self.fit:
+                problems.append(f"fit applies to datasets other than shapes, got {self.fit!r}")
+        else:
+            if self.features.partition(":")[0] == "shapes":
+                problems.append(f"the shapes feature network judges the shapes dataset only; evaluate "
+                                f"{self.dataset} with features inception:FILE")
+            if self.fit not in ("crop", "pad"):
+                problems.append(f"fit must be crop or pad for {self.dataset}, got {self.fit!r}")
         if self.captions_per_image != 1:
             problems.append("the shapes dataset has one caption per image: captions_per_image must be 1")
         for name in ("num_samples", "num_reference", "kid_subsets", "kid_subset_size", "pr_k",
@@ -106,9 +116,10 @@ class EvalProtocol:
         Args:
           feature_network: ``FeatureNetwork.identity`` (name, weights hash, resizer, scale).
         """
-        return {"version": PROTOCOL_VERSION, "dataset": self.dataset, "data_seed": self.data_seed,
+        spec = {"version": PROTOCOL_VERSION, "dataset": self.dataset, "data_seed": self.data_seed,
                 "split": self.split, "num_reference": self.num_reference, "resolution": self.resolution,
                 "quantization": QUANTIZATION, "feature_network": dict(feature_network)}
+        return spec | ({"fit": self.fit} if self.fit else {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +137,8 @@ class ResolvedProtocol:
         # The local paths are not part of the method; the weights' hashes are.
         fields["features"] = self.protocol.features.partition(":")[0]
         fields["clip"] = "clip" if self.protocol.clip else ""
+        if not fields["fit"]:
+            del fields["fit"]  # shapes: the hashes from before the field existed still hold
         return {"version": PROTOCOL_VERSION, **fields, "quantization": QUANTIZATION,
                 "feature_network": dict(self.feature_network),
                 "reference_sha256": self.reference_sha256,
@@ -187,4 +200,6 @@ class ReferenceStats:
 
 def reference_path(cache_dir: Path, spec: dict[str, Any]) -> Path:
     """The cache file of a reference spec."""
-    return Path(cache_dir) / f"{spec['dataset']}-{canonical_hash(spec)[:16]}.npz"
+    # A folder dataset is named by its path: keep the last part, without separators.
+    name = Path(spec["dataset"]).name or "dataset"
+    return Path(cache_dir) / f"{name}-{canonical_hash(spec)[:16]}.npz"
