@@ -7,6 +7,7 @@ moments, the PRNG key and the data position all come back.
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from pathlib import Path
@@ -76,6 +77,9 @@ class _Run:
                            "(e.g. --set text.encoder=minilm)")
             self.embed = embedding_table(self.encoder, captions, config.data.embedding_cache or None,
                                          with_words=with_words)
+            if self.embed.truncated and is_primary():
+                tqdm.write(f"warning: {self.embed.truncated} of {len(self.embed)} captions are longer than the "
+                           f"encoder's {self.encoder.max_length} tokens and were truncated")
             self.pipeline = DatasetPipeline(config, source, self.embed, rows, jax.process_index(),
                                             jax.process_count())
             self.prompts = preview_captions(source)
@@ -146,6 +150,17 @@ def _stop_after_skips(streak: Any, step: int, max_skips: int, last_checkpoint: i
         f"skipped (train.max_skips={max_skips}); training stopped, the last good checkpoint is {where}")
 
 
+def _on_device_ahead(batches: Any, put: Any, ahead: int = 1) -> Any:
+    """Device batches, the next ``ahead`` already transferred while the current step runs."""
+    pending: collections.deque = collections.deque()
+    for batch in batches:
+        pending.append(put(batch))
+        if len(pending) > ahead:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
 class _Timed:
     """An iterator that adds up the time its consumer spends blocked in ``next``."""
 
@@ -206,8 +221,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     batches = _Timed(run.pipeline.iterate(start, total))
     last_wait = 0.0
     try:
-        for step, batch in enumerate(batches, start=start + 1):
-            state, metrics = run.step_fn(state, run.parallel.put_batch(batch))
+        for step, batch in enumerate(_on_device_ahead(batches, run.parallel.put_batch), start=start + 1):
+            state, metrics = run.step_fn(state, batch)
             bar.update(1)
             t = config.train
             _stop_after_skips(previous, step - 1, t.max_skips, run.checkpoints.latest_step(), host)

@@ -12,6 +12,7 @@ from jaxgan.config import get_config
 from jaxgan.models import build_models
 
 
+@pytest.mark.usefixtures("quick_compiles")  # compares programs as lowered, before XLA's passes
 def test_benchmark_times_the_function_training_runs(monkeypatch, tmp_path):
     built = []
     real_make = program.make_train_step
@@ -78,6 +79,7 @@ def test_limiting_factor_from_the_roofline():
     assert bench.limiting_factor(1.0, 1e12, 1e9, peaks).startswith("launch/overhead-bound")
 
 
+@pytest.mark.usefixtures("quick_compiles")  # the table's form, not its numbers
 def test_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--preset", "tiny", "--devices", "1", "--batch-size", "8", "--batch-size", "16",
