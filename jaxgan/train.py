@@ -25,6 +25,7 @@ from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.data.source import DataError
 from jaxgan.distributed import is_primary
 from jaxgan.models import build_models, uses_word_attention
+from jaxgan.preemption import StopSignals
 from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
 from jaxgan.state import GANState
@@ -193,7 +194,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     ``eval.png`` (FID, KID, IS, precision/recall, text alignment against the step). A step
     with a NaN/inf loss or gradient is skipped (its update is not applied); after
     ``train.max_skips`` skips in a row ``NonFiniteLossError`` is raised, and no checkpoint is
-    written from that point on.
+    written from that point on. SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C) ends
+    the run after the current step with a checkpoint at that step; calling again resumes.
     """
     workdir = Path(workdir)
     primary = is_primary()  # in a multi-process run, process 0 alone writes files
@@ -219,7 +221,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     last_log, last_time = start, time.perf_counter()
     previous = None  # the last step's skip streak, read one step late so dispatch stays ahead
     batches = _Timed(run.pipeline.iterate(start, total))
-    last_wait = 0.0
+    last_wait, step, stopping = 0.0, start, False
+    stop = StopSignals(jax.process_count()).install()
     try:
         for step, batch in enumerate(_on_device_ahead(batches, run.parallel.put_batch), start=start + 1):
             state, metrics = run.step_fn(state, batch)
@@ -229,7 +232,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
             previous = metrics["nonfinite_streak"]
             at_log = step % t.log_every == 0 or step == total
             at_ckpt = step % t.checkpoint_every == 0 or step == total
-            if at_log or at_ckpt or step == total:
+            # SIGTERM/SIGINT: this step is the last; it is checkpointed, not logged, so that
+            # the resumed run's logs are those of an uninterrupted run.
+            stopping = step < total and stop.should_stop(step)
+            if at_log or at_ckpt or stopping:
                 _stop_after_skips(previous, step, t.max_skips, run.checkpoints.latest_step(), host)
             if at_log or at_ckpt:
                 values = {k: float(v) for k, v in host(metrics).items()}  # global: averaged over all devices
@@ -259,17 +265,24 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
                                      if "alignment_all" in row else "")
                         tqdm.write(f"step {step}: FID {row['fid']:.4f}, KID {row['kid']:.6f}, IS {row['is']:.3f}"
                                    f"{alignment} (protocol {row['protocol_hash']})")
-            if at_ckpt:
+            if at_ckpt or stopping:
                 # Every process writes its shards; orbax coordinates the commit.
                 run.checkpoints.save(step, run.parallel.canonical(state), run.pipeline.position(step), config)
+            if stopping:
+                break
         run.checkpoints.wait()
-        counts = {k.removeprefix("data/"): v for k, v in run.pipeline.stats_at(total).items() if v}
+        if stopping and primary:
+            why = stop.received or "a signal to another process"
+            tqdm.write(f"stopped by {why} after step {step} of {total}; checkpoint saved in "
+                       f"{workdir / 'checkpoints'}; run the same command to resume")
+        counts = {k.removeprefix("data/"): v for k, v in run.pipeline.stats_at(step).items() if v}
         if counts and primary:
             tqdm.write("data: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if primary:
             plots.plot_losses(metrics_path, workdir / "losses.png")
             plots.plot_eval(eval_path, workdir / "eval.png")
     finally:
+        stop.restore()
         bar.close()
         run.checkpoints.close()
     return host(state)
