@@ -130,3 +130,33 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _fail_cleanly(main, sample_parser(), argv)
+
+
+# The `jaxgan` console script: one entry point for every command-line tool, each also reachable
+# as its own module or script. Values are "module:function" taking argv and returning a status.
+COMMANDS = {
+    "train": ("jaxgan.cli:train_main", "train a GAN (what train.py runs)"),
+    "sample": ("jaxgan.cli:sample_main", "images from prompts with a trained generator (sample.py)"),
+    "eval": ("jaxgan.eval:main", "every metric of a run under a pinned protocol"),
+    "bench": ("jaxgan.bench:main", "benchmark the compiled training step"),
+    "pretrain-text": ("jaxgan.pretrain_text:main", "pretrain the shapes text encoder"),
+    "throughput": ("jaxgan.data.throughput:main", "benchmark the input pipeline"),
+    "scaling": ("jaxgan.scaling:main", "on-paper gradient traffic and step time at N chips"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``jaxgan COMMAND [ARGS]``: dispatches to the command's own parser."""
+    import importlib
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    listing = "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items())
+    if not args or args[0] in ("-h", "--help"):
+        print(f"usage: jaxgan COMMAND [ARGS]  (jaxgan COMMAND --help for its arguments)\n\ncommands:\n{listing}")
+        return 0 if args else 2
+    if args[0] not in COMMANDS:
+        print(f"error: unknown command {args[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, _, function = COMMANDS[args[0]][0].partition(":")
+    status = getattr(importlib.import_module(module), function)(args[1:])
+    return int(status or 0)

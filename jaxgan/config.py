@@ -77,6 +77,7 @@ class TrainConfig:
     sample_every: int = 1000
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    tensorboard: bool = True  # event files under WORKDIR/tensorboard (process 0)
 
 
 @dataclasses.dataclass(frozen=True)

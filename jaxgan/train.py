@@ -26,6 +26,7 @@ from jaxgan.data.source import DataError
 from jaxgan.distributed import is_primary
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.preemption import StopSignals
+from jaxgan.tensorboard import TensorBoardLog
 from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
 from jaxgan.state import GANState
@@ -189,7 +190,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True) -> GANState:
     """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
 
-    Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png``, orbax
+    Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png``,
+    TensorBoard event files under ``tensorboard/``, orbax
     checkpoints under ``checkpoints/`` and, every ``eval.every`` steps, ``eval.jsonl`` and
     ``eval.png`` (FID, KID, IS, precision/recall, text alignment against the step). A step
     with a NaN/inf loss or gradient is skipped (its update is not applied); after
@@ -217,6 +219,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     if config.eval.every and not evaluating and primary:
         tqdm.write(f"note: no periodic evaluation: on {config.data.dataset} it needs "
                    "--set eval.features=inception:FILE (see README, Evaluation protocol)")
+    board = TensorBoardLog(workdir / "tensorboard", enabled=primary and config.train.tensorboard, resume_step=start)
+    if start == 0:
+        board.text("config", "```\n" + to_json(config) + "\n```", 0)
+        board.text("sample prompts", "\n\n".join(run.prompts), 0)
     bar = tqdm(total=total, initial=start, disable=not (progress and primary), dynamic_ncols=True, unit="step")
     last_log, last_time = start, time.perf_counter()
     previous = None  # the last step's skip streak, read one step late so dispatch stays ahead
@@ -249,18 +255,20 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
                 if primary:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps({"step": step, **values}) + "\n")
+                board.scalars(step, {**values, "lr/generator": t.g_lr, "lr/discriminator": t.d_lr})
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
             at_sample = step % t.sample_every == 0 or step == total
             at_eval = evaluating and (step % config.eval.every == 0 or step == total)
             if at_sample or at_eval:
                 single = host(state)
                 if at_sample and primary:
-                    run.preview(single, f"step_{step:06d}")
+                    board.image("samples", run.preview(single, f"step_{step:06d}"), step)
                 if at_eval:
                     row = run.evaluate(single)  # every process computes its share
                     if primary:
                         with open(eval_path, "a") as f:
                             f.write(json.dumps(row) + "\n")
+                        board.scalars(step, {k: v for k, v in row.items() if k != "step"}, prefix="eval/")
                         alignment = (f", alignment {100 * row['alignment_all']:.2f}%"
                                      if "alignment_all" in row else "")
                         tqdm.write(f"step {step}: FID {row['fid']:.4f}, KID {row['kid']:.6f}, IS {row['is']:.3f}"
@@ -283,6 +291,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
             plots.plot_eval(eval_path, workdir / "eval.png")
     finally:
         stop.restore()
+        board.close()
         bar.close()
         run.checkpoints.close()
     return host(state)

@@ -233,3 +233,40 @@ def test_sample_attention_needs_a_model_with_word_attention(trained, capsys):
                             "--out", str(trained / "attention")]) == 2
     assert _error_line(capsys).startswith("error: --attention needs a model with word attention")
     assert not (trained / "attention").exists()
+
+
+def _events(directory):
+    """(tag, step, value) of every summary in a directory's event files (TFRecord framing:
+    length, its CRC, the Event proto, its CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (length,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+            i += 12 + length + 4
+            for v in event.summary.value:
+                kind = v.WhichOneof("value")
+                out.append((v.tag, event.step, v.simple_value if kind == "simple_value" else getattr(v, kind)))
+    return out
+
+
+def test_tensorboard_has_losses_metrics_learning_rates_and_sample_grids(trained):
+    events = _events(trained / "tensorboard")
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    d_loss = {step: value for tag, step, value in events if tag == "discriminator/d_loss"}
+    assert d_loss == pytest.approx({r["step"]: r["d_loss"] for r in rows})
+    assert {step for tag, step, _ in events if tag == "lr/generator"} == {1, 2, 3, 4, 5, 6}
+    evals = [json.loads(line) for line in (trained / "eval.jsonl").read_text().splitlines()]
+    fid = {step: value for tag, step, value in events if tag == "eval/fid"}
+    assert fid == pytest.approx({r["step"]: r["fid"] for r in evals})
+    # The captioned sample grids, as PNGs of the same size as the files written beside them.
+    grids = {step: value for tag, step, value in events if tag == "samples"}
+    assert sorted(grids) == [3, 6]
+    with Image.open(trained / "samples" / "step_000006.png") as grid:
+        assert (grids[6].width, grids[6].height) == grid.size
+    assert any(tag.startswith("config") for tag, _, _ in events)

@@ -1,0 +1,71 @@
+"""TensorBoard event files of a training run, written with tensorboardX (no TensorFlow needed).
+
+    tensorboard --logdir WORKDIR/tensorboard
+
+shows the losses, gradient/update/param norms, D's accuracies, learning rates, data counts,
+steps/s, the periodic evaluation's metrics, and the sample grids with their captions.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Scalars are grouped into TensorBoard sections by their tag's prefix.
+_SECTIONS = (("d_", "discriminator/"), ("g_", "generator/"), ("data/", ""), ("input_", "input/"),
+             ("steps_", "speed/"), ("skipped", "robustness/"), ("nonfinite", "robustness/"))
+
+
+def tag_of(key: str) -> str:
+    """The TensorBoard tag of a metrics key: ``d_loss`` -> ``discriminator/d_loss``."""
+    for prefix, section in _SECTIONS:
+        if key.startswith(prefix):
+            return section + key
+    return key
+
+
+class TensorBoardLog:
+    """Writes a run's event files under ``directory``; every call is a no-op when disabled
+    (processes other than 0 in a multi-process run)."""
+
+    def __init__(self, directory: str | Path, enabled: bool = True, resume_step: int = 0):
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            # purge_step: TensorBoard hides what an interrupted run logged past its checkpoint.
+            self.writer = SummaryWriter(str(directory), purge_step=resume_step + 1 if resume_step else None)
+
+    def scalars(self, step: int, values: dict[str, Any], prefix: str = "") -> None:
+        """Every numeric value of ``values`` at ``step``."""
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                self.writer.add_scalar(prefix + tag_of(key), float(value), step)
+
+    def image(self, tag: str, path: str | Path, step: int) -> None:
+        """A PNG written by the run (a captioned sample grid) as an image summary."""
+        if self.writer is None:
+            return
+        from PIL import Image
+
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        self.writer.add_image(tag, pixels, step, dataformats="HWC")
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
