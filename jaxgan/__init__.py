@@ -17,10 +17,24 @@ from typing import Any
 # Names are imported on first use, so that importing a light submodule (the input pipeline's
 # worker processes import jaxgan.data.prepare) does not load JAX, Flax and the models.
 _EXPORTS = {
+    # configs and the whole training run
     "Config": "jaxgan.config", "ConfigError": "jaxgan.config", "apply_overrides": "jaxgan.config",
-    "get_config": "jaxgan.config", "LOSSES": "jaxgan.losses", "AdversarialLoss": "jaxgan.losses",
-    "matching_aware_d_loss": "jaxgan.losses", "build_models": "jaxgan.models", "GANState": "jaxgan.state",
-    "init_state": "jaxgan.state", "make_train_step": "jaxgan.step", "train_and_evaluate": "jaxgan.train",
+    "get_config": "jaxgan.config", "train_and_evaluate": "jaxgan.train",
+    # models, state and the compiled step
+    "build_models": "jaxgan.models", "GANState": "jaxgan.state", "init_state": "jaxgan.state",
+    "make_train_step": "jaxgan.step", "build_train_program": "jaxgan.program", "TrainProgram": "jaxgan.program",
+    # losses, regularisers, augmentation: pure functions a step composes
+    "LOSSES": "jaxgan.losses", "AdversarialLoss": "jaxgan.losses", "matching_aware_d_loss": "jaxgan.losses",
+    "ma_gp": "jaxgan.regularizers", "r1_penalty": "jaxgan.regularizers", "wgan_gp": "jaxgan.regularizers",
+    "lazy": "jaxgan.regularizers", "penalty_from_config": "jaxgan.regularizers",
+    "diff_augment": "jaxgan.augment", "augment_examples": "jaxgan.augment",
+    # text encoders and data
+    "load_text_encoder": "jaxgan.text", "CaptionEmbeddingCache": "jaxgan.data.pipeline",
+    "ShapesPipeline": "jaxgan.data.pipeline", "make_source": "jaxgan.data", "DatasetPipeline": "jaxgan.data.loader",
+    "embedding_table": "jaxgan.data.embeddings",
+    # sampling
+    "make_generate_fn": "jaxgan.sampling", "sample_noise": "jaxgan.sampling",
+    "save_captioned_grid": "jaxgan.sampling", "TrainedGenerator": "jaxgan.sampling",
 }
 __all__ = list(_EXPORTS)
 

@@ -8,7 +8,7 @@ the benchmark measures exactly the function training runs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -45,9 +45,13 @@ class TrainProgram:
         return abstract_state(self.config, self.generator, self.discriminator, sentence_dim, word_dim)
 
 
-def build_train_program(config: Config) -> TrainProgram:
-    """Models with the BatchNorm layout of the parallel mode, and the step compiled for it."""
+def build_train_program(config: Config, **pieces: Any) -> TrainProgram:
+    """Models with the BatchNorm layout of the parallel mode, and the step compiled for it.
+
+    ``pieces`` (``loss``, ``penalty``, ``augment``) replace the config's choices: see
+    ``make_train_step``.
+    """
     parallel = data_parallel(config)
     generator, discriminator = build_models(config.model, *parallel.batchnorm_layout(config.model.bn_sync))
-    step = parallel.compile(make_train_step(config, generator, discriminator, parallel.axis_name))
+    step = parallel.compile(make_train_step(config, generator, discriminator, parallel.axis_name, **pieces))
     return TrainProgram(config, parallel, generator, discriminator, step)

@@ -22,8 +22,8 @@ import optax
 
 from jaxgan.augment import augment_examples
 from jaxgan.config import Config
-from jaxgan.losses import LOSSES, conditioning_kl, discriminator_accuracy, matching_aware_d_loss
-from jaxgan.regularizers import penalty_from_config
+from jaxgan.losses import LOSSES, AdversarialLoss, conditioning_kl, discriminator_accuracy, matching_aware_d_loss
+from jaxgan.regularizers import Penalty, penalty_from_config
 from jaxgan.state import GANState, word_inputs
 
 Batch = dict[str, jax.Array]
@@ -54,18 +54,38 @@ def _all_finite(*values: jax.Array) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in values]))
 
 
+Augment = Callable[[jax.Array, jax.Array, Any], jax.Array]
+
+
 def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Module,
-                    axis_name: str | None = None) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
+                    axis_name: str | None = None, *, loss: AdversarialLoss | None = None,
+                    penalty: Penalty | None = None,
+                    augment: Augment | None = None) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
     """Builds the pure step for ``config``; ``axis_name`` is the pmap axis, None under jit.
 
     The variants (loss, gradient penalty, DiffAugment, conditioning augmentation, word
-    attention) are chosen here, once, from the config; the step below composes them.
+    attention) are chosen here, once, from the config; the step below composes them. A
+    researcher's own pure functions replace the config's choice, with no change to jaxgan:
+
+    Args:
+      loss: an ``AdversarialLoss`` of pure functions of D's logits (default ``LOSSES[train.loss]``).
+      penalty: ``penalty(d_fn, real, fake, sentence, key, step, every) -> scalar`` added to D's
+        loss, where ``d_fn(images, sentence) -> logits`` (default from ``train.penalty``; see
+        ``jaxgan.regularizers``).
+      augment: ``augment(key, images, offset) -> images`` applied to every image D sees,
+        differentiable (default: DiffAugment with ``train.augment``).
+
+    Example:
+        soft = AdversarialLoss(d_real=lambda x: jnp.mean(jax.nn.softplus(-x) * 0.9),
+                               d_fake=lambda x: jnp.mean(jax.nn.softplus(x)),
+                               g=lambda x: jnp.mean(jax.nn.softplus(-x)))
+        step = jax.jit(make_train_step(config, generator, discriminator, loss=soft))
     """
     t = config.train
-    loss = LOSSES[t.loss]
+    loss = loss or LOSSES[t.loss]
     ema_decay = t.ema_decay
-    penalty = penalty_from_config(t.penalty, t.penalty_weight, t.penalty_power)
-    augment = augment_examples(t.augment)
+    penalty = penalty or penalty_from_config(t.penalty, t.penalty_weight, t.penalty_power)
+    augment = augment or augment_examples(t.augment)
     kl_weight = t.kl_weight if config.model.ca else 0.0
 
     def mean_over_devices(tree):

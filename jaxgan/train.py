@@ -48,10 +48,10 @@ def preview_prompts(count: int = 12) -> list[str]:
 class _Run:
     """What the loop needs about one run: models, step, pipeline, files."""
 
-    def __init__(self, config: Config, workdir: Path):
+    def __init__(self, config: Config, workdir: Path, pieces: dict[str, Any] | None = None):
         self.config, self.workdir = config, workdir
         self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
-        self.program = build_train_program(config)
+        self.program = build_train_program(config, **(pieces or {}))
         self.parallel = self.program.parallel
         # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
         self.sample_generator, _ = build_models(config.model)
@@ -187,7 +187,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
 
-def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True) -> GANState:
+def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True, **pieces: Any) -> GANState:
     """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
 
     Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png``,
@@ -198,12 +198,14 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     ``train.max_skips`` skips in a row ``NonFiniteLossError`` is raised, and no checkpoint is
     written from that point on. SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C) ends
     the run after the current step with a checkpoint at that step; calling again resumes.
+    ``pieces`` (``loss``, ``penalty``, ``augment``: pure functions of one's own) replace the
+    config's choices in the step, as in ``make_train_step``; the config does not record them.
     """
     workdir = Path(workdir)
     primary = is_primary()  # in a multi-process run, process 0 alone writes files
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
-    run = _Run(config, workdir)
+    run = _Run(config, workdir, pieces)
     if primary:
         (workdir / "config.json").write_text(to_json(config) + "\n")
     state, start = run.restore_or_init()
