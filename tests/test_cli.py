@@ -25,6 +25,8 @@ def test_commands_reach_their_tools(capsys, tmp_path):
     # The tool's own one-line errors come through unchanged.
     assert cli.main(["eval", "--workdir", str(tmp_path)]) == 2
     assert "not a training workdir" in capsys.readouterr().err
+    assert cli.main(["report", "--workdir", str(tmp_path)]) == 2
+    assert "not a training workdir" in capsys.readouterr().err
 
 
 def test_the_console_script_is_installed():

@@ -270,3 +270,31 @@ def test_tensorboard_has_losses_metrics_learning_rates_and_sample_grids(trained)
     with Image.open(trained / "samples" / "step_000006.png") as grid:
         assert (grids[6].width, grids[6].height) == grid.size
     assert any(tag.startswith("config") for tag, _, _ in events)
+
+
+def test_report_renders_curves_and_samples_in_a_headless_browser(trained, tmp_path):
+    import shutil
+    import subprocess
+
+    from jaxgan import report
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium on this machine (make test installs it from Debian's packages)")
+    page = report.write_report(trained, tmp_path / "report.html")
+    run = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1300,4000"]
+    dom = subprocess.run(run + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    for section in ("summary", "losses", "metrics", "evaluation", "samples", "config"):
+        assert f'id="{section}"' in dom, section
+    # Loss curves, training metrics, evaluation curves and the two sample grids, all embedded.
+    assert dom.count('src="data:image/png;base64,') == 5
+    assert "a small" in dom or "a large" in dom  # the grids' prompts are listed
+    shot = tmp_path / "shot.png"
+    subprocess.run(run + [f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    # Rendered, not blank: matplotlib's blue and orange curves are on screen, and the sample
+    # grids' dark backgrounds cover a real share of the page.
+    blue = np.all(np.abs(pixels - [31, 119, 180]) < 40, axis=-1).sum()
+    orange = np.all(np.abs(pixels - [255, 127, 14]) < 40, axis=-1).sum()
+    assert blue > 500 and orange > 500
+    assert (pixels.mean(axis=-1) < 100).mean() > 0.01

@@ -1,0 +1,168 @@
+"""``python -m jaxgan.report --workdir W``: one self-contained HTML page of what a run did.
+
+The page holds the config, the loss and logit curves, the training metrics over steps
+(gradient norms, D's accuracies, speed, input waiting, skipped steps), the periodic
+evaluation's curves and its latest numbers with the protocol hash, the full evaluation
+protocol when ``python -m jaxgan.eval`` wrote one, and the sample grids over time with their
+prompts. Images are embedded as data URIs and there is no script, so the file can be mailed,
+attached to an issue or opened from a laptop without the run's directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxgan import plots
+
+# Panels of the training-metrics figure: (title, keys); a panel shows the keys the log has.
+PANELS = (("gradient norms", ("d_grad_norm", "g_grad_norm")),
+          ("update norms", ("d_update_norm", "g_update_norm")),
+          ("D accuracy", ("d_acc_real", "d_acc_fake", "d_acc_wrong")),
+          ("steps/s", ("steps_per_sec",)),
+          ("input wait (share of time)", ("input_wait_fraction",)),
+          ("skipped steps", ("skipped",)))
+
+
+class ReportError(ValueError):
+    """A workdir the report cannot be made from; one line."""
+
+
+def _png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _figure_png(draw: Any, out_dir: Path, name: str) -> str | None:
+    path = draw(out_dir / name)
+    return _png(Path(path)) if path else None
+
+
+def training_panels(rows: list[dict], out_path: Path) -> Path | None:
+    """The ``PANELS`` figure of metrics.jsonl rows, as a PNG; None without rows."""
+    panels = [(title, [k for k in keys if rows and all(k in r for r in rows)]) for title, keys in PANELS]
+    panels = [(title, keys) for title, keys in panels if keys]
+    if not rows or not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in rows])
+    cols = 3
+    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(13, 3.4 * ((len(panels) + 2) // 3)),
+                             squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels):
+        for key in keys:
+            ax.plot(steps, [r[key] for r in rows], label=key)
+        ax.set(xlabel="step", title=title)
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=90)
+    plt.close(fig)
+    return out_path
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table>"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def build_report(workdir: str | Path) -> str:
+    """The report of ``workdir`` as an HTML string."""
+    workdir = Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise ReportError(f"{workdir} is not a training workdir (no config.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{config_path} is not valid JSON ({e})") from None
+    metrics = plots.read_metrics(workdir / "metrics.jsonl")
+    evals = plots.read_metrics(workdir / "eval.jsonl")
+    grids = sorted((workdir / "samples").glob("step_*.png"))
+    prompts_path = workdir / "samples" / "prompts.json"
+    prompts = json.loads(prompts_path.read_text()) if prompts_path.is_file() else []
+    protocols = sorted((workdir / "eval").glob("*.json"))
+
+    parts = [f"<h1>jaxgan run: {html.escape(workdir.resolve().name)}</h1>"]
+    last = metrics[-1] if metrics else {}
+    summary = [("steps logged", last.get("step", 0)), ("dataset", config.get("data", {}).get("dataset", "?")),
+               ("architecture", config.get("model", {}).get("arch", "?")),
+               ("resolution", config.get("model", {}).get("resolution", "?"))]
+    parts.append(f'<section id="summary"><h2>Summary</h2>{_table(summary)}</section>')
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        losses = _figure_png(lambda p: plots.plot_losses(workdir / "metrics.jsonl", p), out, "losses.png")
+        panels = _figure_png(lambda p: training_panels(metrics, p), out, "panels.png")
+        eval_png = _figure_png(lambda p: plots.plot_eval(workdir / "eval.jsonl", p), out, "eval.png")
+    if losses:
+        parts.append(f'<section id="losses"><h2>Losses and logits</h2><img alt="loss curves" src="{losses}"></section>')
+    if panels:
+        parts.append(f'<section id="metrics"><h2>Training metrics over steps</h2>'
+                     f'<img alt="training metrics" src="{panels}">'
+                     f'<h3>Last logged values (step {last.get("step")})</h3>'
+                     f'{_table([(k, _number(v)) for k, v in last.items() if k != "step"])}</section>')
+    if evals:
+        latest = evals[-1]
+        parts.append(f'<section id="evaluation"><h2>Evaluation</h2><img alt="evaluation curves" src="{eval_png}">'
+                     f'<h3>Step {latest["step"]}, protocol {html.escape(str(latest.get("protocol_hash")))}</h3>'
+                     f'{_table([(k, _number(v)) for k, v in latest.items() if k not in ("step",)])}</section>')
+    if protocols:
+        newest = json.loads(protocols[-1].read_text())
+        parts.append(f'<section id="protocol"><h2>Evaluation protocol ({html.escape(protocols[-1].name)})</h2>'
+                     f'{_table(sorted(newest.get("protocol", {}).items()))}</section>')
+    if grids:
+        prompt_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts)
+        shots = "".join(f'<figure><figcaption>step {int(g.stem.split("_")[1])}</figcaption>'
+                        f'<img alt="samples at {g.stem}" src="{_png(g)}"></figure>' for g in grids)
+        parts.append(f'<section id="samples"><h2>Samples over time (EMA generator)</h2>'
+                     f'{"<ol>" + prompt_list + "</ol>" if prompts else ""}{shots}</section>')
+    parts.append(f'<section id="config"><h2>Config</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre></section>')
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
+             "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:2px 8px;"
+             "text-align:left;font-size:13px}figure{display:inline-block;margin:.5em;vertical-align:top}"
+             "pre{background:#f6f6f6;padding:1em;font-size:12px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>jaxgan report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def write_report(workdir: str | Path, out: str | Path | None = None) -> Path:
+    """Writes ``build_report(workdir)`` to ``out`` (default ``WORKDIR/report.html``)."""
+    out = Path(out) if out else Path(workdir) / "report.html"
+    out.write_text(build_report(workdir))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Write a self-contained HTML report of a training run.")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", help="output file (default WORKDIR/report.html)")
+    args = p.parse_args(argv)
+    try:
+        path = write_report(args.workdir, args.out)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
