@@ -32,6 +32,8 @@ _EXPORTS = {
     "load_text_encoder": "jaxgan.text", "CaptionEmbeddingCache": "jaxgan.data.pipeline",
     "ShapesPipeline": "jaxgan.data.pipeline", "make_source": "jaxgan.data", "DatasetPipeline": "jaxgan.data.loader",
     "embedding_table": "jaxgan.data.embeddings",
+    # many GANs in one compiled step
+    "init_members": "jaxgan.sweep", "make_sweep_step": "jaxgan.sweep", "member": "jaxgan.sweep",
     # sampling
     "make_generate_fn": "jaxgan.sampling", "sample_noise": "jaxgan.sampling",
     "save_captioned_grid": "jaxgan.sampling", "TrainedGenerator": "jaxgan.sampling",

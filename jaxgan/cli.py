@@ -143,6 +143,7 @@ COMMANDS = {
     "pretrain-text": ("jaxgan.pretrain_text:main", "pretrain the shapes text encoder"),
     "throughput": ("jaxgan.data.throughput:main", "benchmark the input pipeline"),
     "scaling": ("jaxgan.scaling:main", "on-paper gradient traffic and step time at N chips"),
+    "sweep": ("jaxgan.sweep:main", "throughput of K GANs in one vmapped step vs one by one"),
 }
 
 

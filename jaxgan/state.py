@@ -16,8 +16,11 @@ from jaxgan.config import Config, parse_resolutions
 class GANState(struct.PyTreeNode):
     """Everything a training step reads and writes; a checkpoint is exactly this pytree.
 
-    The optimizers are static fields: their hyperparameters are part of the compiled
-    program, their states (moments, counts) are leaves. The frozen text encoder is not here.
+    The optimizers' structure is static; their hyperparameters (learning rates, betas) are
+    leaves of their states (``optax.inject_hyperparams``), and so are the loss weights in
+    ``hparams``: values a researcher sweeps are data, so ``jax.vmap`` over a stacked state
+    trains several GANs with different values in one compiled step (``jaxgan.sweep``). The
+    frozen text encoder is not here.
     """
 
     step: jax.Array
@@ -32,14 +35,33 @@ class GANState(struct.PyTreeNode):
     key: jax.Array  # raw uint32 key data, so checkpoints need no typed-key handling
     skipped: jax.Array  # steps whose update was skipped for a non-finite loss or gradient
     streak: jax.Array  # consecutive skipped steps up to now (0 after a good step)
+    hparams: dict[str, jax.Array]  # float32 scalars: penalty_weight, kl_weight, ema_decay
     g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
 def make_optimizers(config: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """Adam for each network with its own learning rate (DCGAN: lr 2e-4, betas (0.5, 0.999))."""
+    """Adam for each network with its own learning rate (DCGAN: lr 2e-4, betas (0.5, 0.999)).
+
+    The hyperparameters are injected into the optimizer state, where a sweep sets them per
+    member (``opt_state.hyperparams["learning_rate"]``).
+    """
     t = config.train
-    return (optax.adam(t.g_lr, b1=t.beta1, b2=t.beta2), optax.adam(t.d_lr, b1=t.beta1, b2=t.beta2))
+    adam = optax.inject_hyperparams(optax.adam)
+    return adam(learning_rate=t.g_lr, b1=t.beta1, b2=t.beta2), adam(learning_rate=t.d_lr, b1=t.beta1, b2=t.beta2)
+
+
+def initial_hparams(config: Config) -> dict[str, jax.Array]:
+    """The state's loss weights from the config: the gradient penalty's weight (the paper's
+    when ``train.penalty_weight`` is 0; 0 without a penalty), CA's KL weight (0 without CA)
+    and the EMA decay."""
+    from jaxgan.regularizers import DEFAULT_WEIGHTS
+
+    t = config.train
+    penalty = 0.0 if t.penalty == "none" else (t.penalty_weight or DEFAULT_WEIGHTS[t.penalty])
+    values = {"penalty_weight": penalty, "kl_weight": t.kl_weight if config.model.ca else 0.0,
+              "ema_decay": t.ema_decay}
+    return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
 
 
 def word_inputs(config: Config, words: jax.Array | None, word_mask: jax.Array | None) -> dict[str, jax.Array]:
@@ -83,6 +105,7 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
         key=jax.random.key_data(train_key),
         skipped=jnp.zeros((), jnp.int32),
         streak=jnp.zeros((), jnp.int32),
+        hparams=initial_hparams(config),
         g_tx=g_tx,
         d_tx=d_tx,
     )

@@ -83,10 +83,11 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     """
     t = config.train
     loss = loss or LOSSES[t.loss]
-    ema_decay = t.ema_decay
-    penalty = penalty or penalty_from_config(t.penalty, t.penalty_weight, t.penalty_power)
+    # A built-in penalty is computed at unit weight and scaled by the state's penalty_weight
+    # (a sweepable value); a penalty of one's own carries its own weight.
+    builtin_penalty = penalty is None
+    penalty = penalty or penalty_from_config(t.penalty, 1.0, t.penalty_power)
     augment = augment or augment_examples(t.augment)
-    kl_weight = t.kl_weight if config.model.ca else 0.0
 
     def mean_over_devices(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
@@ -136,6 +137,8 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             d_fn = lambda x, s: d_apply(d_params, stats, x, s)[0]  # noqa: E731
             reg = penalty(d_fn, real, jax.lax.stop_gradient(fake), sentence, k_penalty, state.step,
                           t.penalty_every)
+            if builtin_penalty:
+                reg = state.hparams["penalty_weight"] * reg
             aux = {"d_real_logit": real_logits.mean(), "d_fake_logit": fake_logits.mean(),
                    "d_wrong_logit": wrong_logits.mean(), "d_penalty": reg,
                    **discriminator_accuracy(real_logits, fake_logits, wrong_logits, loss.threshold)}
@@ -155,14 +158,15 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             return loss.g(fake_logits)
 
         g_adv, d_fake = jax.value_and_grad(g_loss_fn)(fake)
-        (g_grads,) = g_vjp((d_fake, jnp.asarray(kl_weight, kl.dtype)))
+        kl_weight = state.hparams["kl_weight"]
+        (g_grads,) = g_vjp((d_fake, kl_weight.astype(kl.dtype)))
         g_loss = g_adv + kl_weight * kl
         g_grads = mean_over_devices(g_grads)
         g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
         # Warm-up (as in Keras/TF EMA): early on the average would be mostly the random
         # init, so the decay grows from 0.1 to ema_decay over the first steps.
-        decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        decay = jnp.minimum(state.hparams["ema_decay"], (1.0 + state.step) / (10.0 + state.step))
         ema_params = optax.incremental_update(g_params, state.ema_params, 1.0 - decay)
 
         # The EMA generator needs statistics of its own activations: the raw generator's

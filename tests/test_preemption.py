@@ -17,7 +17,7 @@ from jaxgan.preemption import StopSignals
 from jaxgan.train import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 200
+STEPS = 120
 OVERRIDES = ["train.num_devices=1", f"train.steps={STEPS}", "train.log_every=10", "train.checkpoint_every=1000",
              "train.sample_every=1000"]
 
