@@ -16,8 +16,7 @@ from jaxgan.config import Config, parse_resolutions
 class GANState(struct.PyTreeNode):
     """Everything a training step reads and writes; a checkpoint is exactly this pytree.
 
-    The optimizers' structure is static; their hyperparameters (learning rates, betas) are
-    leaves of their states (``optax.inject_hyperparams``), and so are the loss weights in
+    The optimizers' structure is static; their learning rates are leaves of their states (``optax.inject_hyperparams``), and so are the loss weights in
     ``hparams``: values a researcher sweeps are data, so ``jax.vmap`` over a stacked state
     trains several GANs with different values in one compiled step (``jaxgan.sweep``). The
     frozen text encoder is not here.
@@ -43,11 +42,13 @@ class GANState(struct.PyTreeNode):
 def make_optimizers(config: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     """Adam for each network with its own learning rate (DCGAN: lr 2e-4, betas (0.5, 0.999)).
 
-    The hyperparameters are injected into the optimizer state, where a sweep sets them per
-    member (``opt_state.hyperparams["learning_rate"]``).
+    The learning rate is injected into the optimizer state, where a sweep sets it per member
+    (``opt_state.hyperparams["learning_rate"]``).
     """
     t = config.train
-    adam = optax.inject_hyperparams(optax.adam)
+    # Only the learning rate is injected: betas kept as constants leave the default run's
+    # arithmetic, hence its numbers, exactly as they were.
+    adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov"))
     return adam(learning_rate=t.g_lr, b1=t.beta1, b2=t.beta2), adam(learning_rate=t.d_lr, b1=t.beta1, b2=t.beta2)
 
 

@@ -1,7 +1,7 @@
 """Many GANs in one compiled program: ``jax.vmap`` over a stacked state.
 
 Everything a sweep varies lives in the state as data: the seed (initial params and the
-step's noise keys), the learning rates and Adam betas (``optax.inject_hyperparams``), and the
+step's noise keys), the learning rates (``optax.inject_hyperparams``), and the
 loss weights (``GANState.hparams``: penalty weight, CA's KL weight, EMA decay). K members
 that differ only in those values share one program, and ``jax.vmap`` of the ordinary step
 trains all of them at once on the same batch:
@@ -27,8 +27,8 @@ from jaxgan.state import GANState, init_state
 from jaxgan.step import Batch, Metrics, make_train_step
 
 # Config keys whose values are data in the state; any other key changes the program.
-SWEEPABLE = ("train.seed", "train.g_lr", "train.d_lr", "train.beta1", "train.beta2", "train.penalty_weight",
-             "train.kl_weight", "train.ema_decay")
+SWEEPABLE = ("train.seed", "train.g_lr", "train.d_lr", "train.penalty_weight", "train.kl_weight",
+             "train.ema_decay")
 
 
 def member_configs(config: Config, members: Sequence[dict[str, Any]]) -> list[Config]:
