@@ -211,6 +211,9 @@ def diff_augment(key: jax.Array, images: jax.Array,
     References:
       Zhao, Liu, Lin, Zhu & Han, 2020, "Differentiable Augmentation for Data-Efficient GAN
       Training", arXiv:2006.10738, sec. 3 and its reference implementation's policy.
+
+    Example:
+        augmented = diff_augment(jax.random.key(0), images, "color,translation,cutout")
     """
     names = parse_policy(policy)
     if not names:

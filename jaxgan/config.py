@@ -14,7 +14,14 @@ from typing import Any, Sequence
 
 
 class ConfigError(ValueError):
-    """A config problem, with a one-line message for the user."""
+    """A config problem, with a one-line message for the user.
+
+    Example:
+        try:
+            get_config("default", ["train.stpes=10"])
+        except ConfigError as e:
+            print(e)  # unknown config key 'train.stpes'; valid keys: ...
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +130,13 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """A whole run's configuration: five frozen sections, changed only through overrides.
+
+    Example:
+        config = get_config("tiny", ["train.steps=100"])
+        config.train.steps, config.model.resolution  # (100, 32)
+    """
+
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
@@ -202,7 +216,11 @@ def _replace(config: Any, dotted: str, value: Any) -> Any:
 
 
 def apply_overrides(config: Config, overrides: Sequence[str] | dict[str, Any]) -> Config:
-    """Returns ``config`` with ``key=value`` overrides applied and validated."""
+    """Returns ``config`` with ``key=value`` overrides applied and validated.
+
+    Example:
+        config = apply_overrides(get_config(), {"model.width": 64, "train.loss": "hinge"})
+    """
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
     known = _fields(config)
     for key, value in items:
@@ -224,7 +242,11 @@ def _split(override: str) -> tuple[str, str]:
 
 
 def get_config(preset: str = "default", overrides: Sequence[str] = ()) -> Config:
-    """A named preset with overrides applied; raises ``ConfigError`` for unknown names."""
+    """A named preset with overrides applied; raises ``ConfigError`` for unknown names.
+
+    Example:
+        config = get_config("dfgan64", ["train.batch_size=64", "model.dtype=bfloat16"])
+    """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     config = apply_overrides(Config(), PRESETS[preset])

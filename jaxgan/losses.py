@@ -99,6 +99,10 @@ class AdversarialLoss(NamedTuple):
     ``threshold`` is the logit at which D's decision flips between fake and real, used by
     ``discriminator_accuracy``: 0 for the logistic, hinge and Wasserstein losses; 0.5 for
     least squares, halfway between its fake (0) and real (1) targets.
+
+    Example:
+        hinge = AdversarialLoss(d_real=lambda x: jnp.mean(jax.nn.relu(1 - x)),
+                               d_fake=lambda x: jnp.mean(jax.nn.relu(1 + x)), g=lambda x: -jnp.mean(x))
     """
 
     d_real: Callable[[jax.Array], jax.Array]
@@ -122,6 +126,9 @@ def matching_aware_d_loss(loss: AdversarialLoss, real: jax.Array, fake: jax.Arra
     The matching-aware discriminator of GAN-INT-CLS (Reed et al., 2016, arXiv:1605.05396,
     Algorithm 1): a real image with a mismatched caption counts as fake, so D must judge the
     pair, not just the image. DF-GAN weights its hinge terms the same way.
+
+    Example:
+        d_loss = matching_aware_d_loss(LOSSES["hinge"], real_logits, fake_logits, wrong_logits)
     """
     return loss.d_real(real) + 0.5 * (loss.d_fake(fake) + loss.d_fake(wrong))
 

@@ -22,7 +22,12 @@ from jaxgan.step import Batch, Metrics, make_train_step
 
 @dataclasses.dataclass(frozen=True)
 class TrainProgram:
-    """What a config compiles to: the device layout, the two modules and the step."""
+    """What a config compiles to: the device layout, the two modules and the step.
+
+    Example:
+        program = build_train_program(config)
+        program.parallel.num_devices, program.generator
+    """
 
     config: Config
     parallel: DataParallel
@@ -50,6 +55,11 @@ def build_train_program(config: Config, **pieces: Any) -> TrainProgram:
 
     ``pieces`` (``loss``, ``penalty``, ``augment``) replace the config's choices: see
     ``make_train_step``.
+
+    Example:
+        program = build_train_program(get_config("default"))
+        state = program.init_placed_state(sentence_dim=128)
+        state, metrics = program.step(state, program.parallel.put_batch(batch))
     """
     parallel = data_parallel(config)
     generator, discriminator = build_models(config.model, *parallel.batchnorm_layout(config.model.bn_sync))

@@ -79,6 +79,10 @@ def ma_gp(d_fn: DiscriminatorFn, images: jax.Array, sentence: jax.Array, weight:
     References:
       Tao, Tang, Wu, Jing, Bao & Xu, 2022, "DF-GAN: A Simple and Effective Baseline for
       Text-to-Image Synthesis", arXiv:2008.05865, sec. 3.3, eq. 3 (MA-GP).
+
+    Example:
+        d_fn = lambda images, sentence: discriminator.apply(variables, images, sentence)
+        penalty = ma_gp(d_fn, real_images, sentences, weight=2.0, power=6.0)
     """
     grad_x, grad_s = _input_grads(d_fn, images, sentence, argnums=(0, 1))
     sq = _per_example_sq_norm(grad_x) + _per_example_sq_norm(grad_s)
@@ -106,6 +110,9 @@ def r1_penalty(d_fn: DiscriminatorFn, images: jax.Array, sentence: jax.Array,
     References:
       Mescheder, Geiger & Nowozin, 2018, "Which Training Methods for GANs do actually
       Converge?", arXiv:1801.04406, sec. 4.1, eq. 9.
+
+    Example:
+        penalty = r1_penalty(d_fn, real_images, sentences, weight=10.0)
     """
     (grad_x,) = _input_grads(d_fn, images, sentence, argnums=(0,))
     return 0.5 * weight * jnp.mean(_per_example_sq_norm(grad_x))
@@ -135,6 +142,9 @@ def wgan_gp(d_fn: DiscriminatorFn, real: jax.Array, fake: jax.Array, sentence: j
     References:
       Gulrajani, Ahmed, Arjovsky, Dumoulin & Courville, 2017, "Improved Training of
       Wasserstein GANs", arXiv:1704.00028, Algorithm 1.
+
+    Example:
+        penalty = wgan_gp(d_fn, real_images, fake_images, sentences, key, weight=10.0)
     """
     real32, fake32 = _f32(real), _f32(fake)
     eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), real32.dtype)
@@ -166,6 +176,9 @@ def lazy(penalty_value_fn: Callable[[], jax.Array], step: jax.Array | int,
     References:
       Karras, Laine, Aittala, Hellsten, Lehtinen & Aila, 2020, "Analyzing and Improving the
       Image Quality of StyleGAN", arXiv:1912.04958, sec. 4 (lazy regularization).
+
+    Example:
+        value = lazy(lambda: r1_penalty(d_fn, real, sentence), step, every=16)
     """
     try:
         interval = operator.index(every)
@@ -198,6 +211,10 @@ def penalty_from_config(kind: str, weight: float = 0.0, power: float = 6.0) -> P
 
     Returns:
       A function giving the scalar to add to the D loss, lazily every ``every`` steps.
+
+    Example:
+        penalty = penalty_from_config("magp", weight=2.0, power=6.0)
+        reg = penalty(d_fn, real, fake, sentence, key, step, every=1)
     """
     if kind == "none":
         return lambda d_fn, real, fake, sentence, key, step, every: jnp.zeros((), jnp.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -15,18 +15,26 @@ from PIL import Image, ImageDraw, ImageFont
 
 
 def sample_noise(seeds: Sequence[int], z_dim: int) -> jax.Array:
-    """z [N, Z] with sample i drawn from ``jax.random.key(seeds[i])``: reproducible alone."""
+    """z [N, Z] with sample i drawn from ``jax.random.key(seeds[i])``: reproducible alone.
+
+    Example:
+        z = sample_noise([0, 1, 2], z_dim=100)  # [3, 100]; seed 1 always gives the same row
+    """
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
     return jax.vmap(lambda k: jax.random.normal(k, (z_dim,)))(keys)
 
 
-def make_generate_fn(generator: nn.Module):
+def make_generate_fn(generator: nn.Module) -> Callable[..., jax.Array]:
     """A jitted ``generate(params, batch_stats, z, text) -> uint8 [N, R, R, 3]``.
 
     ``text`` is a dict with ``sentence`` [N, S] and, for generators with word attention,
     ``words`` [N, L, W] and ``word_mask`` [N, L] (``CaptionEmbeddingCache.text``). BatchNorm
     runs in inference mode (running statistics), so a sample does not depend on the other
     samples in its batch.
+
+    Example:
+        generate = make_generate_fn(generator)
+        images = generate(state.ema_params, state.ema_stats, sample_noise([0, 1], 100), embed.text(prompts))
     """
 
     @jax.jit
@@ -61,7 +69,11 @@ def grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
 
 def save_captioned_grid(images: np.ndarray, captions: Sequence[str], per_caption: int,
                         path: str | Path, scale: int | None = None) -> None:
-    """One row per caption (``per_caption`` images each), the caption written to its left."""
+    """One row per caption (``per_caption`` images each), the caption written to its left.
+
+    Example:
+        save_captioned_grid(images, ["a red circle", "a blue square"], per_caption=4, path="grid.png")
+    """
     h = images.shape[1]
     scale = scale or max(1, 64 // h)
     tiles = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)
@@ -97,7 +109,11 @@ def write_samples(images: np.ndarray, prompts: Sequence[str], seeds: Sequence[in
 
 
 class TrainedGenerator:
-    """The EMA generator of a workdir's checkpoint with its text encoder: prompts -> images."""
+    """The EMA generator of a workdir's checkpoint with its text encoder: prompts -> images.
+
+    Example:
+        generator = TrainedGenerator(config, "runs/demo")
+    """
 
     def __init__(self, config, workdir: str | Path, step: int | None = None):
         from jaxgan.checkpoint import Checkpointer

@@ -20,6 +20,10 @@ class GANState(struct.PyTreeNode):
     ``hparams``: values a researcher sweeps are data, so ``jax.vmap`` over a stacked state
     trains several GANs with different values in one compiled step (``jaxgan.sweep``). The
     frozen text encoder is not here.
+
+    Example:
+        state = init_state(config, generator, discriminator, sentence_dim=128)
+        state.g_opt_state.hyperparams["learning_rate"]  # 2e-4, a leaf a sweep may vary
     """
 
     step: jax.Array
@@ -80,6 +84,10 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
 
     ``word_dim`` (the text encoder's word-embedding width, default ``sentence_dim``) matters
     only to generators with word attention.
+
+    Example:
+        generator, discriminator = build_models(config.model)
+        state = jax.jit(lambda: init_state(config, generator, discriminator, sentence_dim=128))()
     """
     key = jax.random.key(config.train.seed)
     g_key, d_key, train_key = jax.random.split(key, 3)

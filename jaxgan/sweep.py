@@ -53,13 +53,22 @@ def stack(states: Sequence[GANState]) -> GANState:
 
 
 def member(states: GANState, index: int) -> GANState:
-    """Member ``index`` of a stacked state."""
+    """Member ``index`` of a stacked state.
+
+    Example:
+        third = member(states, 2)  # a plain GANState
+    """
     return jax.tree.map(lambda leaf: leaf[index], states)
 
 
 def init_members(config: Config, generator: nn.Module, discriminator: nn.Module, sentence_dim: int,
                  members: Sequence[dict[str, Any]], word_dim: int | None = None) -> GANState:
-    """The stacked fresh states of ``members`` (override dicts of ``SWEEPABLE`` keys)."""
+    """The stacked fresh states of ``members`` (override dicts of ``SWEEPABLE`` keys).
+
+    Example:
+        states = init_members(config, generator, discriminator, 128,
+                              [{"train.seed": 0}, {"train.seed": 1, "train.d_lr": 4e-4}])
+    """
     configs = member_configs(config, members)
     init = jax.jit(lambda c: init_state(c, generator, discriminator, sentence_dim, word_dim), static_argnums=0)
     states = [init(c) for c in configs]
@@ -77,6 +86,10 @@ def make_sweep_step(config: Config, generator: nn.Module, discriminator: nn.Modu
       shared_batch: every member trains on the same batch (else the batch has a leading
         member axis too).
       pieces: ``loss``, ``penalty``, ``augment`` as in ``make_train_step``.
+
+    Example:
+        step = make_sweep_step(config, generator, discriminator)
+        states, metrics = step(states, batch)  # metrics["d_loss"]: one value per member
     """
     step = make_train_step(config, generator, discriminator, **pieces)
     return jax.jit(jax.vmap(step, in_axes=(0, None if shared_batch else 0)), donate_argnums=0)

@@ -203,6 +203,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     the run after the current step with a checkpoint at that step; calling again resumes.
     ``pieces`` (``loss``, ``penalty``, ``augment``: pure functions of one's own) replace the
     config's choices in the step, as in ``make_train_step``; the config does not record them.
+
+    Example:
+        state = train_and_evaluate(get_config("tiny"), "runs/tiny")   # again: resumes
+        state = train_and_evaluate(config, "runs/smooth", loss=my_loss)
     """
     workdir = Path(workdir)
     primary = is_primary()  # in a multi-process run, process 0 alone writes files

@@ -167,6 +167,10 @@ def embedding_table(encoder: Any, captions: Iterable[str], cache_dir: str | Path
     on its own devices and writes it into the shared temporary entry; process 0 then moves the
     entry into place and every process reads it. ``cache_dir`` must then be on a filesystem
     all processes share (as the workdir is).
+
+    Example:
+        table = embedding_table(load_text_encoder("minilm"), ["a red bird", "a blue flower"])
+        table.text(["a red bird"])["sentence"].shape  # (1, 384)
     """
     unique = sorted(set(captions))
     if not unique:

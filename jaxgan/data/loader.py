@@ -89,6 +89,12 @@ class DatasetPipeline:
         caption of ``source``.
       rows: this process's rows ``(lo, hi)`` of every global batch.
       process_index, process_count: this process's shard of the records.
+
+    Example:
+        source = make_source(config)
+        table = embedding_table(encoder, all_captions(source))
+        for batch in DatasetPipeline(config, source, table).iterate(0, 1000):
+            ...
     """
 
     def __init__(self, config: Config, source: ExampleSource, table: Any, rows: tuple[int, int] | None = None,

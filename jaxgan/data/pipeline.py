@@ -23,6 +23,10 @@ class CaptionEmbeddingCache:
 
     Sentence embeddings always; word embeddings and their padding mask too when
     ``with_words`` (for generators with word attention), at the cost of L x W floats a caption.
+
+    Example:
+        embed = CaptionEmbeddingCache(load_text_encoder(), with_words=False)
+        embed(["a small red circle in the top left"]).shape  # (1, 128)
     """
 
     def __init__(self, encoder, with_words: bool = False):
@@ -63,6 +67,11 @@ class ShapesPipeline:
     several processes each process builds its own rows (``DataParallel.local_rows``), and
     since an example is a pure function of its global index, the processes' rows together
     are exactly the single-process batch.
+
+    Example:
+        pipeline = ShapesPipeline(config, CaptionEmbeddingCache(encoder))
+        for batch in pipeline.iterate(0, 100):  # batch["image"], batch["sentence"], ...
+            ...
     """
 
     def __init__(self, config: Config, embed: CaptionEmbeddingCache, rows: tuple[int, int] | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -12,11 +13,15 @@ from jaxgan.models.dfgan import DFDiscriminator, DFGenerator, dfgan_channels, df
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def build_models(cfg: ModelConfig, bn_groups: int = 1, bn_axis_name: str | None = None):
+def build_models(cfg: ModelConfig, bn_groups: int = 1,
+                 bn_axis_name: str | None = None) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair a model config describes (``cfg.arch``).
 
     ``bn_groups`` / ``bn_axis_name`` choose how BatchNorm statistics span devices; see
     ``jaxgan.models.layers.BatchNorm`` (DF-GAN has no BatchNorm and ignores them).
+
+    Example:
+        generator, discriminator = build_models(get_config("dfgan64").model)
     """
     dtype = DTYPES[cfg.dtype]
     impl = resolve_conv_impl(cfg.conv_impl)

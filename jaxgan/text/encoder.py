@@ -250,6 +250,10 @@ def load_text_encoder(name_or_path: str = SHAPES_ENCODER, max_length: int | None
     Raises:
       TextEncoderError: (a ``ValueError``; ``TextEncoderNotFoundError`` is also a
         ``FileNotFoundError``) with a one-line message.
+
+    Example:
+        encoder = load_text_encoder("minilm")
+        out = encoder(["a small red bird with black wings"])  # out.words, out.mask, out.sentence
     """
     directory = _builtin_directory(str(name_or_path)) or hf.resolve_directory(name_or_path)
     model_type = hf.read_config_json(directory).get("model_type")
