@@ -46,6 +46,10 @@ class ModelConfig:
     word_attention: str = ""
     self_attention: int = 0   # SAGAN block at this feature-map size (0: none); dfgan only
     spectral_norm: bool = False  # on D's layers; dfgan only
+    # "batch": BatchNorm before each DF-GAN fusion block (a conditional BatchNorm); "none" is
+    # the paper's generator, which collapses to an all-black image on the shapes data (see
+    # jaxgan.models.dfgan.DFBlock). dfgan only; statistics span devices as model.bn_sync says.
+    g_norm: str = "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +176,7 @@ _CHOICES = {
     "model.upsample": ("resize_conv", "conv_transpose"),
     "model.conv_impl": ("auto", "conv", "matmul"),
     "model.dtype": ("float32", "bfloat16"),
+    "model.g_norm": ("none", "batch"),
     "model.resolution": (32, 64, 128, 256),
     "train.loss": ("nonsaturating", "hinge", "lsgan", "wasserstein"),
     "train.penalty": ("none", "magp", "r1", "wgan_gp"),
@@ -275,8 +280,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key} must not be negative, got {flat[key]}")
     _check_augment(flat["train.augment"])
     attention = parse_resolutions(flat["model.word_attention"])
-    if flat["model.arch"] == "dcgan" and (attention or flat["model.self_attention"] or flat["model.spectral_norm"]):
-        raise ConfigError("model.word_attention, model.self_attention and model.spectral_norm need model.arch=dfgan")
+    if flat["model.arch"] == "dcgan" and (attention or flat["model.self_attention"] or flat["model.spectral_norm"]
+                                          or flat["model.g_norm"] != "none"):
+        raise ConfigError("model.word_attention, model.self_attention, model.spectral_norm and model.g_norm "
+                          "need model.arch=dfgan")
     for r in attention + ([flat["model.self_attention"]] if flat["model.self_attention"] else []):
         if not (8 <= r <= res and r & (r - 1) == 0):
             raise ConfigError(f"attention resolution {r} must be a power of two between 8 and "

@@ -166,6 +166,32 @@ def test_affine_and_df_block_start_as_identity():
                                nn.leaky_relu(nn.leaky_relu(h, 0.2), 0.2), rtol=1e-6)
 
 
+def test_df_block_with_norm_is_a_conditional_batchnorm():
+    h = jax.random.normal(jax.random.key(0), (6, 4, 4, 5))
+    cond = jax.random.normal(jax.random.key(1), (6, 7))
+    # Open the affines so the text really scales and shifts the normalised features.
+    block = DFBlock(5, norm=True)
+    variables = {**_init(block, h, cond, train=False), "params": _perturb(_init(block, h, cond)["params"], 2, 0.3)}
+    train = _jit(lambda v, h, c: block.apply(v, h, c, train=True, mutable=["batch_stats"]), variables, h, cond)
+    out, updates = train(variables, h, cond)
+    # Training mode normalises over the batch: a per-channel rescale and shift of the input
+    # (what a drifting residual stream does) changes nothing...
+    a, b = jnp.linspace(0.5, 3.0, 5), jnp.linspace(-2.0, 2.0, 5)
+    # (To BatchNorm's epsilon: 1e-5 against variances down to 0.25.)
+    np.testing.assert_allclose(train(variables, a * h + b, cond)[0], out, rtol=1e-4, atol=1e-4)
+    # ...which is not true of the paper's block, whose affines see the raw features.
+    plain_block = DFBlock(5)
+    plain_vars = {"params": {k: v for k, v in variables["params"].items() if k != "norm"}}
+    plain_out = plain_block.apply(plain_vars, h, cond)
+    assert float(jnp.abs(plain_block.apply(plain_vars, a * h + b, cond) - plain_out).max()) > 0.1
+    # The running statistics move towards the batch's (momentum 0.9 from mean 0, var 1).
+    np.testing.assert_allclose(updates["batch_stats"]["norm"]["mean"], 0.1 * h.mean((0, 1, 2)), rtol=1e-4, atol=1e-6)
+    # Inference uses them, so a sample does not depend on the rest of its batch.
+    infer = _jit(lambda v, h, c: block.apply(v, h, c, train=False), variables, h, cond)
+    np.testing.assert_allclose(infer(variables, h, cond)[:3], infer(variables, jnp.concatenate([h[:3], -h[3:]]), cond)[:3],
+                               atol=1e-6)
+
+
 def test_discriminator_residual_gammas_start_at_zero(plain):
     gammas = {k: b["gamma"] for k, b in plain.dp["trunk"].items() if k.startswith("block_")}
     assert len(gammas) == 3 and all(float(g) == 0.0 for g in gammas.values())
@@ -366,3 +392,5 @@ def test_build_models_dispatches_on_arch():
                                             spectral_norm=True))
     assert (g.ca, g.attention_resolutions, g.self_attention_resolution) == (True, (8, 16), 16)
     assert (d.spectral_norm, d.self_attention_resolution) == (True, 16)
+    g, _ = build_models(dataclasses.replace(cfg, arch="dfgan", g_norm="batch"), bn_groups=2)
+    assert (g.norm, g.bn_groups) == ("batch", 2)

@@ -27,14 +27,16 @@ def _train(overrides, steps=3, count_traces=None):
     return cfg, state, history
 
 
-def test_dfgan_with_magp_augment_and_word_attention_trains_the_same_on_1_and_2_devices():
+def test_dfgan_with_magp_augment_word_attention_and_g_norm_trains_the_same_on_1_and_2_devices():
     # pmap is the mode with per-device pieces (augmentation offsets, the penalty's batch,
     # gradient averaging); jit over a mesh runs the single-device program on a global batch.
-    extra = ["train.augment=color,translation,cutout", "model.word_attention=16"]
+    # g_norm=batch: the generator's BatchNorm is synchronised over the pmap axis.
+    extra = ["train.augment=color,translation,cutout", "model.word_attention=16", "model.g_norm=batch"]
     _, single, h1 = _train([*extra, "train.num_devices=1"])
     _, other, h2 = _train([*extra, "train.num_devices=2", "train.parallel=pmap"])
-    diff = tree_max_abs_diff((single.g_params, single.d_params, single.ema_params),
-                             (other.g_params, other.d_params, other.ema_params))
+    assert jax.tree.leaves(single.g_stats), "g_norm=batch keeps running statistics"
+    diff = tree_max_abs_diff((single.g_params, single.d_params, single.ema_params, single.g_stats, single.ema_stats),
+                             (other.g_params, other.d_params, other.ema_params, other.g_stats, other.ema_stats))
     assert diff < 2e-5, diff
     for a, b in zip(h1, h2):
         assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4)

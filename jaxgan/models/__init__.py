@@ -18,7 +18,7 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1,
     """The (generator, discriminator) pair a model config describes (``cfg.arch``).
 
     ``bn_groups`` / ``bn_axis_name`` choose how BatchNorm statistics span devices; see
-    ``jaxgan.models.layers.BatchNorm`` (DF-GAN has no BatchNorm and ignores them).
+    ``jaxgan.models.layers.BatchNorm`` (DF-GAN uses them only with ``model.g_norm=batch``).
 
     Example:
         generator, discriminator = build_models(get_config("dfgan64").model)
@@ -26,7 +26,7 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1,
     dtype = DTYPES[cfg.dtype]
     impl = resolve_conv_impl(cfg.conv_impl)
     if cfg.arch == "dfgan":
-        return _build_dfgan(cfg, dtype, impl)
+        return _build_dfgan(cfg, dtype, impl, bn_groups, bn_axis_name)
     if cfg.arch != "dcgan":
         raise ValueError(f"unknown model.arch {cfg.arch!r}; valid: dcgan, dfgan")
     common = dict(resolution=cfg.resolution, width=cfg.width, text_dim=cfg.text_dim, dtype=dtype,
@@ -35,12 +35,13 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1,
             Discriminator(conv_impl=impl, **common))
 
 
-def _build_dfgan(cfg: ModelConfig, dtype, impl: str):
+def _build_dfgan(cfg: ModelConfig, dtype, impl: str, bn_groups: int, bn_axis_name: str | None):
     # SAGAN puts its self-attention block in both networks; so does ``self_attention`` here.
     generator = DFGenerator(
         resolution=cfg.resolution, width=cfg.width, z_dim=cfg.z_dim, dtype=dtype, conv_impl=impl,
         ca=cfg.ca, ca_dim=cfg.text_dim, attention_resolutions=tuple(parse_resolutions(cfg.word_attention)),
-        self_attention_resolution=cfg.self_attention)
+        self_attention_resolution=cfg.self_attention, norm=cfg.g_norm, bn_groups=bn_groups,
+        bn_axis_name=bn_axis_name)
     discriminator = DFDiscriminator(
         resolution=cfg.resolution, width=cfg.width, dtype=dtype, conv_impl=impl,
         spectral_norm=cfg.spectral_norm, self_attention_resolution=cfg.self_attention)
