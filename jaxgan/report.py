@@ -29,7 +29,9 @@ PANELS = (("gradient norms", ("d_grad_norm", "g_grad_norm")),
           ("D accuracy", ("d_acc_real", "d_acc_fake", "d_acc_wrong")),
           ("steps/s", ("steps_per_sec",)),
           ("input wait (share of time)", ("input_wait_fraction",)),
-          ("skipped steps", ("skipped",)))
+          ("skipped steps", ("skipped",)),
+          ("batch spread (collapse: fake far below real)", ("fake_spread", "real_spread")),
+          ("saturated generator pixels", ("fake_saturated",)))
 
 
 class ReportError(ValueError):

@@ -50,6 +50,31 @@ def _norm(tree: Any) -> jax.Array:
     return optax.tree.norm(tree)
 
 
+def batch_spread(images: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """Mean over pixels and channels of the standard deviation across the (global) batch.
+
+    A mode-collapse gauge: generated images that all look alike have a spread near 0 while
+    the real batch keeps its own. Under pmap the moments are averaged over ``axis_name``
+    first, so the value is the global batch's whatever the device layout.
+    """
+    x = images.astype(jnp.float32)
+    moments = (x.mean(0), jnp.square(x).mean(0))
+    if axis_name is not None:
+        moments = jax.lax.pmean(moments, axis_name)
+    mean, mean_sq = moments
+    return jnp.mean(jnp.sqrt(jnp.maximum(mean_sq - jnp.square(mean), 0.0)))
+
+
+def saturated_fraction(images: jax.Array, threshold: float = 0.99) -> jax.Array:
+    """Share of pixel values with |x| > threshold: where tanh's gradient is below 2%.
+
+    A generator pushed deep into its tanh gets almost no gradient through it; on data with
+    a constant background at -1 (shapes) a fraction near 1 with a collapsed spread is the
+    all-black failure of a normalisation-free generator.
+    """
+    return jnp.mean(jnp.abs(images.astype(jnp.float32)) > threshold, dtype=jnp.float32)
+
+
 def _all_finite(*values: jax.Array) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in values]))
 
@@ -196,12 +221,13 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             skipped=state.skipped + (~finite).astype(jnp.int32),
             streak=jnp.where(finite, 0, state.streak + 1).astype(jnp.int32))
         metrics = mean_over_devices({"d_loss": d_loss, "g_loss": g_loss, "g_adversarial": g_adv, "g_kl": kl,
-                                     **d_aux})
+                                     "fake_saturated": saturated_fraction(fake), **d_aux})
         metrics.update({
             "d_grad_norm": d_grad_norm, "g_grad_norm": g_grad_norm,
             "d_update_norm": _norm(d_updates), "g_update_norm": _norm(g_updates),
             "d_param_norm": _norm(new_state.d_params), "g_param_norm": _norm(new_state.g_params),
             "skipped": new_state.skipped, "nonfinite_streak": new_state.streak,
+            "fake_spread": batch_spread(fake, axis_name), "real_spread": batch_spread(real, axis_name),
         })
         return new_state, metrics
 

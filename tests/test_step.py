@@ -10,7 +10,7 @@ from jaxgan.config import get_config
 from jaxgan.losses import LOSSES, matching_aware_d_loss
 from jaxgan.models import build_models
 from jaxgan.state import GANState, init_state
-from jaxgan.step import example_noise, make_train_step
+from jaxgan.step import batch_spread, example_noise, make_train_step, saturated_fraction
 
 SENTENCE_DIM = 12
 BATCH = 16
@@ -41,6 +41,9 @@ def test_eight_devices_train_the_same_model_as_one():
         for a, b in zip(h1, hist):
             assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4)
             assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-4)
+            # The collapse gauges describe the global batch whatever the layout.
+            for key in ("fake_spread", "real_spread", "fake_saturated"):
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     # Training moved the params: equality is not the trivial kind.
     g, d = build_models(get_config("tiny").model)
     fresh = init_state(get_config("tiny"), g, d, SENTENCE_DIM)
@@ -101,3 +104,16 @@ def test_text_encoder_params_are_not_in_the_trained_state():
     # Both optimizers hold exactly their own network's params.
     assert jax.tree.structure(state.g_opt_state.inner_state[0].mu) == jax.tree.structure(state.g_params)
     assert jax.tree.structure(state.d_opt_state.inner_state[0].mu) == jax.tree.structure(state.d_params)
+
+
+def test_collapse_gauges_against_numpy():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (6, 4, 4, 3)).astype(np.float32)
+    np.testing.assert_allclose(batch_spread(jnp.asarray(images)), images.std(0).mean(), rtol=1e-5)
+    # Identical samples (a collapsed generator) have no spread.
+    assert float(batch_spread(jnp.asarray(np.repeat(images[:1], 6, 0)))) < 1e-3
+    x = jnp.array([[-1.0, -0.995, -0.5, 0.0], [0.2, 0.98, 0.991, 1.0]])
+    assert float(saturated_fraction(x)) == 4 / 8
+    # pmap: the moments are averaged over the axis, so 2 devices x 3 give the 6-image value.
+    two = jax.pmap(lambda x: batch_spread(x, "d"), axis_name="d", devices=jax.devices()[:2])(images.reshape(2, 3, 4, 4, 3))
+    np.testing.assert_allclose(two, [images.std(0).mean()] * 2, rtol=1e-5)
