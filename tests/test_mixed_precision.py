@@ -7,7 +7,7 @@ from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
 
-STEPS = 100
+STEPS = 300  # "a few hundred steps" on the default
 
 
 def _losses(dtype: str, encoder) -> tuple[np.ndarray, object]:
