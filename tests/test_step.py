@@ -112,6 +112,10 @@ def test_collapse_gauges_against_numpy():
     np.testing.assert_allclose(batch_spread(jnp.asarray(images)), images.std(0).mean(), rtol=1e-5)
     # Identical samples (a collapsed generator) have no spread.
     assert float(batch_spread(jnp.asarray(np.repeat(images[:1], 6, 0)))) < 1e-3
+    # Nearly identical samples near the tanh asymptote: the one-pass E[x^2] - E[x]^2 reads
+    # 8.5e-5 here, 9x the true spread; the two-pass form matches float64.
+    near = (-0.999 + 1e-5 * rng.standard_normal((32, 16, 16, 3))).astype(np.float32)
+    np.testing.assert_allclose(batch_spread(jnp.asarray(near)), near.astype(np.float64).std(0).mean(), rtol=1e-3)
     x = jnp.array([[-1.0, -0.995, -0.5, 0.0], [0.2, 0.98, 0.991, 1.0]])
     assert float(saturated_fraction(x)) == 4 / 8
     # pmap: the moments are averaged over the axis, so 2 devices x 3 give the 6-image value.
