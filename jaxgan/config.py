@@ -50,6 +50,10 @@ class ModelConfig:
     # the paper's generator, which collapses to an all-black image on the shapes data (see
     # jaxgan.models.dfgan.DFBlock). dfgan only; statistics span devices as model.bn_sync says.
     g_norm: str = "none"
+    # How DF-GAN's generator blocks upsample their shortcut: "nearest" (the paper) or
+    # "bilinear", which keeps the previous scale's 2x2 tiles out of flat fills (see
+    # jaxgan.models.dfgan.GBlock). dfgan only.
+    g_shortcut: str = "nearest"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +181,7 @@ _CHOICES = {
     "model.conv_impl": ("auto", "conv", "matmul"),
     "model.dtype": ("float32", "bfloat16"),
     "model.g_norm": ("none", "batch"),
+    "model.g_shortcut": ("nearest", "bilinear"),
     "model.resolution": (32, 64, 128, 256),
     "train.loss": ("nonsaturating", "hinge", "lsgan", "wasserstein"),
     "train.penalty": ("none", "magp", "r1", "wgan_gp"),
@@ -281,9 +286,10 @@ def validate(config: Config) -> None:
     _check_augment(flat["train.augment"])
     attention = parse_resolutions(flat["model.word_attention"])
     if flat["model.arch"] == "dcgan" and (attention or flat["model.self_attention"] or flat["model.spectral_norm"]
-                                          or flat["model.g_norm"] != "none"):
-        raise ConfigError("model.word_attention, model.self_attention, model.spectral_norm and model.g_norm "
-                          "need model.arch=dfgan")
+                                          or flat["model.g_norm"] != "none"
+                                          or flat["model.g_shortcut"] != "nearest"):
+        raise ConfigError("model.word_attention, model.self_attention, model.spectral_norm, model.g_norm "
+                          "and model.g_shortcut need model.arch=dfgan")
     for r in attention + ([flat["model.self_attention"]] if flat["model.self_attention"] else []):
         if not (8 <= r <= res and r & (r - 1) == 0):
             raise ConfigError(f"attention resolution {r} must be a power of two between 8 and "

@@ -28,7 +28,9 @@ def test_overrides_are_typed():
     (["train.batch_size=0"], "train.batch_size must be positive"),
     (["model.width"], "not of the form key=value"),
     (["model.g_norm=layer", "model.arch=dfgan"], "model.g_norm must be one of none, batch"),
-    (["model.g_norm=batch"], "model.g_norm need model.arch=dfgan"),
+    (["model.g_norm=batch"], "model.g_norm and model.g_shortcut need model.arch=dfgan"),
+    (["model.g_shortcut=bilinear"], "model.g_norm and model.g_shortcut need model.arch=dfgan"),
+    (["model.g_shortcut=bicubic", "model.arch=dfgan"], "model.g_shortcut must be one of nearest, bilinear"),
 ])
 def test_bad_config_gives_one_line_error(overrides, message):
     with pytest.raises(ConfigError) as e:

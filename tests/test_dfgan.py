@@ -12,10 +12,11 @@ import pytest
 
 from jaxgan.config import get_config
 from jaxgan.models import build_models
-from jaxgan.models.dfgan import (Affine, DFBlock, DFDiscriminator, DFGenerator, dfgan_channels,
+from jaxgan.models.dfgan import (Affine, DFBlock, DFDiscriminator, DFGenerator, GBlock, dfgan_channels,
                                  dfgan_d_channels)
 from jaxgan.losses import conditioning_kl
-from jaxgan.models.layers import ConditioningAugmentation, Conv, SelfAttention, WordAttention
+from jaxgan.models.layers import (ConditioningAugmentation, Conv, SelfAttention, WordAttention, upsample_bilinear,
+                                  upsample_nearest)
 
 Z, S, W, L = 16, 12, 10, 6  # noise, sentence, word dims; caption length
 
@@ -190,6 +191,22 @@ def test_df_block_with_norm_is_a_conditional_batchnorm():
     infer = _jit(lambda v, h, c: block.apply(v, h, c, train=False), variables, h, cond)
     np.testing.assert_allclose(infer(variables, h, cond)[:3], infer(variables, jnp.concatenate([h[:3], -h[3:]]), cond)[:3],
                                atol=1e-6)
+
+
+def test_bilinear_shortcut_changes_only_how_the_shortcut_is_upsampled():
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 6))
+    cond = jax.random.normal(jax.random.key(1), (2, 7))
+    nearest, bilinear = GBlock(3), GBlock(3, shortcut_upsample="bilinear")
+    variables = {"params": _perturb(_init(nearest, x, cond)["params"])}
+    # The same params: a checkpoint of either loads into the other.
+    assert jax.tree.structure(_init(bilinear, x, cond)) == jax.tree.structure(variables)
+    shortcut = variables["params"]["shortcut"]
+    s = x @ shortcut["kernel"][0, 0] + shortcut["bias"]  # the 1x1 conv, at the low resolution
+    difference = bilinear.apply(variables, x, cond) - nearest.apply(variables, x, cond)
+    np.testing.assert_allclose(difference, upsample_bilinear(s) - upsample_nearest(s), atol=1e-5)
+    assert float(jnp.abs(difference).max()) > 0.01
+    with pytest.raises(ValueError, match="shortcut_upsample must be 'nearest' or 'bilinear'"):
+        GBlock(3, shortcut_upsample="bicubic").init(jax.random.key(0), x, cond)
 
 
 def test_discriminator_residual_gammas_start_at_zero(plain):

@@ -8,7 +8,7 @@ import pytest
 
 from jaxgan.config import get_config
 from jaxgan.models import build_models
-from jaxgan.models.layers import BatchNorm, DownConv, ResizeConv, upsample_nearest
+from jaxgan.models.layers import BatchNorm, DownConv, ResizeConv, upsample_bilinear, upsample_nearest
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128, 256])
@@ -61,6 +61,15 @@ def test_conv_transpose_option():
 def test_upsample_nearest_repeats_pixels():
     x = jnp.arange(8.0).reshape(1, 2, 2, 2)
     np.testing.assert_array_equal(upsample_nearest(x), jnp.repeat(jnp.repeat(x, 2, 1), 2, 2))
+
+
+def test_upsample_bilinear_by_hand_and_against_jax_image_resize():
+    # One row [0, 4]: half-pixel centres put the outputs at -1/4, 1/4, 3/4 and 5/4 of the
+    # input spacing, clamped at the edges: 0, 1, 3, 4. Columns are constant, so they stay.
+    x = jnp.array([0.0, 4.0]).reshape(1, 1, 2, 1)
+    np.testing.assert_array_equal(upsample_bilinear(x)[0, :, :, 0], [[0.0, 1.0, 3.0, 4.0]] * 2)
+    x = jax.random.normal(jax.random.key(0), (2, 5, 3, 4))
+    np.testing.assert_allclose(upsample_bilinear(x), jax.image.resize(x, (2, 10, 6, 4), "bilinear"), atol=1e-6)
 
 
 @pytest.mark.parametrize("impl", ["conv", "matmul"])

@@ -41,7 +41,7 @@ def _build_dfgan(cfg: ModelConfig, dtype, impl: str, bn_groups: int, bn_axis_nam
         resolution=cfg.resolution, width=cfg.width, z_dim=cfg.z_dim, dtype=dtype, conv_impl=impl,
         ca=cfg.ca, ca_dim=cfg.text_dim, attention_resolutions=tuple(parse_resolutions(cfg.word_attention)),
         self_attention_resolution=cfg.self_attention, norm=cfg.g_norm, bn_groups=bn_groups,
-        bn_axis_name=bn_axis_name)
+        bn_axis_name=bn_axis_name, shortcut_upsample=cfg.g_shortcut)
     discriminator = DFDiscriminator(
         resolution=cfg.resolution, width=cfg.width, dtype=dtype, conv_impl=impl,
         spectral_norm=cfg.spectral_norm, self_attention_resolution=cfg.self_attention)

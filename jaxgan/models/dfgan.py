@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.models.layers import (BatchNorm, ConditioningAugmentation, Conv, DownConv, ResizeConv, SelfAttention,
-                                  WordAttention, maybe_spectral_norm, upsample_nearest)
+                                  WordAttention, maybe_spectral_norm, upsample_bilinear,
+                                  upsample_nearest)
 
 
 def _levels(resolution: int) -> int:
@@ -124,6 +125,13 @@ class GBlock(nn.Module):
     Computed on the low-resolution input where that is the same function: the first fusion
     is per pixel and the 1x1 shortcut is per pixel, so both commute with nearest upsampling;
     the first conv3x3 then runs as ``ResizeConv`` (upsample + conv in sub-pixel form).
+
+    ``shortcut_upsample="bilinear"`` upsamples the shortcut bilinearly instead (the residual
+    branch keeps nearest + conv). Why: the nearest shortcut hands every block the previous
+    block's output as 2x2 constant tiles, so a 64 px image inherits tile edges from each
+    scale (16, 8, 4 and 2 px) that the residual convs must cancel; a thin generator leaves
+    them as a grid texture in flat fills. The 1x1 shortcut conv is linear and per pixel, so
+    it still runs at the low resolution.
     """
 
     features: int
@@ -132,6 +140,7 @@ class GBlock(nn.Module):
     norm: bool = False
     bn_groups: int = 1
     bn_axis_name: str | None = None
+    shortcut_upsample: str = "nearest"  # or "bilinear"
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array, train: bool = True) -> jax.Array:
@@ -148,7 +157,10 @@ class GBlock(nn.Module):
         shortcut = x.astype(self.dtype)
         if c_in != self.features:
             shortcut = Conv(self.features, 1, dtype=self.dtype, name="shortcut")(shortcut)
-        return upsample_nearest(shortcut) + h
+        if self.shortcut_upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"shortcut_upsample must be 'nearest' or 'bilinear', got {self.shortcut_upsample!r}")
+        upsample = upsample_bilinear if self.shortcut_upsample == "bilinear" else upsample_nearest
+        return upsample(shortcut) + h
 
 
 class DFGenerator(nn.Module):
@@ -170,6 +182,7 @@ class DFGenerator(nn.Module):
     norm: str = "none"       # "batch": BatchNorm before each fusion block (see DFBlock)
     bn_groups: int = 1
     bn_axis_name: str | None = None
+    shortcut_upsample: str = "nearest"  # or "bilinear" (see GBlock)
 
     @nn.compact
     def __call__(self, z: jax.Array, sentence: jax.Array, words: jax.Array | None = None,
@@ -201,7 +214,7 @@ class DFGenerator(nn.Module):
         h = attend(h.reshape(z.shape[0], 4, 4, channels[0]))
         for i, features in enumerate(channels[1:]):
             block = GBlock(features, self.dtype, self.conv_impl, self.norm == "batch", self.bn_groups,
-                           self.bn_axis_name, name=f"block_{i}")
+                           self.bn_axis_name, self.shortcut_upsample, name=f"block_{i}")
             h = attend(block(h, cond, train))
         h = Conv(3, 3, dtype=self.dtype, impl=self.conv_impl, name="to_rgb")(nn.leaky_relu(h, 0.2))
         return jnp.tanh(h.astype(jnp.float32))
