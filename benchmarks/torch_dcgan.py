@@ -134,7 +134,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: ModelConfig, sentence_dim: int = 128):
         super().__init__()
-        chans = discriminator_channels(cfg.resolution, cfg.width)
+        chans = discriminator_channels(cfg.resolution, cfg.d_width or cfg.width)
         ins = [3] + chans[:-1]
         self.convs = nn.ModuleList(nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=(i == 0))
                                    for i, (cin, cout) in enumerate(zip(ins, chans)))

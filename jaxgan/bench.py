@@ -180,6 +180,7 @@ def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: in
     peak_all = peaks["peak_flops"] * parallel.num_devices
     return {
         "resolution": config.model.resolution, "width": config.model.width,
+        "d_width": config.model.d_width or config.model.width,
         "batch_size": config.train.batch_size, "dtype": config.model.dtype,
         "upsample": config.model.upsample, "parallel": parallel.mode, "devices": parallel.num_devices,
         "backend": jax.default_backend(), "device_kind": device.device_kind, "jax_version": jax.__version__,

@@ -31,6 +31,7 @@ class ModelConfig:
     arch: str = "dcgan"
     resolution: int = 32
     width: int = 32           # base channel count; blocks use multiples of it
+    d_width: int = 0          # the discriminator's base channel count; 0: the same as width
     z_dim: int = 100
     text_dim: int = 128       # the projected sentence embedding in G and D
     upsample: str = "resize_conv"  # or "conv_transpose"
@@ -280,7 +281,8 @@ def validate(config: Config) -> None:
     for key in ("train.penalty_every", "train.max_skips"):
         if flat[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {flat[key]}")
-    for key in ("train.penalty_weight", "train.penalty_power", "train.kl_weight", "model.self_attention"):
+    for key in ("train.penalty_weight", "train.penalty_power", "train.kl_weight", "model.self_attention",
+                "model.d_width"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must not be negative, got {flat[key]}")
     _check_augment(flat["train.augment"])

@@ -29,6 +29,7 @@ def test_overrides_are_typed():
     (["model.width"], "not of the form key=value"),
     (["model.g_norm=layer", "model.arch=dfgan"], "model.g_norm must be one of none, batch"),
     (["model.g_norm=batch"], "model.g_norm and model.g_shortcut need model.arch=dfgan"),
+    (["model.d_width=-8"], "model.d_width must not be negative, got -8"),
     (["model.g_shortcut=bilinear"], "model.g_norm and model.g_shortcut need model.arch=dfgan"),
     (["model.g_shortcut=bicubic", "model.arch=dfgan"], "model.g_shortcut must be one of nearest, bilinear"),
 ])

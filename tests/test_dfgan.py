@@ -411,3 +411,10 @@ def test_build_models_dispatches_on_arch():
     assert (d.spectral_norm, d.self_attention_resolution) == (True, 16)
     g, _ = build_models(dataclasses.replace(cfg, arch="dfgan", g_norm="batch"), bn_groups=2)
     assert (g.norm, g.bn_groups) == ("batch", 2)
+    g, _ = build_models(dataclasses.replace(cfg, arch="dfgan", g_shortcut="bilinear"))
+    assert g.shortcut_upsample == "bilinear"
+    # model.d_width sets D's width alone, in both architectures; 0 means model.width.
+    for arch in ("dfgan", "dcgan"):
+        g, d = build_models(dataclasses.replace(cfg, arch=arch, d_width=16))
+        assert (g.width, d.width) == (8, 16)
+        assert build_models(dataclasses.replace(cfg, arch=arch))[1].width == 8

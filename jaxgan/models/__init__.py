@@ -29,10 +29,10 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1,
         return _build_dfgan(cfg, dtype, impl, bn_groups, bn_axis_name)
     if cfg.arch != "dcgan":
         raise ValueError(f"unknown model.arch {cfg.arch!r}; valid: dcgan, dfgan")
-    common = dict(resolution=cfg.resolution, width=cfg.width, text_dim=cfg.text_dim, dtype=dtype,
+    common = dict(resolution=cfg.resolution, text_dim=cfg.text_dim, dtype=dtype,
                   bn_groups=bn_groups, bn_axis_name=bn_axis_name)
-    return (Generator(upsample=cfg.upsample, conv_impl=impl, ca=cfg.ca, **common),
-            Discriminator(conv_impl=impl, **common))
+    return (Generator(upsample=cfg.upsample, conv_impl=impl, ca=cfg.ca, width=cfg.width, **common),
+            Discriminator(conv_impl=impl, width=discriminator_width(cfg), **common))
 
 
 def _build_dfgan(cfg: ModelConfig, dtype, impl: str, bn_groups: int, bn_axis_name: str | None):
@@ -43,9 +43,14 @@ def _build_dfgan(cfg: ModelConfig, dtype, impl: str, bn_groups: int, bn_axis_nam
         self_attention_resolution=cfg.self_attention, norm=cfg.g_norm, bn_groups=bn_groups,
         bn_axis_name=bn_axis_name, shortcut_upsample=cfg.g_shortcut)
     discriminator = DFDiscriminator(
-        resolution=cfg.resolution, width=cfg.width, dtype=dtype, conv_impl=impl,
+        resolution=cfg.resolution, width=discriminator_width(cfg), dtype=dtype, conv_impl=impl,
         spectral_norm=cfg.spectral_norm, self_attention_resolution=cfg.self_attention)
     return generator, discriminator
+
+
+def discriminator_width(cfg: ModelConfig) -> int:
+    """D's base channel count: ``model.d_width``, or ``model.width`` when that is 0."""
+    return cfg.d_width or cfg.width
 
 
 def uses_word_attention(cfg: ModelConfig) -> bool:
@@ -61,4 +66,4 @@ def resolve_conv_impl(conv_impl: str) -> str:
 
 
 __all__ = ["Generator", "Discriminator", "DFGenerator", "DFDiscriminator", "dfgan_channels",
-           "dfgan_d_channels", "build_models", "DTYPES"]
+           "dfgan_d_channels", "build_models", "discriminator_width", "DTYPES"]
