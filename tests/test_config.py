@@ -11,6 +11,16 @@ def test_presets_override_a_few_fields():
     assert set(PRESETS) >= {"default", "tiny", "shapes64", "dcgan64", "dcgan128", "dcgan256"}
 
 
+def test_dfgan64_cpu_is_the_readme_command_as_a_preset():
+    # README, "Closing the gap": the run reported there is dfgan64 with these overrides.
+    readme = get_config("dfgan64", ["model.width=8", "model.g_norm=batch", "model.g_shortcut=bilinear",
+                                    "train.g_lr=4e-4", "train.d_lr=8e-4", "train.batch_size=16",
+                                    "train.penalty_every=4", "train.ema_decay=0.995"])
+    assert get_config("dfgan64_cpu") == readme
+    for name in PRESETS:  # and every preset is a valid config
+        get_config(name)
+
+
 def test_overrides_are_typed():
     c = get_config("default", ["train.steps=12", "model.bn_sync=false", "train.g_lr=1e-3",
                                "model.dtype=bfloat16"])
