@@ -73,6 +73,11 @@ class Checkpointer:
         except Exception as e:  # orbax raises many types for unreadable files
             raise CheckpointError(f"{where} is corrupt: cannot read its metadata ({_short(e)})") from None
         saved_model = meta.config.get("model") if isinstance(meta.config, dict) else None
+        if isinstance(saved_model, dict):
+            # A model field added after this checkpoint was written is missing from its
+            # config. New fields default to what the code did before they existed, so the
+            # checkpoint was written under the default: compare it as that.
+            saved_model = {**to_dict(Config())["model"], **saved_model}
         wanted = to_dict(config)["model"]
         if saved_model != wanted:
             diff = sorted(k for k in wanted if (saved_model or {}).get(k) != wanted[k])

@@ -146,6 +146,23 @@ def test_incompatible_and_corrupt_checkpoints_are_named(trained, tmp_path, capsy
     err = _error_line(capsys)
     assert "checkpoints/6 is incompatible" in err and "model.width: checkpoint 8 vs config 16" in err
 
+    # A checkpoint from before a model field existed (here g_shortcut and d_width) loads
+    # as one written under that field's default...
+    older = tmp_path / "older"
+    shutil.copytree(trained, older)
+    for path in [older / "config.json", *(older / "checkpoints").glob("*/config/metadata")]:
+        saved = json.loads(path.read_text())
+        del saved["model"]["g_shortcut"], saved["model"]["d_width"]
+        path.write_text(json.dumps(saved))
+    assert cli.sample_main(["--workdir", str(older), "--prompt", "a red circle", "--num-per-prompt", "1"]) == 0
+    capsys.readouterr()
+    # ...and is still refused by a config that sets it to something else.
+    config = json.loads((older / "config.json").read_text())
+    config["model"]["d_width"] = 16
+    (older / "config.json").write_text(json.dumps(config))
+    assert cli.sample_main(["--workdir", str(older), "--prompt", "a red circle"]) == 2
+    assert "model.d_width: checkpoint 0 vs config 16" in _error_line(capsys)
+
     broken = tmp_path / "broken"
     shutil.copytree(trained, broken)
     for f in (broken / "checkpoints" / "6" / "state").rglob("*"):
