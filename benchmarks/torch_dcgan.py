@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jaxgan.config import ModelConfig
+from jaxgan.models import discriminator_width
 from jaxgan.models.dcgan import discriminator_channels, generator_channels
 
 
@@ -134,7 +135,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: ModelConfig, sentence_dim: int = 128):
         super().__init__()
-        chans = discriminator_channels(cfg.resolution, cfg.d_width or cfg.width)
+        chans = discriminator_channels(cfg.resolution, discriminator_width(cfg))
         ins = [3] + chans[:-1]
         self.convs = nn.ModuleList(nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=(i == 0))
                                    for i, (cin, cout) in enumerate(zip(ins, chans)))

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxgan.config import Config, ConfigError, get_config
 from jaxgan.flops import step_flops
-from jaxgan.models import build_models, uses_word_attention
+from jaxgan.models import build_models, discriminator_width, uses_word_attention
 from jaxgan.program import TrainProgram, build_train_program
 
 # Vendor dense peaks in TFLOP/s by (device_kind prefix, compute dtype), and memory bandwidth
@@ -180,7 +180,7 @@ def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: in
     peak_all = peaks["peak_flops"] * parallel.num_devices
     return {
         "resolution": config.model.resolution, "width": config.model.width,
-        "d_width": config.model.d_width or config.model.width,
+        "d_width": discriminator_width(config.model),
         "batch_size": config.train.batch_size, "dtype": config.model.dtype,
         "upsample": config.model.upsample, "parallel": parallel.mode, "devices": parallel.num_devices,
         "backend": jax.default_backend(), "device_kind": device.device_kind, "jax_version": jax.__version__,
