@@ -37,11 +37,19 @@ def run_points(workdir: Path, protocol: str) -> list[tuple[float, int, dict]]:
     return sorted(points, key=lambda p: p[1])
 
 
+def since(points: list[tuple[float, int, dict]], minutes: float) -> list[tuple[float, int, dict]]:
+    """The points written at or after ``minutes``: the late part that a zoomed panel shows."""
+    return [p for p in points if p[0] >= minutes]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="LABEL=WORKDIR")
     parser.add_argument("--protocol", required=True, help="evaluation protocol hash to plot")
     parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--zoom-from", type=float, default=None, metavar="MINUTES",
+                        help="add a second row of panels with only the checkpoints written from "
+                             "MINUTES on, on linear axes: late differences that the full range hides")
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -49,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_fid, ax_align) = plt.subplots(1, 2, figsize=(11, 4))
+    rows = 1 if args.zoom_from is None else 2
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+    (ax_fid, ax_align), zoom = axes[0], (axes[1] if rows == 2 else None)
     for spec in args.runs:
         label, sep, workdir = spec.rpartition("=")
         if not sep:
@@ -62,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         minutes = [p[0] for p in points]
         ax_fid.plot(minutes, [p[2]["fid"] for p in points], marker="o", label=label)
         ax_align.plot(minutes, [100 * p[2]["alignment_all"] for p in points], marker="o", label=label)
+        if zoom is not None:
+            late = since(points, args.zoom_from)
+            zoom[0].plot([p[0] for p in late], [p[2]["fid"] for p in late], marker="o", label=label)
+            zoom[1].plot([p[0] for p in late], [100 * p[2]["alignment_all"] for p in late], marker="o",
+                         label=label)
         for m, step, metrics in points:
             print(f"{label}\t{step}\t{m:.2f} min\tFID {metrics['fid']:.4g}\t"
                   f"all four {100 * metrics['alignment_all']:.2f}%")
@@ -69,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                title="image quality (lower is better)")
     ax_align.set(xlabel="wall-clock minutes (2 CPU cores)", ylabel="all four attributes right, %",
                  title="text alignment (higher is better)")
-    for ax in (ax_fid, ax_align):
+    if zoom is not None:
+        zoom[0].set(xlabel="wall-clock minutes (2 CPU cores)", ylabel="FID (shapes features)",
+                    title=f"image quality, from minute {args.zoom_from:g}")
+        zoom[1].set(xlabel="wall-clock minutes (2 CPU cores)", ylabel="all four attributes right, %",
+                    title=f"text alignment, from minute {args.zoom_from:g}")
+    for ax in axes.flat:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle(f"64 px shapes, EMA generator, protocol {args.protocol}", fontsize=9)

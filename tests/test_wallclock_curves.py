@@ -1,9 +1,10 @@
 import json
 import os
+import struct
 
 import pytest
 
-from benchmarks.wallclock_curves import main, run_points
+from benchmarks.wallclock_curves import main, run_points, since
 
 PROTOCOL = "fc8e8717626fe3d4"
 
@@ -41,3 +42,16 @@ def test_main_writes_the_plot_and_rejects_a_non_workdir(tmp_path, capsys):
     assert "DF-GAN\t250\t2.00 min\tFID 0.5\tall four 95.00%" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="is not a training workdir"):
         main([f"x={tmp_path}", "--protocol", PROTOCOL, "--out", str(out)])
+
+
+def test_the_zoomed_row_keeps_only_the_late_checkpoints(tmp_path, capsys):
+    w = _workdir(tmp_path, "run", [(500, 90, 5.0, 0.1), (1000, 600, 0.4, 0.97), (1500, 1200, 0.3, 0.99)])
+    points = run_points(w, PROTOCOL)
+    assert [step for _, step, _ in since(points, 10.0)] == [1000, 1500]  # written at 10 and 20 min
+    assert since(points, 20.5) == []
+    out = tmp_path / "zoomed.png"
+    assert main([f"DF-GAN={w}", "--protocol", PROTOCOL, "--out", str(out), "--zoom-from", "10"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Two rows of panels: the PNG is twice as tall as the one-row figure (11 x 4 in at 100 dpi).
+    width, height = struct.unpack(">II", out.read_bytes()[16:24])
+    assert (width, height) == (1100, 800)
