@@ -9,6 +9,8 @@ waits for). Scores come from ``python -m jaxgan.eval --workdir W --step N`` resu
     python benchmarks/wallclock_curves.py --protocol fc8e8717626fe3d4 --out docs/wallclock.png \
         "DCGAN shapes64, batch 16=runs/dc_b16" "DF-GAN nf=8, batch 16=runs/df8_b16_lazy"
 
+``--zoom-from MINUTES`` adds a row of linear-axis panels with only the later checkpoints.
+
 Modification times only hold on the machine that trained: copying a workdir resets them.
 """
 
@@ -18,6 +20,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def run_points(workdir: Path, protocol: str) -> list[tuple[float, int, dict]]:
@@ -40,6 +43,13 @@ def run_points(workdir: Path, protocol: str) -> list[tuple[float, int, dict]]:
 def since(points: list[tuple[float, int, dict]], minutes: float) -> list[tuple[float, int, dict]]:
     """The points written at or after ``minutes``: the late part that a zoomed panel shows."""
     return [p for p in points if p[0] >= minutes]
+
+
+def _plot(ax_fid: Any, ax_align: Any, points: list[tuple[float, int, dict]], label: str) -> None:
+    """One run's FID and alignment curves on a pair of panels."""
+    minutes = [p[0] for p in points]
+    ax_fid.plot(minutes, [p[2]["fid"] for p in points], marker="o", label=label)
+    ax_align.plot(minutes, [100 * p[2]["alignment_all"] for p in points], marker="o", label=label)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,14 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: no checkpoint of {workdir} is scored under protocol {args.protocol}",
                   file=sys.stderr)
             continue
-        minutes = [p[0] for p in points]
-        ax_fid.plot(minutes, [p[2]["fid"] for p in points], marker="o", label=label)
-        ax_align.plot(minutes, [100 * p[2]["alignment_all"] for p in points], marker="o", label=label)
+        _plot(ax_fid, ax_align, points, label)
         if zoom is not None:
-            late = since(points, args.zoom_from)
-            zoom[0].plot([p[0] for p in late], [p[2]["fid"] for p in late], marker="o", label=label)
-            zoom[1].plot([p[0] for p in late], [100 * p[2]["alignment_all"] for p in late], marker="o",
-                         label=label)
+            _plot(*zoom, since(points, args.zoom_from), label)
         for m, step, metrics in points:
             print(f"{label}\t{step}\t{m:.2f} min\tFID {metrics['fid']:.4g}\t"
                   f"all four {100 * metrics['alignment_all']:.2f}%")

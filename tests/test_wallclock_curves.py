@@ -44,7 +44,7 @@ def test_main_writes_the_plot_and_rejects_a_non_workdir(tmp_path, capsys):
         main([f"x={tmp_path}", "--protocol", PROTOCOL, "--out", str(out)])
 
 
-def test_the_zoomed_row_keeps_only_the_late_checkpoints(tmp_path, capsys):
+def test_the_zoomed_row_keeps_only_the_late_checkpoints(tmp_path):
     w = _workdir(tmp_path, "run", [(500, 90, 5.0, 0.1), (1000, 600, 0.4, 0.97), (1500, 1200, 0.3, 0.99)])
     points = run_points(w, PROTOCOL)
     assert [step for _, step, _ in since(points, 10.0)] == [1000, 1500]  # written at 10 and 20 min
