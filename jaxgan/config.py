@@ -55,6 +55,10 @@ class ModelConfig:
     # "bilinear", which keeps the previous scale's 2x2 tiles out of flat fills (see
     # jaxgan.models.dfgan.GBlock). dfgan only.
     g_shortcut: str = "nearest"
+    # DF-GAN's matching head: its joint conv's channels (0: 2 * D's width, the paper) and the
+    # projection discriminator's term (see jaxgan.models.dfgan.MatchingHead). dfgan only.
+    d_head_width: int = 0
+    d_projection: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,16 +294,17 @@ def validate(config: Config) -> None:
         if flat[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {flat[key]}")
     for key in ("train.penalty_weight", "train.penalty_power", "train.kl_weight", "model.self_attention",
-                "model.d_width"):
+                "model.d_width", "model.d_head_width"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must not be negative, got {flat[key]}")
     _check_augment(flat["train.augment"])
     attention = parse_resolutions(flat["model.word_attention"])
     if flat["model.arch"] == "dcgan" and (attention or flat["model.self_attention"] or flat["model.spectral_norm"]
                                           or flat["model.g_norm"] != "none"
-                                          or flat["model.g_shortcut"] != "nearest"):
-        raise ConfigError("model.word_attention, model.self_attention, model.spectral_norm, model.g_norm "
-                          "and model.g_shortcut need model.arch=dfgan")
+                                          or flat["model.g_shortcut"] != "nearest"
+                                          or flat["model.d_head_width"] or flat["model.d_projection"]):
+        raise ConfigError("model.word_attention, model.self_attention, model.spectral_norm, model.g_norm, "
+                          "model.g_shortcut, model.d_head_width and model.d_projection need model.arch=dfgan")
     for r in attention + ([flat["model.self_attention"]] if flat["model.self_attention"] else []):
         if not (8 <= r <= res and r & (r - 1) == 0):
             raise ConfigError(f"attention resolution {r} must be a power of two between 8 and "

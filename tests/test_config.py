@@ -38,9 +38,11 @@ def test_overrides_are_typed():
     (["train.batch_size=0"], "train.batch_size must be positive"),
     (["model.width"], "not of the form key=value"),
     (["model.g_norm=layer", "model.arch=dfgan"], "model.g_norm must be one of none, batch"),
-    (["model.g_norm=batch"], "model.g_norm and model.g_shortcut need model.arch=dfgan"),
+    (["model.g_norm=batch"], "model.g_norm, model.g_shortcut, model.d_head_width and model.d_projection need model.arch=dfgan"),
     (["model.d_width=-8"], "model.d_width must not be negative, got -8"),
-    (["model.g_shortcut=bilinear"], "model.g_norm and model.g_shortcut need model.arch=dfgan"),
+    (["model.g_shortcut=bilinear"], "model.g_norm, model.g_shortcut, model.d_head_width and model.d_projection need model.arch=dfgan"),
+    (["model.d_projection=true"], "model.d_projection need model.arch=dfgan"),
+    (["model.d_head_width=-1", "model.arch=dfgan"], "model.d_head_width must not be negative, got -1"),
     (["model.g_shortcut=bicubic", "model.arch=dfgan"], "model.g_shortcut must be one of nearest, bilinear"),
 ])
 def test_bad_config_gives_one_line_error(overrides, message):

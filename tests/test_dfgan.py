@@ -12,7 +12,7 @@ import pytest
 
 from jaxgan.config import get_config
 from jaxgan.models import build_models
-from jaxgan.models.dfgan import (Affine, DFBlock, DFDiscriminator, DFGenerator, GBlock, dfgan_channels,
+from jaxgan.models.dfgan import (Affine, DFBlock, DFDiscriminator, DFGenerator, GBlock, MatchingHead, dfgan_channels,
                                  dfgan_d_channels)
 from jaxgan.losses import conditioning_kl
 from jaxgan.models.layers import (ConditioningAugmentation, Conv, SelfAttention, WordAttention, upsample_bilinear,
@@ -224,6 +224,24 @@ def test_discriminator_residual_gammas_start_at_zero(plain):
                                plain.disc(p, plain.x, plain.s), rtol=1e-5, atol=1e-6)
 
 
+def test_matching_head_width_and_projection_term_by_hand():
+    h = jax.random.normal(jax.random.key(0), (3, 4, 4, 8))
+    s = jax.random.normal(jax.random.key(1), (3, S))
+    plain_head = MatchingHead(width=4)
+    variables = _init(plain_head, h, s, False)
+    assert variables["params"]["joint"]["kernel"].shape == (3, 3, 8 + S, 8)  # 2nf, DF-GAN's
+    assert _init(MatchingHead(width=4, hidden=20), h, s, False)["params"]["joint"]["kernel"].shape[-1] == 20
+    head = MatchingHead(width=4, projection=True)
+    params = _perturb(_init(head, h, s, False)["params"], 1)
+    # The projection term is the only difference: <mean_hw lrelu(h), W s> per example.
+    without = {k: v for k, v in params.items() if k != "projection"}
+    pooled = np.where(np.asarray(h) > 0, h, 0.2 * np.asarray(h)).mean((1, 2))
+    expected = (pooled * (np.asarray(s) @ params["projection"]["kernel"])).sum(-1)
+    got = head.apply({"params": params}, h, s, False) - plain_head.apply({"params": without}, h, s, False)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert float(np.abs(expected).min()) > 1e-3
+
+
 def test_word_attention_ignores_padding_and_sows_the_map():
     h = jax.random.normal(jax.random.key(0), (2, 4, 4, 8))
     words = jax.random.normal(jax.random.key(1), (2, L, W))
@@ -413,6 +431,8 @@ def test_build_models_dispatches_on_arch():
     assert (g.norm, g.bn_groups) == ("batch", 2)
     g, _ = build_models(dataclasses.replace(cfg, arch="dfgan", g_shortcut="bilinear"))
     assert g.shortcut_upsample == "bilinear"
+    _, d = build_models(dataclasses.replace(cfg, arch="dfgan", d_head_width=64, d_projection=True))
+    assert (d.head_hidden, d.projection) == (64, True)
     # model.d_width sets D's width alone, in both architectures; 0 means model.width.
     for arch in ("dfgan", "dcgan"):
         g, d = build_models(dataclasses.replace(cfg, arch=arch, d_width=16))

@@ -44,7 +44,8 @@ def _build_dfgan(cfg: ModelConfig, dtype, impl: str, bn_groups: int, bn_axis_nam
         bn_axis_name=bn_axis_name, shortcut_upsample=cfg.g_shortcut)
     discriminator = DFDiscriminator(
         resolution=cfg.resolution, width=discriminator_width(cfg), dtype=dtype, conv_impl=impl,
-        spectral_norm=cfg.spectral_norm, self_attention_resolution=cfg.self_attention)
+        spectral_norm=cfg.spectral_norm, self_attention_resolution=cfg.self_attention,
+        head_hidden=cfg.d_head_width, projection=cfg.d_projection)
     return generator, discriminator
 
 

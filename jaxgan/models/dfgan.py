@@ -282,23 +282,39 @@ class DFTrunk(nn.Module):
 
 
 class MatchingHead(nn.Module):
-    """DF-GAN's one-way head: [features, tiled sentence] -> conv3x3 (2nf) -> lrelu -> conv4x4 valid."""
+    """DF-GAN's one-way head: [features, tiled sentence] -> conv3x3 -> lrelu -> conv4x4 valid.
+
+    ``hidden``: the joint conv's channels (0: DF-GAN's 2nf). ``projection`` adds the
+    projection discriminator's term (Miyato & Koyama, ICLR 2018, arXiv:1802.05637):
+    ``logit += <mean_hw lrelu(h), W s>``, an inner product of the pooled image features with
+    a linear map of the sentence. Why: the concat head must learn every text-image interaction
+    through ``hidden`` units after a nonlinearity; the projection scores the match linearly,
+    so a mismatched caption moves the logit by ``<phi(x), W (s - s')>`` from the first step.
+    """
 
     width: int = 32
     dtype: Any = jnp.float32
     conv_impl: str = "conv"
     spectral_norm: bool = False
+    hidden: int = 0
+    projection: bool = False
 
     @nn.compact
     def __call__(self, features: jax.Array, sentence: jax.Array, train: bool) -> jax.Array:
         sn = functools.partial(maybe_spectral_norm, enabled=self.spectral_norm, train=train)
         h = features.astype(self.dtype)
         t = jnp.broadcast_to(sentence.astype(self.dtype)[:, None, None, :], (*h.shape[:3], sentence.shape[-1]))
-        x = sn(Conv(2 * self.width, 3, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
+        x = sn(Conv(self.hidden or 2 * self.width, 3, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
                     name="joint"))(jnp.concatenate([h, t], axis=-1))
         x = sn(Conv(1, 4, padding="VALID", use_bias=False, dtype=self.dtype, impl=self.conv_impl,
                     name="logit"))(nn.leaky_relu(x, 0.2))
-        return x.reshape(-1).astype(jnp.float32)
+        logit = x.reshape(-1).astype(jnp.float32)
+        if self.projection:
+            pooled = nn.leaky_relu(h, 0.2).mean((1, 2))
+            embedded = sn(nn.Dense(h.shape[-1], use_bias=False, dtype=self.dtype, name="projection"))(
+                sentence.astype(self.dtype))
+            logit = logit + (pooled * embedded).sum(-1).astype(jnp.float32)
+        return logit
 
 
 class DFDiscriminator(nn.Module):
@@ -315,11 +331,14 @@ class DFDiscriminator(nn.Module):
     conv_impl: str = "conv"
     spectral_norm: bool = False
     self_attention_resolution: int = 0
+    head_hidden: int = 0       # the head's joint channels; 0: 2nf (see MatchingHead)
+    projection: bool = False   # the projection term in the head (see MatchingHead)
 
     def setup(self):
         self.trunk = DFTrunk(self.resolution, self.width, self.dtype, self.conv_impl, self.spectral_norm,
                              self.self_attention_resolution)
-        self.matcher = MatchingHead(self.width, self.dtype, self.conv_impl, self.spectral_norm)
+        self.matcher = MatchingHead(self.width, self.dtype, self.conv_impl, self.spectral_norm, self.head_hidden,
+                                    self.projection)
 
     def features(self, image: jax.Array, train: bool = True) -> jax.Array:
         """[B, R, R, 3] -> [B, 4, 4, 8nf] in the compute dtype."""
