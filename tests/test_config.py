@@ -17,6 +17,9 @@ def test_dfgan64_cpu_is_the_readme_command_as_a_preset():
                                     "train.g_lr=4e-4", "train.d_lr=8e-4", "train.batch_size=16",
                                     "train.penalty_every=4", "train.ema_decay=0.995"])
     assert get_config("dfgan64_cpu") == readme
+    # README, "A 30-minute budget": the word-attention runs are that preset plus one override.
+    assert get_config("dfgan64_cpu_attn") == get_config("dfgan64_cpu", ["model.word_attention=16"])
+    assert get_config("dfgan64_cpu_attn").model.word_attention != get_config("dfgan64_cpu").model.word_attention
     for name in PRESETS:  # and every preset is a valid config
         get_config(name)
 

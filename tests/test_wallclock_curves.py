@@ -55,3 +55,20 @@ def test_the_zoomed_row_keeps_only_the_late_checkpoints(tmp_path):
     # Two rows of panels: the PNG is twice as tall as the one-row figure (11 x 4 in at 100 dpi).
     width, height = struct.unpack(">II", out.read_bytes()[16:24])
     assert (width, height) == (1100, 800)
+
+
+def test_window_means_average_only_the_checkpoints_written_inside_the_window(tmp_path, capsys):
+    from benchmarks.window_means import main as window_main, window_means
+
+    w = _workdir(tmp_path, "run", [(500, 600, 5.0, 0.5), (1000, 1500, 0.4, 0.97), (1500, 1800, 0.2, 0.99),
+                                   (2000, 2100, 0.1, 1.0)])
+    for f in (w / "eval").glob("*.json"):  # the other columns the window reports
+        result = json.loads(f.read_text())
+        result["metrics"].update(kid=result["metrics"]["fid"] / 100, alignment_shape=result["metrics"]["alignment_all"])
+        f.write_text(json.dumps(result))
+    steps, means = window_means(w, PROTOCOL, 25, 33)  # 25 and 30 min in, 10 and 35 out
+    assert steps == [1000, 1500]
+    assert means["fid"] == pytest.approx(0.3) and means["alignment_all"] == pytest.approx(0.98)
+    assert window_means(w, PROTOCOL, 40, 50) == ([], {})
+    assert window_main([str(w), "--protocol", PROTOCOL, "--from-minute", "25", "--to-minute", "33"]) == 0
+    assert "steps 1000-1500 (2)\tFID 0.3\tKID 0.003\tshape 98.00%\tall four 98.00%" in capsys.readouterr().out
