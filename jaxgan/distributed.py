@@ -82,6 +82,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             jax.distributed.initialize(initialization_timeout=timeout_s)
         except (RuntimeError, ValueError) as e:
             raise DistributedError(f"could not detect the cluster: {str(e).splitlines()[0][:200]}") from None
+        _connect_collectives(timeout_s)
         return True
     if process_id == 0:
         _check_can_listen(coordinator)
@@ -92,7 +93,25 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                                    initialization_timeout=timeout_s)
     except (RuntimeError, ValueError) as e:
         raise DistributedError(f"could not join the run at {coordinator}: {str(e).splitlines()[0][:200]}") from None
+    _connect_collectives(timeout_s)
     return True
+
+
+def _connect_collectives(timeout_s: int) -> None:
+    """Sets up the cross-process collectives while every process is at the same point.
+
+    Gloo (the CPU collectives) connects the processes at the first collective and gives each
+    one 30 s to arrive; jax 0.10 does not expose that timeout. Left to the training loop, the
+    first collective comes after loading the text encoder, building the data and compiling,
+    which on a loaded machine can put one process more than 30 s behind the other. Here they
+    first meet on the coordination service (``timeout_s``), then run one tiny collective over
+    every device, whose connections the run's collectives reuse.
+    """
+    from jax.experimental import multihost_utils
+    from orbax.checkpoint import multihost
+
+    multihost.get_barrier_sync_fn()(key="jaxgan_collectives", timeout_ms=timeout_s * 1000)
+    multihost_utils.sync_global_devices("jaxgan: collectives connected")
 
 
 def is_primary() -> bool:
