@@ -82,6 +82,10 @@ class TrainConfig:
     # and DF-GAN collapses: measured IS 1.1 after 800 steps at 64 px.)
     kl_weight: float = 2.0 / 128
     max_skips: int = 20       # consecutive non-finite steps (skipped) before training stops
+    # "adam" (every preset), or plain "sgd", whose update is linear in the gradient: the
+    # layout-equality tests train with it, since Adam turns a near-zero gradient's rounding
+    # noise into an update of about the learning rate (docs/design.md, "Tests that compare layouts").
+    optimizer: str = "adam"
     g_lr: float = 2e-4
     d_lr: float = 2e-4
     beta1: float = 0.5
@@ -204,6 +208,7 @@ _CHOICES = {
     "train.loss": ("nonsaturating", "hinge", "lsgan", "wasserstein"),
     "train.penalty": ("none", "magp", "r1", "wgan_gp"),
     "train.parallel": ("jit", "pmap"),
+    "train.optimizer": ("adam", "sgd"),
     "data.fit": ("crop", "pad"),
     "eval.split": ("train", "test"),
     "eval.generator": ("ema", "raw"),

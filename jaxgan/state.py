@@ -44,12 +44,16 @@ class GANState(struct.PyTreeNode):
 
 
 def make_optimizers(config: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """Adam for each network with its own learning rate (DCGAN: lr 2e-4, betas (0.5, 0.999)).
+    """Adam for each network with its own learning rate (DCGAN: lr 2e-4, betas (0.5, 0.999)),
+    or plain SGD with ``train.optimizer=sgd``.
 
     The learning rate is injected into the optimizer state, where a sweep sets it per member
     (``opt_state.hyperparams["learning_rate"]``).
     """
     t = config.train
+    if t.optimizer == "sgd":
+        sgd = optax.inject_hyperparams(optax.sgd, static_args=("momentum", "nesterov", "accumulator_dtype"))
+        return sgd(learning_rate=t.g_lr), sgd(learning_rate=t.d_lr)
     # Only the learning rate is injected: betas kept as constants leave the default run's
     # arithmetic, hence its numbers, exactly as they were.
     adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov"))

@@ -52,3 +52,24 @@ def train_steps(cfg, sentence_dim: int, steps: int, batch_fn, count_traces=None)
         state, metrics = compiled(state, dp.put_batch(batch_fn(i)))
         history.append({k: float(v) for k, v in dp.to_host(metrics).items()})
     return dp.to_host(state), history
+
+
+def adam_reach(learning_rate: float, b1: float, b2: float, steps: int) -> float:
+    """The furthest Adam (Kingma & Ba 2015, bias-corrected) can move one parameter in ``steps`` steps.
+
+    Step t moves a parameter by lr * |m_hat_t| / (sqrt(v_hat_t) + eps). With
+    m_t = (1 - b1) sum_i b1^(t-i) g_i and v_t = (1 - b2) sum_i b2^(t-i) g_i^2, Cauchy-Schwarz
+    gives |m_t| <= (1 - b1) sqrt(sum_k (b1^2 / b2)^k) sqrt(v_t / (1 - b2)), k = 0 .. t-1, so
+
+        |m_hat_t| / sqrt(v_hat_t) <= (1 - b1) / (1 - b1^t) * sqrt(sum_k (b1^2 / b2)^k) * sqrt((1 - b2^t) / (1 - b2))
+
+    whatever the gradients (eps > 0 only shrinks the step). This bounds a difference between two
+    runs from the same init that rounding alone cannot: Adam turns a gradient of pure rounding
+    noise into a step of about ``learning_rate``, whose sign depends on the machine.
+    """
+    total = 0.0
+    for t in range(1, steps + 1):
+        series = sum((b1 * b1 / b2) ** k for k in range(t))
+        ratio = (1 - b1) / (1 - b1**t) * np.sqrt(series) * np.sqrt((1 - b2**t) / (1 - b2))
+        total += learning_rate * ratio
+    return float(total)

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.usefixtures("quick_compiles")
 SENTENCE_DIM = 12
 DFGAN = ["model.arch=dfgan", "model.conv_impl=conv", "model.width=4", "model.text_dim=8", "train.batch_size=16", "train.loss=hinge",
          "train.penalty=magp", "train.g_lr=2e-3", "train.d_lr=2e-3"]
+# Layout comparisons train with plain SGD (see tests/test_step.py) at 10x the learning rate.
+LAYOUT = ["train.optimizer=sgd", "train.g_lr=2e-2", "train.d_lr=2e-2"]
 
 
 def _train(overrides, steps=3, count_traces=None):
@@ -32,8 +34,8 @@ def test_dfgan_with_magp_augment_word_attention_and_g_norm_trains_the_same_on_1_
     # gradient averaging); jit over a mesh runs the single-device program on a global batch.
     # g_norm=batch: the generator's BatchNorm is synchronised over the pmap axis.
     extra = ["train.augment=color,translation,cutout", "model.word_attention=16", "model.g_norm=batch"]
-    _, single, h1 = _train([*extra, "train.num_devices=1"])
-    _, other, h2 = _train([*extra, "train.num_devices=2", "train.parallel=pmap"])
+    _, single, h1 = _train([*extra, *LAYOUT, "train.num_devices=1"])
+    _, other, h2 = _train([*extra, *LAYOUT, "train.num_devices=2", "train.parallel=pmap"])
     assert jax.tree.leaves(single.g_stats), "g_norm=batch keeps running statistics"
     diff = tree_max_abs_diff((single.g_params, single.d_params, single.ema_params, single.g_stats, single.ema_stats),
                              (other.g_params, other.d_params, other.ema_params, other.g_stats, other.ema_stats))
