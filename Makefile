@@ -35,8 +35,8 @@ demo: $(VENV)/.lib
 	  --prompt "there is a large blue square at the bottom of the image" \
 	  --prompt "a large yellow triangle in the center" \
 	  --prompt "the right has a small white circle"
-	$(BIN)/python -m jaxgan.metrics.alignment --workdir $(DEMO_DIR)
-	$(BIN)/python -m jaxgan.eval --workdir $(DEMO_DIR)
+	$(BIN)/jaxgan alignment --workdir $(DEMO_DIR)
+	$(BIN)/jaxgan eval --workdir $(DEMO_DIR)
 
 # Two workers, one test file each at a time: XLA compiles on one thread, so the second core
 # would idle through most of a serial run.

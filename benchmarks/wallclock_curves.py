@@ -3,7 +3,7 @@
 Each run's checkpoints are placed in time by when they were written, measured from the
 moment its ``config.json`` was written (``train.py`` writes it before compiling, so the
 time includes compilation, data loading, sample grids and checkpointing: what a user
-waits for). Scores come from ``python -m jaxgan.eval --workdir W --step N`` results in
+waits for). Scores come from ``jaxgan eval --workdir W --step N`` results in
 ``W/eval/step_N-<protocol>.json``; only checkpoints scored under ``--protocol`` appear.
 
     python benchmarks/wallclock_curves.py --protocol fc8e8717626fe3d4 --out docs/wallclock.png \

@@ -36,7 +36,7 @@ _EXPORTS = {
     "init_members": "jaxgan.sweep", "make_sweep_step": "jaxgan.sweep", "member": "jaxgan.sweep",
     # sampling
     "make_generate_fn": "jaxgan.sampling", "sample_noise": "jaxgan.sampling",
-    "save_captioned_grid": "jaxgan.sampling", "TrainedGenerator": "jaxgan.sampling",
+    "save_captioned_grid": "jaxgan.sampling", "TrainedGenerator": "jaxgan.workdir",
 }
 __all__ = list(_EXPORTS)
 

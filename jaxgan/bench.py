@@ -1,6 +1,6 @@
 """Benchmark the compiled training step: compile time, step time, images/s, FLOPs, MFU, memory.
 
-``python -m jaxgan.bench --preset default [--preset dcgan64 ...]`` builds the step
+``jaxgan bench --preset default [--preset dcgan64 ...]`` builds the step
 ``train.py`` runs (``jaxgan.program.build_train_program``: same config, models, losses and
 parallel layout) on synthetic inputs of the right shapes. It compiles ahead of time (timed
 on its own), warms up, then times ``--steps`` steps one by one with ``block_until_ready``
@@ -18,14 +18,14 @@ import json
 import statistics
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgan.config import Config, ConfigError, get_config
-from jaxgan.flops import step_flops
+from jaxgan.config import Config, get_config
+from jaxgan.flops import WORDS_PER_CAPTION, step_flops
 from jaxgan.models import build_models, discriminator_width, uses_word_attention
 from jaxgan.program import TrainProgram, build_train_program
 
@@ -53,8 +53,6 @@ def synthetic_batch(config: Config, sentence_dim: int, seed: int = 0) -> dict[st
              "sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32),
              "wrong_sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32)}
     if uses_word_attention(config.model):
-        from jaxgan.flops import WORDS_PER_CAPTION
-
         batch["words"] = rng.normal(size=(b, WORDS_PER_CAPTION, sentence_dim)).astype(np.float32)
         batch["word_mask"] = np.arange(WORDS_PER_CAPTION)[None, :] < rng.integers(3, WORDS_PER_CAPTION, (b, 1))
     return batch
@@ -223,7 +221,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bench_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan bench``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", dest="presets", action="append", help="preset to benchmark (repeatable; default: default)")
     p.add_argument("--batch-size", type=int, action="append", help="global batch size (repeatable: one row each)")
@@ -241,37 +240,43 @@ def bench_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = bench_parser().parse_args(argv)
+def benchmarked(args: argparse.Namespace) -> list[tuple[str, list[str], Config]]:
+    """(preset, overrides, config) of every row ``jaxgan bench`` measures: each preset, batch
+    size and dtype asked for."""
+    rows = []
+    for preset in args.presets or ["default"]:
+        for batch_size in args.batch_size or [None]:
+            for dtype in args.dtype or [None]:
+                overrides = list(args.overrides)
+                overrides += [f"train.batch_size={batch_size}"] if batch_size else []
+                overrides += [f"model.dtype={dtype}"] if dtype else []
+                overrides += [f"train.parallel={args.parallel}"] if args.parallel else []
+                overrides += [f"train.num_devices={args.devices}"] if args.devices else []
+                rows.append((preset, overrides, get_config(preset, overrides)))
+    return rows
+
+
+def configs(args: argparse.Namespace) -> list[Config]:
+    """The configs ``jaxgan bench`` measures."""
+    return [config for _, _, config in benchmarked(args)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan bench``: one row per benchmarked config, printed and (``--json``) written."""
     if args.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     rows = []
-    try:
-        for preset in args.presets or ["default"]:
-            for batch_size in args.batch_size or [None]:
-                for dtype in args.dtype or [None]:
-                    overrides = list(args.overrides)
-                    overrides += [f"train.batch_size={batch_size}"] if batch_size else []
-                    overrides += [f"model.dtype={dtype}"] if dtype else []
-                    overrides += [f"train.parallel={args.parallel}"] if args.parallel else []
-                    overrides += [f"train.num_devices={args.devices}"] if args.devices else []
-                    config = get_config(preset, overrides)
-                    rows.append({"preset": preset, "overrides": overrides,
-                                 **benchmark_step(config, steps=args.steps, warmup=args.warmup,
-                                                  peak_tflops=args.peak_tflops)})
-                    print(f"{preset} {' '.join(overrides)}: {rows[-1]['step_ms_median']:.2f} ms/step, "
-                          f"limited by {rows[-1]['limited_by']}; peak: {rows[-1]['peak_source']}",
-                          file=sys.stderr)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # Every config is resolved before the first compile, so a bad one fails at once.
+    for preset, overrides, config in benchmarked(args):
+        rows.append({"preset": preset, "overrides": overrides,
+                     **benchmark_step(config, steps=args.steps, warmup=args.warmup,
+                                      peak_tflops=args.peak_tflops)})
+        print(f"{preset} {' '.join(overrides)}: {rows[-1]['step_ms_median']:.2f} ms/step, "
+              f"limited by {rows[-1]['limited_by']}; peak: {rows[-1]['peak_source']}",
+              file=sys.stderr)
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,9 +16,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxgan.config import Config, to_dict
+from jaxgan.errors import JaxganError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(JaxganError, RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model; one-line message."""
 
 

@@ -1,53 +1,41 @@
-"""Command lines of train.py and sample.py: parse, call the library, turn errors into one line."""
+"""Every ``jaxgan <command>``: parse the flags, call the library, turn expected errors into one line.
+
+The tools' own modules hold what they do (and, for most, their flags as ``build_parser()``
+with a ``run(args)``); this module wires them into one command surface and runs each under
+one wrapper: a ``JaxganError`` or an ``OSError`` becomes ``error: <one line>`` on stderr and
+exit status 2, as argparse does for bad flags. ``train.py`` and ``sample.py`` at the
+repository root and ``python -m jaxgan`` come here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
-from jaxgan.config import PRESETS, Config, ConfigError, from_dict, get_config, apply_overrides
+from jaxgan import bench, pretrain_text, report, scaling, sweep
+from jaxgan.config import PRESETS, Config
+from jaxgan.data import throughput
+from jaxgan.distributed import initialize, is_primary
+from jaxgan.errors import JaxganError, UsageError
+from jaxgan.eval import evaluate_workdir, print_result
+from jaxgan.metrics import attributes, features, inception, sanity
+from jaxgan.metrics.alignment import alignment_of
+from jaxgan.models import uses_word_attention
+from jaxgan.train import train_and_evaluate
+from jaxgan.workdir import TrainedGenerator, generate_from_checkpoint, resolve_config, saved_config
 
-
-class UsageError(ValueError):
-    """Bad command-line input, with a one-line message."""
-
-
-def _fail_cleanly(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
-                  argv: Sequence[str] | None) -> int:
-    args = parser.parse_args(argv)
-    from jaxgan.checkpoint import CheckpointError
-    from jaxgan.data.source import DataError
-    from jaxgan.distributed import DistributedError
-    from jaxgan.train import NonFiniteLossError
-    from jaxgan.text import TextEncoderError
-
-    try:
-        return main(args)
-    except (ConfigError, UsageError, CheckpointError, NonFiniteLossError, TextEncoderError, DistributedError,
-            DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
-
-
-def resolve_config(workdir: Path, preset: str | None, overrides: Sequence[str]) -> Config:
-    """The run's config: the workdir's saved one when resuming without --preset, else the preset."""
-    saved = workdir / "config.json"
-    if preset is None and saved.exists():
-        try:
-            base = from_dict(json.loads(saved.read_text()))
-        except (json.JSONDecodeError, ConfigError) as e:
-            raise ConfigError(f"{saved} is not a valid jaxgan config ({e})") from None
-        return apply_overrides(base, overrides)
-    return get_config(preset or "default", overrides)
+__all__ = ["COMMANDS", "Command", "UsageError", "check_command", "main", "run_command", "sample_main",
+           "train_main"]
 
 
 def train_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan train`` (and ``python train.py``)."""
     p = argparse.ArgumentParser(description="Train a text-conditioned GAN (resumes if WORKDIR has checkpoints).")
     p.add_argument("--workdir", default="workdir", help="where checkpoints, logs and samples go")
     p.add_argument("--preset", choices=None, help=f"one of: {', '.join(PRESETS)} (default: default, "
@@ -69,29 +57,26 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of train.py."""
+def train_config(args: argparse.Namespace) -> Config:
+    """The config ``jaxgan train`` runs: the workdir's or the preset's, with the flags' overrides."""
+    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    overrides += [f"data.dataset={args.dataset}"] if args.dataset is not None else []
+    return resolve_config(Path(args.workdir), args.preset, overrides)
 
-    def main(args: argparse.Namespace) -> int:
-        from jaxgan.distributed import initialize, is_primary
-        from jaxgan.train import train_and_evaluate
 
-        # Before anything touches a device: the runtime must start first.
-        initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
-                   timeout_s=args.coordinator_timeout)
-        overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-        overrides += [f"data.dataset={args.dataset}"] if args.dataset is not None else []
-        workdir = Path(args.workdir)
-        config = resolve_config(workdir, args.preset, overrides)
-        state = train_and_evaluate(config, workdir, progress=not args.no_progress)
-        if is_primary():
-            print(f"trained to step {int(state.step)}; outputs in {workdir}")
-        return 0
-
-    return _fail_cleanly(main, train_parser(), argv)
+def _train(args: argparse.Namespace) -> int:
+    # Before anything touches a device: the runtime must start first.
+    initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
+               timeout_s=args.coordinator_timeout)
+    workdir = Path(args.workdir)
+    state = train_and_evaluate(train_config(args), workdir, progress=not args.no_progress)
+    if is_primary():
+        print(f"trained to step {int(state.step)}; outputs in {workdir}")
+    return 0
 
 
 def sample_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan sample`` (and ``python sample.py``)."""
     p = argparse.ArgumentParser(description="Generate images from prompts with a trained EMA generator.")
     p.add_argument("--workdir", required=True, help="a training workdir with checkpoints")
     p.add_argument("--prompt", action="append", required=True, help="a caption (repeatable)")
@@ -104,61 +89,216 @@ def sample_parser() -> argparse.ArgumentParser:
     return p
 
 
-def sample_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of sample.py."""
-
-    def main(args: argparse.Namespace) -> int:
-        from jaxgan.models import uses_word_attention
-        from jaxgan.sampling import generate_from_checkpoint
-
-        prompts = [p.strip() for p in args.prompt]
-        if any(not p for p in prompts):
-            raise UsageError("empty prompt: every --prompt needs some text")
-        if args.num_per_prompt < 1:
-            raise UsageError(f"--num-per-prompt must be at least 1, got {args.num_per_prompt}")
-        workdir = Path(args.workdir)
-        if not (workdir / "config.json").exists():
-            raise UsageError(f"{workdir} is not a training workdir (no config.json)")
-        config = resolve_config(workdir, None, [])
-        out = Path(args.out) if args.out else workdir / "samples" / "cli"
-        if args.attention and not uses_word_attention(config.model):
-            raise UsageError("--attention needs a model with word attention (this run has "
-                             "model.word_attention empty)")
-        manifest = generate_from_checkpoint(config, workdir, prompts, args.num_per_prompt, args.seed,
-                                            out, step=args.step, attention=args.attention)
-        print(f"wrote {len(prompts) * args.num_per_prompt} images, {out / 'grid.png'} and {manifest}")
-        return 0
-
-    return _fail_cleanly(main, sample_parser(), argv)
+def _sample(args: argparse.Namespace) -> int:
+    prompts = [p.strip() for p in args.prompt]
+    if any(not p for p in prompts):
+        raise UsageError("empty prompt: every --prompt needs some text")
+    if args.num_per_prompt < 1:
+        raise UsageError(f"--num-per-prompt must be at least 1, got {args.num_per_prompt}")
+    workdir = Path(args.workdir)
+    config = saved_config(workdir)
+    out = Path(args.out) if args.out else workdir / "samples" / "cli"
+    if args.attention and not uses_word_attention(config.model):
+        raise UsageError("--attention needs a model with word attention (this run has "
+                         "model.word_attention empty)")
+    manifest = generate_from_checkpoint(config, workdir, prompts, args.num_per_prompt, args.seed,
+                                        out, step=args.step, attention=args.attention)
+    print(f"wrote {len(prompts) * args.num_per_prompt} images, {out / 'grid.png'} and {manifest}")
+    return 0
 
 
-# The `jaxgan` console script: one entry point for every command-line tool, each also reachable
-# as its own module or script. Values are "module:function" taking argv and returning a status.
-COMMANDS = {
-    "train": ("jaxgan.cli:train_main", "train a GAN (what train.py runs)"),
-    "sample": ("jaxgan.cli:sample_main", "images from prompts with a trained generator (sample.py)"),
-    "eval": ("jaxgan.eval:main", "every metric of a run under a pinned protocol"),
-    "bench": ("jaxgan.bench:main", "benchmark the compiled training step"),
-    "report": ("jaxgan.report:main", "a self-contained HTML report of a run"),
-    "pretrain-text": ("jaxgan.pretrain_text:main", "pretrain the shapes text encoder"),
-    "throughput": ("jaxgan.data.throughput:main", "benchmark the input pipeline"),
-    "scaling": ("jaxgan.scaling:main", "on-paper gradient traffic and step time at N chips"),
-    "sweep": ("jaxgan.sweep:main", "throughput of K GANs in one vmapped step vs one by one"),
+def eval_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan eval``."""
+    p = argparse.ArgumentParser(description="Evaluate a trained run under a pinned protocol.")
+    p.add_argument("--workdir", required=True, help="a training workdir with checkpoints")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--num-samples", type=int, default=None, help="generated images (default: config eval)")
+    p.add_argument("--num-reference", type=int, default=None, help="real images in the reference statistics")
+    p.add_argument("--features", default=None, help="shapes (shipped), shapes:DIR or inception:FILE")
+    p.add_argument("--generator", choices=("ema", "raw"), default=None)
+    p.add_argument("--truncation", type=float, default=None, help="0: none; t: normal truncated to [-t, t]")
+    p.add_argument("--seed", type=int, default=None, help="noise seed of the samples")
+    p.add_argument("--split", choices=("train", "test"), default=None, help="captions and reference split")
+    p.add_argument("--clip", default=None, help="a Hugging Face CLIPModel directory, for CLIP score")
+    p.add_argument("--real", choices=("train", "test"), default=None,
+                   help="score real images of this split instead of the generator (the ceiling)")
+    p.add_argument("--devices", type=int, default=0, help="devices to use (default: all)")
+    p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/jaxgan)")
+    p.add_argument("--out", default=None, help="JSON path (default WORKDIR/eval/step_N-HASH.json)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _eval(args: argparse.Namespace) -> int:
+    result, step = evaluate_workdir(
+        args.workdir, step=args.step, real=args.real, num_devices=args.devices, cache_dir=args.cache_dir,
+        progress=not args.no_progress, num_samples=args.num_samples, num_reference=args.num_reference,
+        features=args.features, generator=args.generator, truncation=args.truncation, seed=args.seed,
+        split=args.split, clip=args.clip)
+    print_result(result, step)
+    name = f"step_{step:06d}" if step >= 0 else f"real_{args.real}"
+    out = Path(args.out) if args.out else Path(args.workdir) / "eval" / f"{name}-{result.protocol.hash}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"step": step, **result.to_json()}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def alignment_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan alignment``."""
+    p = argparse.ArgumentParser(description="Attribute accuracy of a trained shapes generator.")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--per-combination", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step", type=int, default=None)
+    return p
+
+
+def _alignment(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir)
+    generator = TrainedGenerator(resolve_config(workdir), workdir, args.step)
+    result = {"step": generator.step, **alignment_of(generator, args.per_combination, args.seed)}
+    (workdir / "alignment.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"text alignment at step {result['step']} ({result['samples']} samples, "
+          "shipped attribute classifier):")
+    for name, value in result["accuracy"].items():
+        print(f"  {name:10s} {100 * value:6.2f}%")
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One ``jaxgan`` command.
+
+    Attributes:
+      help: the one line ``jaxgan --help`` shows.
+      parser: builds the command's argument parser.
+      run: does the command with the parsed flags; returns the exit status.
+      configs: the configs the flags name (resolving them raises on an unknown preset or
+        key), for commands that take one; ``check_command`` calls it.
+    """
+
+    help: str
+    parser: Callable[[], argparse.ArgumentParser]
+    run: Callable[[argparse.Namespace], int]
+    configs: Callable[[argparse.Namespace], list[Config]] | None = None
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a GAN (what train.py runs)", train_parser, _train, lambda args: [train_config(args)]),
+    "sample": Command("images from prompts with a trained generator (sample.py)", sample_parser, _sample),
+    "eval": Command("every metric of a run under a pinned protocol", eval_parser, _eval),
+    "alignment": Command("attribute accuracy of a trained shapes generator", alignment_parser, _alignment),
+    "sanity": Command("the evaluation on real, grey and constant images", sanity.build_parser, sanity.run),
+    "report": Command("a self-contained HTML report of a run", report.build_parser, report.run),
+    "bench": Command("benchmark the compiled training step", bench.build_parser, bench.run, bench.configs),
+    "throughput": Command("benchmark the input pipeline", throughput.build_parser, throughput.run),
+    "scaling": Command("on-paper gradient traffic and step time at N chips", scaling.build_parser, scaling.run,
+                       scaling.configs),
+    "sweep": Command("throughput of K GANs in one vmapped step vs one by one", sweep.build_parser, sweep.run,
+                     sweep.configs),
+    "pretrain-text": Command("pretrain the shapes text encoder", pretrain_text.build_parser, pretrain_text.run),
+    "train-attributes": Command("train the shapes attribute classifier that alignment reads with",
+                                attributes.build_parser, attributes.run),
+    "convert-inception": Command("convert pytorch-fid's Inception weights for FID", inception.build_parser,
+                                 inception.run),
+    "feature-scale": Command("measure the shapes feature network's feature scale", features.build_parser,
+                             features.run),
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``jaxgan COMMAND [ARGS]``: dispatches to the command's own parser."""
-    import importlib
+def _one_line(e: BaseException) -> str:
+    """An error the library did not word itself (an ``OSError``): its type and first line."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
+
+def run_command(name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Parses ``argv`` with command ``name``'s parser and runs it under the one error wrapper.
+
+    Bad flags exit with argparse's message and status 2; a ``JaxganError`` or ``OSError`` is
+    printed as ``error: <one line>`` and returns 2; Ctrl-C returns 130.
+
+    Example:
+        status = run_command("scaling", ["--chips", "8"])
+    """
+    command = COMMANDS[name]
+    parser = command.parser()
+    if prog is not None:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    try:
+        return int(command.run(args) or 0)
+    except JaxganError as e:
+        print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+    except OSError as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted" + ("; the last checkpoint is kept" if name == "train" else ""), file=sys.stderr)
+        return 130
+    return 2
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of train.py: ``jaxgan train``."""
+    return run_command("train", argv)
+
+
+def sample_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of sample.py: ``jaxgan sample``."""
+    return run_command("sample", argv)
+
+
+def check_command(argv: Sequence[str]) -> None:
+    """Parses ``jaxgan`` command line ``argv`` (``[command, *flags]``) as ``main`` would and
+    resolves the configs it names, running nothing: a dry run for documented commands.
+
+    A workdir without a ``config.json`` (a placeholder) resolves from the preset or the
+    defaults. ``--help`` (of ``jaxgan`` or a command) passes.
+
+    Raises:
+      UsageError: an unknown command or flag, or a flag's value argparse refuses.
+      ConfigError: an unknown preset or config key, or a value the config refuses.
+
+    Example:
+        check_command(["train", "--preset", "tiny", "--set", "model.width=8"])
+    """
+    argv = list(argv)
+    if not argv:
+        raise UsageError("no command")
+    name = argv[0]
+    if name in ("-h", "--help"):
+        return
+    if name not in COMMANDS:
+        raise UsageError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
+    command = COMMANDS[name]
+    parser = command.parser()
+    parser.prog = f"jaxgan {name}"
+
+    def refuse(message: str) -> NoReturn:
+        raise UsageError(f"{parser.prog}: {message}")
+
+    parser.error = refuse  # raise instead of printing usage and exiting
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            args = parser.parse_args(argv[1:])
+    except SystemExit as e:  # --help and the like print and exit 0: the flags parsed
+        if e.code in (0, None):
+            return
+        raise
+    if command.configs is not None:
+        command.configs(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``jaxgan COMMAND [ARGS]``: runs the command; ``jaxgan --help`` lists them."""
     args = list(sys.argv[1:] if argv is None else argv)
-    listing = "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items())
+    width = max(map(len, COMMANDS)) + 2
+    listing = "\n".join(f"  {name:<{width}} {command.help}" for name, command in COMMANDS.items())
     if not args or args[0] in ("-h", "--help"):
         print(f"usage: jaxgan COMMAND [ARGS]  (jaxgan COMMAND --help for its arguments)\n\ncommands:\n{listing}")
         return 0 if args else 2
     if args[0] not in COMMANDS:
         print(f"error: unknown command {args[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module, _, function = COMMANDS[args[0]][0].partition(":")
-    status = getattr(importlib.import_module(module), function)(args[1:])
-    return int(status or 0)
+    return run_command(args[0], args[1:], prog=f"jaxgan {args[0]}")

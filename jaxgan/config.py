@@ -12,8 +12,10 @@ import json
 import typing
 from typing import Any, Sequence
 
+from jaxgan.errors import JaxganError
 
-class ConfigError(ValueError):
+
+class ConfigError(JaxganError, ValueError):
     """A config problem, with a one-line message for the user.
 
     Example:

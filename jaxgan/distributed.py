@@ -13,8 +13,10 @@ import time
 
 import jax
 
+from jaxgan.errors import JaxganError
 
-class DistributedError(RuntimeError):
+
+class DistributedError(JaxganError, RuntimeError):
     """The distributed runtime could not start; one-line message naming the address."""
 
 

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.config import Config
+from jaxgan.models import uses_word_attention
+from jaxgan.state import init_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,10 +127,7 @@ def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, s
     real images, about 5 F_D1 more) and DiffAugment, so XLA's count exceeds this one when
     they are on. Word attention is counted with ``WORDS_PER_CAPTION`` tokens.
     """
-    from jaxgan.models import uses_word_attention
     b, r, z_dim = config.train.batch_size, config.model.resolution, config.model.z_dim
-    from jaxgan.state import init_state  # state imports models; keep this module light
-
     state = jax.eval_shape(lambda: init_state(config, generator, discriminator, sentence_dim))
     g_vars = {"params": state.g_params, "batch_stats": state.g_stats}
     d_vars = {"params": state.d_params, "batch_stats": state.d_stats}

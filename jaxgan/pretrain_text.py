@@ -9,7 +9,7 @@ format with a word-level tokenizer.
 A fixed tenth of the (combination, template) captions is never trained on; the report
 measures the encoder on those held-out captions.
 
-    python -m jaxgan.pretrain_text --out DIR [--steps N --batch-size B --seed S]
+    jaxgan pretrain-text --out DIR [--steps N --batch-size B --seed S]
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import os
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +30,7 @@ import numpy as np
 import optax
 
 from jaxgan.data import shapes
+from jaxgan.errors import UsageError
 from jaxgan.text import separation
 from jaxgan.text.clip import ClipTextConfig, ClipTextModel, init_params
 from jaxgan.text.encoder import TextEncoder, load_text_encoder
@@ -315,14 +315,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True,
     save_clip_text(out_dir, config, params["text"])
     save_tokenizer(tokenizer, out_dir, cfg.max_position)
     report = evaluate(load_text_encoder(str(out_dir)))
-    command = command or f"python -m jaxgan.pretrain_text --out {out_dir} --steps {cfg.steps} " \
+    command = command or f"jaxgan pretrain-text --out {out_dir} --steps {cfg.steps} " \
                          f"--batch-size {cfg.batch_size} --seed {cfg.seed}"
     (out_dir / "README.md").write_text(_readme(cfg, command, seconds, report))
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: parse, train, print the held-out numbers."""
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan pretrain-text``."""
     p = argparse.ArgumentParser(description="Pretrain the shapes text encoder (CLIP-style) and save it.")
     p.add_argument("--out", required=True, help="directory for the Hugging Face format encoder")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
@@ -330,18 +330,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan pretrain-text``: trains, saves, prints the held-out numbers."""
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                    ("seed", args.seed)) if v is not None}
     cfg = dataclasses.replace(PretrainConfig(), **{**PRESETS[args.preset], **overrides})
     if cfg.steps < 1 or cfg.batch_size < 2:
-        p.error("--steps must be >= 1 and --batch-size >= 2")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    command = "python -m jaxgan.pretrain_text " + " ".join(shlex.quote(a) for a in argv)
+        raise UsageError("--steps must be >= 1 and --batch-size >= 2")
+    # The README written beside the weights records the command that reproduces them.
+    command = (f"jaxgan pretrain-text --out {shlex.quote(str(args.out))} --preset {args.preset} "
+               f"--steps {cfg.steps} --batch-size {cfg.batch_size} --seed {cfg.seed}")
     report = pretrain(cfg, args.out, progress=not args.no_progress, command=command)
     print(format_report(report))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
-"""``python -m jaxgan.report --workdir W``: one self-contained HTML page of what a run did.
+"""``jaxgan report --workdir W``: one self-contained HTML page of what a run did.
 
 The page holds the config, the loss and logit curves, the training metrics over steps
 (gradient norms, D's accuracies, speed, input waiting, skipped steps), the periodic
 evaluation's curves and its latest numbers with the protocol hash, the full evaluation
-protocol when ``python -m jaxgan.eval`` wrote one, and the sample grids over time with their
+protocol when ``jaxgan eval`` wrote one, and the sample grids over time with their
 prompts. Images are embedded as data URIs and there is no script, so the file can be mailed,
 attached to an issue or opened from a laptop without the run's directory.
 """
@@ -14,14 +14,14 @@ import argparse
 import base64
 import html
 import json
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxgan import plots
+from jaxgan.errors import JaxganError
 
 # Panels of the training-metrics figure: (title, keys); a panel shows the keys the log has.
 PANELS = (("gradient norms", ("d_grad_norm", "g_grad_norm")),
@@ -34,7 +34,7 @@ PANELS = (("gradient norms", ("d_grad_norm", "g_grad_norm")),
           ("saturated generator pixels", ("fake_saturated",)))
 
 
-class ReportError(ValueError):
+class ReportError(JaxganError, ValueError):
     """A workdir the report cannot be made from; one line."""
 
 
@@ -152,19 +152,15 @@ def write_report(workdir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan report``."""
     p = argparse.ArgumentParser(description="Write a self-contained HTML report of a training run.")
     p.add_argument("--workdir", required=True)
     p.add_argument("--out", help="output file (default WORKDIR/report.html)")
-    args = p.parse_args(argv)
-    try:
-        path = write_report(args.workdir, args.out)
-    except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan report``: writes the report and says where."""
+    print(f"wrote {write_report(args.workdir, args.out)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,7 @@
-"""Generator inference: images from prompts, sample grids with captions, manifests."""
+"""Generator inference in memory: images from prompts, sample grids with captions, manifests.
+
+Loading a trained generator from a workdir is ``jaxgan.workdir.TrainedGenerator``.
+"""
 
 from __future__ import annotations
 
@@ -107,68 +110,6 @@ def write_samples(images: np.ndarray, prompts: Sequence[str], seeds: Sequence[in
     return manifest
 
 
-
-class TrainedGenerator:
-    """The EMA generator of a workdir's checkpoint with its text encoder: prompts -> images.
-
-    Example:
-        generator = TrainedGenerator(config, "runs/demo")
-    """
-
-    def __init__(self, config, workdir: str | Path, step: int | None = None):
-        from jaxgan.checkpoint import Checkpointer
-        from jaxgan.models import build_models
-        from jaxgan.state import abstract_state
-        from jaxgan.text import load_text_encoder
-
-        from jaxgan.data.pipeline import CaptionEmbeddingCache
-        from jaxgan.models import uses_word_attention
-
-        self.config = config
-        self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
-        self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
-        generator, discriminator = build_models(config.model)
-        self.generator = generator
-        abstract = abstract_state(config, generator, discriminator, self.encoder.sentence_dim,
-                                  self.encoder.word_dim)
-        checkpoints = Checkpointer(Path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
-        try:
-            state, _ = checkpoints.restore(abstract, config, step=step)
-        finally:
-            checkpoints.close()
-        self.step = int(state.step)
-        self._params, self._stats = state.ema_params, state.ema_stats
-        self._generate = make_generate_fn(generator)
-
-    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-        """uint8 [N, R, R, 3]: prompt i with noise from seed i."""
-        z = sample_noise(seeds, self.config.model.z_dim)
-        return np.asarray(self._generate(self._params, self._stats, z, self.embed.text(list(prompts))))
-
-
-    def attention(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[np.ndarray, dict, list[list[str]]]:
-        """(images uint8 [N, R, R, 3], {size: attention [N, size*size, L]}, tokens of each prompt).
-
-        The maps are those of the generator's word-attention blocks (``model.word_attention``);
-        each token list has the prompt's real tokens (padding dropped), in map order.
-        """
-        from jaxgan.models import uses_word_attention
-
-        if not uses_word_attention(self.config.model):
-            raise ValueError("--attention needs a model with word attention (train with "
-                             "--set model.arch=dfgan --set model.word_attention=16)")
-        text = self.embed.text(list(prompts))
-        z = sample_noise(seeds, self.config.model.z_dim)
-        images, sown = apply_generator(self.generator, {"params": self._params, "batch_stats": self._stats},
-                                       z, text, mutable=["intermediates"])
-        maps = {int(name.split("_")[1]): np.asarray(v["attention"])
-                for name, v in sown["intermediates"].items() if name.startswith("attn_")}
-        ids = self.encoder.tokenize(list(prompts))
-        tokens = [[self.encoder.tokenizer.convert_ids_to_tokens(int(i)) for i, m in zip(row, mask) if m]
-                  for row, mask in zip(ids["input_ids"], ids["attention_mask"])]
-        return np.asarray(to_uint8(images)), maps, tokens
-
-
 def save_attention_overlays(image: np.ndarray, maps: dict[int, np.ndarray], tokens: list[str],
                             path: str | Path, scale: int | None = None) -> Path:
     """One sample's attention as a PNG: per attention block, a row of the image with each
@@ -206,22 +147,3 @@ def save_attention_overlays(image: np.ndarray, maps: dict[int, np.ndarray], toke
     canvas.save(path)
     return Path(path)
 
-
-def generate_from_checkpoint(config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,
-                             seed: int, out_dir: str | Path, step: int | None = None,
-                             attention: bool = False) -> Path:
-    """Writes samples of ``workdir``'s EMA generator for ``prompts``; returns the manifest path.
-
-    Sample j of every prompt uses seed ``seed + j``. With ``attention``, also writes
-    ``attention_P_J.png`` per sample: its word-attention maps over the image, one per token.
-    """
-    generate = TrainedGenerator(config, workdir, step)
-    all_prompts = [p for p in prompts for _ in range(per_prompt)]
-    seeds = [seed + j for _ in prompts for j in range(per_prompt)]
-    if attention:
-        # Written first, so a model without word attention fails before any sample is written.
-        images, maps, tokens = generate.attention(all_prompts, seeds)
-        for i in range(len(all_prompts)):
-            save_attention_overlays(images[i], {k: v[i] for k, v in maps.items()}, tokens[i],
-                                    Path(out_dir) / f"attention_{i // per_prompt:03d}_{i % per_prompt:03d}.png")
-    return write_samples(generate(all_prompts, seeds), all_prompts, seeds, out_dir, per_prompt)

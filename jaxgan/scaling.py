@@ -1,7 +1,7 @@
 """On paper: what data-parallel training moves between chips per step, and the step time
 that implies at a given scale.
 
-``python -m jaxgan.scaling --preset default --preset dfgan256 --chips 256 --link-gbps 400``
+``jaxgan scaling --preset default --preset dfgan256 --chips 256 --link-gbps 400``
 
 Per step, each network's gradient is all-reduced once (D's, then G's; BatchNorm statistics
 and the metrics are a few kilobytes). A ring all-reduce of S bytes over n chips sends and
@@ -22,8 +22,7 @@ bound) and compute at a stated fraction of the chip's peak.
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -88,7 +87,8 @@ def expected_step(config: Config, chips: int, link_gbps: float, peak_tflops: flo
             "step_ms": 1e3 * (compute_s + comm_s), "comm_fraction": comm_s / (compute_s + comm_s)}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan scaling``."""
     p = argparse.ArgumentParser(description="Per-step gradient traffic and expected step time at scale.")
     p.add_argument("--preset", action="append", help="preset (repeatable; default: default)")
     p.add_argument("--chips", type=int, default=256)
@@ -98,25 +98,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="per-chip peak (default: H100 bf16 dense)")
     p.add_argument("--mfu", type=float, default=0.3, help="fraction of peak the compute reaches")
     p.add_argument("--latency-us", type=float, default=5.0, help="per-hop latency of a ring all-reduce step")
-    args = p.parse_args(argv)
-    try:
-        for preset in args.preset or ["default"]:
-            config = get_config(preset)
-            if args.chips < 1 or args.chips % args.fsdp:
-                raise ConfigError(f"--fsdp {args.fsdp} must divide --chips {args.chips}")
-            r = expected_step(config, args.chips, args.link_gbps, args.peak_tflops, args.mfu, args.fsdp,
-                              args.latency_us)
-            print(f"{preset}: G {r['g_params_mb']:.1f} MiB + D {r['d_params_mb']:.1f} MiB of float32 params; "
-                  f"{r['bytes_per_chip_per_step'] / 2**20:.1f} MiB sent per chip per step over {args.chips} chips "
-                  f"(fsdp={args.fsdp}) = {r['comm_ms']:.3f} ms at {args.link_gbps:g} Gbit/s and "
-                  f"{args.latency_us:g} us/hop ({r['latency_ms']:.3f} ms of it latency); compute "
-                  f"{r['compute_ms']:.3f} ms at {args.mfu:.0%} of {args.peak_tflops:g} TFLOP/s; expected step "
-                  f"{r['step_ms']:.3f} ms ({r['comm_fraction']:.0%} communication)")
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return p
+
+
+def configs(args: argparse.Namespace) -> list[Config]:
+    """The configs ``jaxgan scaling`` projects: each ``--preset``."""
+    return [get_config(preset) for preset in args.preset or ["default"]]
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan scaling``: one line per preset with its traffic and expected step time."""
+    for preset in args.preset or ["default"]:
+        config = get_config(preset)
+        if args.chips < 1 or args.chips % args.fsdp:
+            raise ConfigError(f"--fsdp {args.fsdp} must divide --chips {args.chips}")
+        r = expected_step(config, args.chips, args.link_gbps, args.peak_tflops, args.mfu, args.fsdp,
+                          args.latency_us)
+        print(f"{preset}: G {r['g_params_mb']:.1f} MiB + D {r['d_params_mb']:.1f} MiB of float32 params; "
+              f"{r['bytes_per_chip_per_step'] / 2**20:.1f} MiB sent per chip per step over {args.chips} chips "
+              f"(fsdp={args.fsdp}) = {r['comm_ms']:.3f} ms at {args.link_gbps:g} Gbit/s and "
+              f"{args.latency_us:g} us/hop ({r['latency_ms']:.3f} ms of it latency); compute "
+              f"{r['compute_ms']:.3f} ms at {args.mfu:.0%} of {args.peak_tflops:g} TFLOP/s; expected step "
+              f"{r['step_ms']:.3f} ms ({r['comm_fraction']:.0%} communication)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

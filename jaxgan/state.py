@@ -11,6 +11,7 @@ import optax
 from flax import struct
 
 from jaxgan.config import Config, parse_resolutions
+from jaxgan.regularizers import DEFAULT_WEIGHTS
 
 
 class GANState(struct.PyTreeNode):
@@ -64,8 +65,6 @@ def initial_hparams(config: Config) -> dict[str, jax.Array]:
     """The state's loss weights from the config: the gradient penalty's weight (the paper's
     when ``train.penalty_weight`` is 0; 0 without a penalty), CA's KL weight (0 without CA)
     and the EMA decay."""
-    from jaxgan.regularizers import DEFAULT_WEIGHTS
-
     t = config.train
     penalty = 0.0 if t.penalty == "none" else (t.penalty_weight or DEFAULT_WEIGHTS[t.penalty])
     values = {"penalty_weight": penalty, "kl_weight": t.kl_weight if config.model.ca else 0.0,

@@ -15,14 +15,19 @@ trains all of them at once on the same batch:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import statistics
+import time
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgan.config import Config, ConfigError, apply_overrides
+from jaxgan.bench import synthetic_batch
+from jaxgan.config import Config, ConfigError, apply_overrides, get_config
+from jaxgan.models import build_models
 from jaxgan.state import GANState, init_state
 from jaxgan.step import Batch, Metrics, make_train_step
 
@@ -99,12 +104,6 @@ def benchmark(config: Config, members: int, steps: int = 10, repeats: int = 5) -
     """Steps/s of ``members`` GANs: one vmapped step against ``members`` separate compiled steps
     run one after another, on the same synthetic batch (median of ``repeats`` timings of
     ``steps`` steps after a warm-up, ``block_until_ready``)."""
-    import statistics
-    import time
-
-    from jaxgan.bench import synthetic_batch
-    from jaxgan.models import build_models
-
     generator, discriminator = build_models(config.model)
     sentence_dim = 16
     batch = jax.device_put(synthetic_batch(config, sentence_dim))
@@ -140,25 +139,27 @@ def benchmark(config: Config, members: int, steps: int = 10, repeats: int = 5) -
             "sequential_member_steps_per_s": separate_rate, "speedup": vmap_rate / separate_rate}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    from jaxgan.config import get_config
-
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan sweep``."""
     p = argparse.ArgumentParser(description="Throughput of K GANs trained by one vmapped step vs one by one.")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--members", type=int, nargs="+", default=[8])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
-    config = get_config(args.preset, ["train.num_devices=1"])
+    return p
+
+
+def configs(args: argparse.Namespace) -> list[Config]:
+    """The config ``jaxgan sweep`` benchmarks: the preset on one device."""
+    return [get_config(args.preset, ["train.num_devices=1"])]
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan sweep``: prints vmapped vs sequential member-steps/s for each ``--members``."""
+    (config,) = configs(args)
     print(f"{'members':>7} {'vmapped member-steps/s':>23} {'sequential':>11} {'speedup':>8}")
     for k in args.members:
         r = benchmark(config, k, args.steps, args.repeats)
         print(f"{k:>7} {r['vmapped_member_steps_per_s']:>23.1f} {r['sequential_member_steps_per_s']:>11.1f} "
               f"{r['speedup']:>8.2f}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

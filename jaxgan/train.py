@@ -20,10 +20,13 @@ from tqdm.auto import tqdm
 from jaxgan import plots
 from jaxgan.checkpoint import CheckpointError, Checkpointer
 from jaxgan.config import Config, to_json
-from jaxgan.data import SHAPES, shapes
+from jaxgan.data import SHAPES, all_captions, make_source, preview_captions, shapes
+from jaxgan.data.embeddings import embedding_table, unknown_token_share
+from jaxgan.data.loader import DatasetPipeline
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.data.source import DataError
 from jaxgan.distributed import is_primary
+from jaxgan.errors import JaxganError
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.preemption import StopSignals
 from jaxgan.tensorboard import TensorBoardLog
@@ -33,7 +36,7 @@ from jaxgan.state import GANState
 from jaxgan.text import load_text_encoder
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(JaxganError, RuntimeError):
     """Too many steps in a row had NaN/inf losses or gradients; the last good checkpoint is kept."""
 
 
@@ -62,10 +65,6 @@ class _Run:
             self.pipeline = ShapesPipeline(config, self.embed, rows)
             self.prompts = preview_prompts()
         else:
-            from jaxgan.data import all_captions, make_source, preview_captions
-            from jaxgan.data.embeddings import embedding_table, unknown_token_share
-            from jaxgan.data.loader import DatasetPipeline
-
             source = make_source(config)
             if getattr(source, "index_issues", None) and is_primary():
                 tqdm.write(f"data: {source.name}'s caption index had problems, skipped: {source.index_issues}")

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxgan import bench, flops, program, train
+from jaxgan import bench, cli, flops, program, train
 from jaxgan.config import get_config
 from jaxgan.models import build_models
 
@@ -82,8 +82,8 @@ def test_limiting_factor_from_the_roofline():
 @pytest.mark.usefixtures("quick_compiles")  # the table's form, not its numbers
 def test_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["--preset", "tiny", "--devices", "1", "--batch-size", "8", "--batch-size", "16",
-                       "--steps", "2", "--warmup", "0", "--peak-tflops", "1", "--json", str(out)]) == 0
+    assert cli.main(["bench", "--preset", "tiny", "--devices", "1", "--batch-size", "8", "--batch-size", "16",
+                     "--steps", "2", "--warmup", "0", "--peak-tflops", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [r["batch_size"] for r in rows] == [8, 16]
     assert all(r["peak_source"] == "given with --peak-tflops" and r["peak_tflops"] == 1.0 for r in rows)
@@ -92,7 +92,7 @@ def test_cli_prints_a_table_and_writes_json(tmp_path, capsys):
 
 
 def test_cli_bad_preset_is_a_one_line_error(capsys):
-    assert bench.main(["--preset", "nope"]) == 2
+    assert cli.main(["bench", "--preset", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "unknown preset 'nope'" in err
 

@@ -1,10 +1,19 @@
 """The `jaxgan` console script: every tool behind one command."""
 
+import argparse
+import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import jaxgan
 from jaxgan import cli
+from jaxgan.checkpoint import CheckpointError
+from jaxgan.config import ConfigError
+from jaxgan.errors import JaxganError, UsageError
 
 
 def test_help_lists_every_command(capsys):
@@ -33,3 +42,70 @@ def test_the_console_script_is_installed():
     script = Path(sys.executable).parent / "jaxgan"
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "pretrain-text" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "jaxgan", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "convert-inception" in done.stdout
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_command_documents_its_flags(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([name, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: jaxgan {name} ")
+
+
+def _fake_command(monkeypatch, error):
+    def run(args):
+        raise error
+
+    parser = lambda: argparse.ArgumentParser()  # noqa: E731
+    monkeypatch.setitem(cli.COMMANDS, "fake", cli.Command("raises", parser, run))
+
+
+@pytest.mark.parametrize("error, line", [
+    (ConfigError("bad value"), "error: bad value"),
+    (CheckpointError("checkpoint 3 is corrupt"), "error: checkpoint 3 is corrupt"),
+    (FileNotFoundError(2, "No such file or directory"), "error: FileNotFoundError: [Errno 2] No such file or directory"),
+])
+def test_one_wrapper_turns_expected_errors_into_one_line(monkeypatch, capsys, error, line):
+    _fake_command(monkeypatch, error)
+    assert cli.main(["fake"]) == 2
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch):
+    _fake_command(monkeypatch, ZeroDivisionError("a bug"))
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["fake"])
+
+
+def test_bad_flags_exit_2_as_argparse_does(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["scaling", "--chipz", "8"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --chipz" in capsys.readouterr().err
+
+
+def test_every_error_class_is_an_expected_error():
+    """Each ``class ...Error`` in jaxgan/ subclasses JaxganError, so the wrapper words it."""
+    root = Path(jaxgan.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
+                cls = getattr(importlib.import_module(module), node.name)
+                assert issubclass(cls, JaxganError), f"{module}.{node.name}"
+
+
+def test_check_command_parses_and_resolves_without_running(tmp_path):
+    cli.check_command(["train", "--workdir", str(tmp_path / "new"), "--preset", "tiny", "--set", "model.width=8"])
+    cli.check_command(["bench", "--preset", "tiny", "--batch-size", "8"])
+    cli.check_command(["eval", "--help"])
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(UsageError, match="unrecognized arguments: --stpes"):
+        cli.check_command(["train", "--stpes", "3"])
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        cli.check_command(["scaling", "--preset", "huge"])
+    with pytest.raises(ConfigError, match="unknown config key 'model.colour'"):
+        cli.check_command(["train", "--set", "model.colour=red"])
+    with pytest.raises(UsageError, match="unknown command 'trian'"):
+        cli.check_command(["trian"])

@@ -19,6 +19,7 @@ import torchvision
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from jaxgan import cli
 from jaxgan.metrics import inception
 from jaxgan.metrics.inception import InceptionWeightsError
 
@@ -209,13 +210,13 @@ def test_state_dict_errors(reference):
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     missing = tmp_path / "missing.pth"
-    result = subprocess.run([sys.executable, "-m", "jaxgan.metrics.inception", "convert", "--pth", str(missing),
+    result = subprocess.run([sys.executable, "-m", "jaxgan", "convert-inception", "--pth", str(missing),
                              "--out", str(tmp_path / "out.safetensors")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {missing} does not exist"
 
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00" * 64)
-    assert inception.main(["convert", "--pth", str(garbage), "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert cli.main(["convert-inception", "--pth", str(garbage), "--out", str(tmp_path / "o.safetensors")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {garbage} is not a PyTorch weights file") and err.count("\n") == 1

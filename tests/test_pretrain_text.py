@@ -8,7 +8,7 @@ import optax
 import torch
 import transformers
 
-from jaxgan import pretrain_text
+from jaxgan import cli, pretrain_text
 from jaxgan.text import load_text_encoder
 from jaxgan.text.separation import attribute_similarities, retrieval_accuracy
 
@@ -60,7 +60,7 @@ def test_separation_metrics_on_constructed_embeddings():
 
 def test_tiny_pretraining_writes_a_directory_jaxgan_and_torch_load(tmp_path, capsys):
     out = tmp_path / "encoder"
-    assert pretrain_text.main(["--out", str(out), "--preset", "tiny", "--steps", "2", "--no-progress"]) == 0
+    assert cli.main(["pretrain-text", "--out", str(out), "--preset", "tiny", "--steps", "2", "--no-progress"]) == 0
     assert "retrieval" in capsys.readouterr().out
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"):
         assert (out / name).is_file(), name

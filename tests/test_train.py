@@ -175,9 +175,7 @@ def test_incompatible_and_corrupt_checkpoints_are_named(trained, tmp_path, capsy
 
 
 def test_alignment_report_covers_every_combination(trained):
-    from jaxgan.metrics.alignment import main as alignment_main
-
-    assert alignment_main(["--workdir", str(trained), "--per-combination", "1"]) == 0
+    assert cli.main(["alignment", "--workdir", str(trained), "--per-combination", "1"]) == 0
     report = json.loads((trained / "alignment.json").read_text())
     assert report["step"] == 6 and report["samples"] == 432
     assert set(report["accuracy"]) == {"color", "shape", "size", "position", "all"}
@@ -206,9 +204,7 @@ def test_periodic_evaluation_is_logged_with_the_protocol_hash(trained):
 
 
 def test_eval_command_reproduces_the_training_time_numbers(trained, capsys):
-    from jaxgan import eval as eval_cli
-
-    assert eval_cli.main(["--workdir", str(trained), "--no-progress"]) == 0
+    assert cli.main(["eval", "--workdir", str(trained), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     (report_path,) = (trained / "eval").glob("step_000006-*.json")
     report = json.loads(report_path.read_text())
@@ -220,8 +216,8 @@ def test_eval_command_reproduces_the_training_time_numbers(trained, capsys):
     for name, value in report["metrics"].items():
         assert value == pytest.approx(during[name], rel=1e-6, abs=1e-9), name
     # Another generator is another protocol.
-    assert eval_cli.main(["--workdir", str(trained), "--generator", "raw", "--no-progress",
-                          "--out", str(trained / "raw.json")]) == 0
+    assert cli.main(["eval", "--workdir", str(trained), "--generator", "raw", "--no-progress",
+                     "--out", str(trained / "raw.json")]) == 0
     assert json.loads((trained / "raw.json").read_text())["protocol_hash"] != report["protocol_hash"]
 
 
@@ -232,16 +228,12 @@ def test_eval_command_reproduces_the_training_time_numbers(trained, capsys):
     (["--step", "4"], "checkpoint"),
 ])
 def test_bad_eval_input_is_one_line(trained, capsys, args, message):
-    from jaxgan import eval as eval_cli
-
-    assert eval_cli.main(["--workdir", str(trained), "--no-progress", *args]) == 2
+    assert cli.main(["eval", "--workdir", str(trained), "--no-progress", *args]) == 2
     assert message in _error_line(capsys)
 
 
 def test_eval_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
-    from jaxgan import eval as eval_cli
-
-    assert eval_cli.main(["--workdir", str(tmp_path), "--no-progress"]) == 2
+    assert cli.main(["eval", "--workdir", str(tmp_path), "--no-progress"]) == 2
     assert "not a training workdir" in _error_line(capsys)
 
 

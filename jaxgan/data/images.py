@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from jaxgan.errors import JaxganError
+
 ISSUES = {
     "cmyk": "a CMYK image converted to RGB (PIL's formula, no ICC profile)",
     "color_space": "a YCbCr, LAB or HSV image converted to RGB",
@@ -58,7 +60,7 @@ _ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_1
                  8: Image.Transpose.ROTATE_90}
 
 
-class ImageError(ValueError):
+class ImageError(JaxganError, ValueError):
     """An image that cannot be used; ``reason`` is one of ``REASONS`` (a metrics key)."""
 
     def __init__(self, reason: str, message: str):

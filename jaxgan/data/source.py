@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from jaxgan.errors import JaxganError
 
-class DataError(ValueError):
+
+class DataError(JaxganError, ValueError):
     """A dataset that cannot be read at all (missing, empty, or every example bad); one line."""
 
 

@@ -1,6 +1,6 @@
 """Input-pipeline throughput: images/s of the loader alone, per decoding core.
 
-    python -m jaxgan.data.throughput --resolution 64 256 --workers 0 1 2
+    jaxgan throughput --resolution 64 256 --workers 0 1 2
 
 writes a folder of JPEGs (``--source-size``, default 500x375, the size of a typical CUB
 image) and times (1) ``load_image`` alone on one core and (2) the whole pipeline (Grain,
@@ -115,7 +115,8 @@ def embedding_costs(encoder_name: str, batch_size: int, repeats: int = 20) -> di
                 "cache_ms": median_ms(lambda picked: (table.text(picked[:batch_size]), table(picked[batch_size:])))}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan throughput``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--resolution", type=int, nargs="+", default=[64, 256])
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -127,7 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--encoders", nargs="*", default=[],
                    help="also time text embeddings per batch: encoder vs the frozen-embedding cache")
     p.add_argument("--json", help="also write the rows to this file")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan throughput``: decode and pipeline rates per resolution and worker count."""
     size = tuple(int(v) for v in args.source_size.lower().split("x"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,7 +159,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"source_size": args.source_size, "rows": rows,
                                                "embeddings": costs}, indent=2) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

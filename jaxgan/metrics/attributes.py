@@ -4,7 +4,7 @@ Whether a sample follows its prompt is judged by a small CNN that reads an image
 shape, size and position. It is trained on real shapes images only, so it knows nothing of
 any generator; its held-out accuracy on real images (near 100%) is the ceiling a perfect
 generator would reach. The package ships trained weights in ``jaxgan/assets/attribute_classifier``;
-``python -m jaxgan.metrics.attributes --out DIR`` retrains them.
+``jaxgan train-attributes --out DIR`` retrains them.
 
 Images are float NHWC in [-1, 1] (what the generators produce); any square resolution works,
 since the classifier resizes to 32x32 with an antialiased filter first.
@@ -362,20 +362,21 @@ def train_and_save(out: str | Path, steps: int, batch_size: int, seed: int,
     return load_attribute_classifier(out)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m jaxgan.metrics.attributes --out DIR``: train, evaluate, save."""
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan train-attributes``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="directory for weights.msgpack and config.json")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan train-attributes --out DIR``: train, evaluate, save."""
     classifier = train_and_save(args.out, args.steps, args.batch_size, args.seed)
     print(f"training took {classifier.config['training']['seconds']}s; held-out accuracy:")
     for name, acc in classifier.config["heldout_accuracy"].items():
         print(f"  {name:28s} " + "  ".join(f"{k} {v:.4f}" for k, v in acc.items()))
     print(f"wrote {Path(args.out) / WEIGHTS_FILE} and {Path(args.out) / CONFIG_FILE}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

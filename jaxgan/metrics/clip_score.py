@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgan.errors import JaxganError
 from jaxgan.metrics import clip_vision
 from jaxgan.metrics.clip_vision import ClipVisionConfig, ClipVisionModel
 from jaxgan.text import clip_hf, hf
@@ -41,7 +42,7 @@ LOGIT_SCALE = "logit_scale"
 DEFAULT_PROJECTION_DIM = 512
 
 
-class ClipScoreError(ValueError):
+class ClipScoreError(JaxganError, ValueError):
     """A CLIP model that cannot be loaded or must not be used for evaluation (one-line message)."""
 
 

@@ -23,9 +23,15 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxgan.data import shapes
+from jaxgan.metrics import clip_score as clip_lib
 from jaxgan.metrics import fid as fid_lib
+from jaxgan.metrics.attributes import attribute_accuracy
+from jaxgan.metrics.clip_score import aggregate_clip_scores, clip_score
 from jaxgan.metrics.features import (FeatureNetwork, clip_image_network, load_feature_network, quantize,
-                                     uint8_to_unit)
+                                     shapes_feature_network, uint8_to_unit)
+from jaxgan.metrics.inception_score import inception_score
+from jaxgan.metrics.kid import kernel_inception_distance
+from jaxgan.metrics.precision_recall import precision_recall_density_coverage
 from jaxgan.metrics.protocol import (EvalProtocol, ReferenceStats, ResolvedProtocol, default_cache_dir,
                                      reference_path)
 from jaxgan.metrics.sharded import ShardedMap, evaluation_mesh
@@ -214,13 +220,9 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
 
     networks = {"features": network}
     if not network.reads_attributes and protocol.dataset == "shapes":
-        from jaxgan.metrics.features import shapes_feature_network
-
         networks["attributes"] = shapes_feature_network()
     clip_sha = ""
     if protocol.clip or clip_scorer is not None:
-        from jaxgan.metrics import clip_score as clip_lib
-
         clip_scorer = clip_scorer or clip_lib.load_clip_scorer(protocol.clip)
         clip_lib.check_not_training_model(clip_scorer, training_text_hashes)
         networks["clip"] = clip_image_network(clip_scorer)
@@ -243,8 +245,6 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
 
 def _clip_metrics(scorer: Any, image_embeds: np.ndarray, captions: list[str], chunk: int = 256) -> dict[str, float]:
     """CLIP score of each image with its own caption; captions embedded once each."""
-    from jaxgan.metrics.clip_score import aggregate_clip_scores, clip_score
-
     unique = list(dict.fromkeys(captions))
     table = {}
     for start in range(0, len(unique), chunk):
@@ -257,10 +257,6 @@ def _clip_metrics(scorer: Any, image_embeds: np.ndarray, captions: list[str], ch
 
 def score(out: dict[str, np.ndarray], reference: ReferenceStats, protocol: EvalProtocol) -> dict[str, float]:
     """FID, KID, IS and precision/recall/density/coverage from extracted outputs."""
-    from jaxgan.metrics.inception_score import inception_score
-    from jaxgan.metrics.kid import kernel_inception_distance
-    from jaxgan.metrics.precision_recall import precision_recall_density_coverage
-
     features = out["features/features"].astype(np.float32)
     mu, sigma = fid_lib.stats_from_features(features)
     kid_mean, kid_std = kernel_inception_distance(reference.features, features, protocol.kid_subsets,
@@ -274,8 +270,6 @@ def score(out: dict[str, np.ndarray], reference: ReferenceStats, protocol: EvalP
 
 def alignment_accuracy(predicted: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
     """Text alignment: the fraction of samples whose attributes match their caption's."""
-    from jaxgan.metrics.attributes import attribute_accuracy
-
     return {f"alignment_{k}": v for k, v in attribute_accuracy(predicted, wanted).items()}
 
 

@@ -16,6 +16,7 @@ take the same path. Two networks exist:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +25,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.data import shapes
+from jaxgan.errors import JaxganError
+from jaxgan.metrics import attributes, inception
 
 Outputs = dict[str, jax.Array]
+
+
+class FeatureNetworkError(JaxganError, ValueError):
+    """A feature network that cannot be loaded: an unknown name, missing or unreadable weights."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,8 +91,6 @@ def _joint(heads: list[jax.Array]) -> jax.Array:
 
 def shapes_feature_network(path: str | Path | None = None) -> FeatureNetwork:
     """The attribute classifier as a feature network (the shipped one by default)."""
-    from jaxgan.metrics import attributes
-
     classifier = attributes.load_attribute_classifier(path)
     module = classifier.module
     # The hidden units are ReLUs with an RMS of about 12 on real images. Dividing by the
@@ -111,11 +116,8 @@ def shapes_feature_network(path: str | Path | None = None) -> FeatureNetwork:
 def measure_feature_scale(path: str | Path | None = None, count: int = 10_000, seed: int = 0) -> float:
     """RMS of the classifier's hidden features over ``count`` real train-split images at 32px.
 
-    What ``config.json``'s ``feature_scale`` holds; measured once, with ``python -m
-    jaxgan.metrics.features --measure-scale``.
+    What ``config.json``'s ``feature_scale`` holds; measured once, with ``jaxgan feature-scale``.
     """
-    from jaxgan.metrics import attributes
-
     classifier = attributes.load_attribute_classifier(path)
     total, n = 0.0, 0
     for start in range(0, count, 500):
@@ -129,8 +131,6 @@ def measure_feature_scale(path: str | Path | None = None, count: int = 10_000, s
 
 def inception_feature_network(path: str | Path) -> FeatureNetwork:
     """InceptionV3 (FID variant) from a weights file in jaxgan's format (see ``metrics.inception``)."""
-    from jaxgan.metrics import inception
-
     module, variables, sha256 = inception.load_fid_inception(path)
     run = inception.make_inception_fn(module)
 
@@ -160,27 +160,31 @@ def load_feature_network(spec: str) -> FeatureNetwork:
     """``"shapes"``, ``"shapes:DIR"`` or ``"inception:FILE"`` -> the feature network.
 
     Raises:
-      ValueError: an unknown name, or weights that are missing or unreadable (one line).
+      FeatureNetworkError: an unknown name, or weights that are missing or unreadable (one line).
     """
     name, _, arg = spec.partition(":")
+    if name == "inception" and not arg:
+        raise FeatureNetworkError("the inception feature network needs its weights file: "
+                                  "inception:PATH (convert one with jaxgan convert-inception)")
     try:
         if name == "shapes":
             return shapes_feature_network(arg or None)
         if name == "inception":
-            if not arg:
-                raise ValueError("the inception feature network needs its weights file: "
-                                 "inception:PATH (convert one with python -m jaxgan.metrics.inception convert)")
             return inception_feature_network(arg)
-    except FileNotFoundError as e:
-        raise ValueError(str(e)) from None
-    raise ValueError(f"unknown feature network {spec!r}; valid: shapes, shapes:DIR, inception:FILE")
+    except (FileNotFoundError, ValueError) as e:  # the weights loaders' one-line errors
+        raise FeatureNetworkError(str(e)) from None
+    raise FeatureNetworkError(f"unknown feature network {spec!r}; valid: shapes, shapes:DIR, inception:FILE")
 
 
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Measure the shapes feature network's feature scale.")
-    parser.add_argument("--measure-scale", action="store_true", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan feature-scale``."""
+    parser = argparse.ArgumentParser(description="Measure the shapes feature network's feature scale "
+                                                 "(config.json's feature_scale).")
     parser.add_argument("--classifier", default=None, help="classifier directory (default: shipped)")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan feature-scale``: prints ``measure_feature_scale`` of the classifier."""
     print(f"feature_scale {measure_feature_scale(args.classifier):.6f}")
+    return 0

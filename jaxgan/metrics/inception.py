@@ -26,7 +26,7 @@ Weight file format (``.safetensors``):
 
 Convert pytorch-fid's published ``pt_inception-2015-12-05-6726825d.pth`` once with::
 
-    python -m jaxgan.metrics.inception convert --pth pt_inception-2015-12-05-6726825d.pth \\
+    jaxgan convert-inception --pth pt_inception-2015-12-05-6726825d.pth \\
         --out fid_inception_v3.safetensors
 """
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+
+from jaxgan.errors import JaxganError
 
 FORMAT = "jaxgan-fid-inception-v3"
 INPUT_SIZE = 299
@@ -54,7 +55,7 @@ BN_EPSILON = 1e-3
 Variables = dict[str, Any]
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(JaxganError, ValueError):
     """A weights file (or state dict) that is missing, unreadable or does not fit the network."""
 
 
@@ -420,7 +421,7 @@ def load_fid_inception(path: str | Path) -> tuple[FIDInceptionV3, Variables, str
     path = Path(path)
     if not path.is_file():
         raise InceptionWeightsError(f"FID Inception weights {path} do not exist (convert pytorch-fid's "
-                                    "weights with: python -m jaxgan.metrics.inception convert)")
+                                    "weights with: jaxgan convert-inception)")
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
@@ -462,24 +463,17 @@ def convert_pytorch_fid_weights(pth_path: str | Path, out_path: str | Path) -> s
     return save_fid_inception(out_path, variables, source=pth_path.name, source_sha256=file_sha256(pth_path))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``convert --pth FILE --out FILE``; errors are one ``error: ...`` line and exit code 2."""
-    parser = argparse.ArgumentParser(prog="python -m jaxgan.metrics.inception",
-                                     description="FID InceptionV3 weights for jaxgan.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser("convert", help="convert pytorch-fid's .pth weights to jaxgan's .safetensors")
-    convert.add_argument("--pth", required=True, help="pt_inception-2015-12-05-6726825d.pth")
-    convert.add_argument("--out", required=True, help="the .safetensors file to write")
-    args = parser.parse_args(argv)
-    try:
-        sha256 = convert_pytorch_fid_weights(args.pth, args.out)
-    except (InceptionWeightsError, OSError) as e:
-        message = str(e) if isinstance(e, InceptionWeightsError) else _one_line(e)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan convert-inception``."""
+    parser = argparse.ArgumentParser(description="Convert pytorch-fid's .pth FID InceptionV3 weights to "
+                                                 "jaxgan's .safetensors.")
+    parser.add_argument("--pth", required=True, help="pt_inception-2015-12-05-6726825d.pth")
+    parser.add_argument("--out", required=True, help="the .safetensors file to write")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan convert-inception --pth FILE --out FILE``: converts and prints the output's sha256."""
+    sha256 = convert_pytorch_fid_weights(args.pth, args.out)
     print(f"wrote {args.out} sha256 {sha256}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m jaxgan.metrics.sanity``: does the evaluation tell real images from broken ones?
+"""``jaxgan sanity``: does the evaluation tell real images from broken ones?
 
 Scores three image sources under the shapes protocol, against the same reference
 statistics (the test split):
@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
-from typing import Sequence
 
 import jax.numpy as jnp
 
@@ -55,14 +53,19 @@ def sanity_table(protocol: EvalProtocol, cache_dir: str | None = None,
             for s in (real, grey(real), constant(real, protocol.resolution))}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan sanity``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-samples", type=int, default=10_000)
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="data seed, noise seed and KID subsets")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default=None, help="also write the results here")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxgan sanity``: the real/grey/constant table under the shapes protocol."""
     protocol = EvalProtocol(num_samples=args.num_samples, num_reference=args.num_samples,
                             resolution=args.resolution, data_seed=args.seed, seed=args.seed)
     table = sanity_table(protocol, args.cache_dir)
@@ -76,7 +79,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=2)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

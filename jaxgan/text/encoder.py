@@ -218,7 +218,7 @@ def _builtin_directory(name: str) -> Path | None:
     if name == SHAPES_ENCODER:
         if not (SHAPES_ENCODER_DIR / hf.CONFIG_FILE).is_file():
             raise TextEncoderNotFoundError(f"the shipped shapes encoder is missing from {SHAPES_ENCODER_DIR}; "
-                                           "recreate it with python -m jaxgan.pretrain_text --out DIR")
+                                           "recreate it with jaxgan pretrain-text --out DIR")
         return SHAPES_ENCODER_DIR
     if name in MINILM_NAMES:
         try:

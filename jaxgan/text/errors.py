@@ -1,7 +1,9 @@
 """Errors of the text package, each with a one-line message the command line can print."""
 
+from jaxgan.errors import JaxganError
 
-class TextEncoderError(ValueError):
+
+class TextEncoderError(JaxganError, ValueError):
     """A text encoder that cannot be loaded or used, or input it cannot encode."""
 
 

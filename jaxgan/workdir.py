@@ -1,0 +1,139 @@
+"""A training workdir as the other tools see it: the config it ran with and the generator it trained.
+
+``train_and_evaluate`` writes a workdir (``config.json``, ``checkpoints/``, logs, samples);
+sampling, ``jaxgan eval`` and ``jaxgan alignment`` read one back through this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from jaxgan.checkpoint import Checkpointer
+from jaxgan.config import Config, ConfigError, apply_overrides, from_dict, get_config
+from jaxgan.data.pipeline import CaptionEmbeddingCache
+from jaxgan.models import build_models, uses_word_attention
+from jaxgan.sampling import (apply_generator, make_generate_fn, sample_noise, save_attention_overlays, to_uint8,
+                             write_samples)
+from jaxgan.state import GANState, abstract_state
+from jaxgan.text import TextEncoder, load_text_encoder
+
+
+def resolve_config(workdir: str | Path, preset: str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """The run's config: the workdir's saved one when resuming without ``preset``, else the preset.
+
+    ``overrides`` (``"section.key=value"``) apply on top of either. A workdir without a
+    ``config.json`` (a new run) gets the preset, ``"default"`` when none is named.
+
+    Example:
+        config = resolve_config("runs/demo", None, ["train.steps=8000"])  # resume for longer
+    """
+    saved = Path(workdir) / "config.json"
+    if preset is None and saved.exists():
+        try:
+            base = from_dict(json.loads(saved.read_text()))
+        except (json.JSONDecodeError, ConfigError) as e:
+            raise ConfigError(f"{saved} is not a valid jaxgan config ({e})") from None
+        return apply_overrides(base, list(overrides))
+    return get_config(preset or "default", list(overrides))
+
+
+def saved_config(workdir: str | Path) -> Config:
+    """The config a finished or running training wrote to ``workdir``.
+
+    Raises:
+      ConfigError: ``workdir`` has no ``config.json`` (it is not a training workdir), or an
+        invalid one.
+    """
+    workdir = Path(workdir)
+    if not (workdir / "config.json").exists():
+        raise ConfigError(f"{workdir} is not a training workdir (no config.json)")
+    return resolve_config(workdir)
+
+
+def restore_state(config: Config, workdir: str | Path, encoder: TextEncoder, step: int | None = None) -> GANState:
+    """The training state of ``workdir``'s checkpoint at ``step`` (default: the latest), on one device.
+
+    ``encoder`` is the run's text encoder: its widths shape the generator's text inputs.
+
+    Raises:
+      CheckpointError: no checkpoint, a corrupt one, or one of another model than ``config``'s.
+    """
+    generator, discriminator = build_models(config.model)
+    abstract = abstract_state(config, generator, discriminator, encoder.sentence_dim, encoder.word_dim)
+    checkpoints = Checkpointer(Path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
+    try:
+        state, _ = checkpoints.restore(abstract, config, step=step)
+    finally:
+        checkpoints.close()
+    return state
+
+
+class TrainedGenerator:
+    """The EMA generator of a workdir's checkpoint with its text encoder: prompts -> images.
+
+    Example:
+        generator = TrainedGenerator(config, "runs/demo")
+        images = generator(["a red circle", "a blue square"], seeds=[0, 1])  # uint8 [2, R, R, 3]
+    """
+
+    def __init__(self, config: Config, workdir: str | Path, step: int | None = None):
+        self.config = config
+        self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
+        self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
+        self.generator, _ = build_models(config.model)
+        state = restore_state(config, workdir, self.encoder, step)
+        self.step = int(state.step)
+        self._params, self._stats = state.ema_params, state.ema_stats
+        self._generate = make_generate_fn(self.generator)
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        """uint8 [N, R, R, 3]: prompt i with noise from seed i."""
+        z = sample_noise(seeds, self.config.model.z_dim)
+        return np.asarray(self._generate(self._params, self._stats, z, self.embed.text(list(prompts))))
+
+    def attention(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[np.ndarray, dict, list[list[str]]]:
+        """(images uint8 [N, R, R, 3], {size: attention [N, size*size, L]}, tokens of each prompt).
+
+        The maps are those of the generator's word-attention blocks (``model.word_attention``);
+        each token list has the prompt's real tokens (padding dropped), in map order.
+        """
+        if not uses_word_attention(self.config.model):
+            raise ConfigError("--attention needs a model with word attention (train with "
+                              "--set model.arch=dfgan --set model.word_attention=16)")
+        text = self.embed.text(list(prompts))
+        z = sample_noise(seeds, self.config.model.z_dim)
+        images, sown = apply_generator(self.generator, {"params": self._params, "batch_stats": self._stats},
+                                       z, text, mutable=["intermediates"])
+        maps = {int(name.split("_")[1]): np.asarray(v["attention"])
+                for name, v in sown["intermediates"].items() if name.startswith("attn_")}
+        ids = self.encoder.tokenize(list(prompts))
+        tokens = [[self.encoder.tokenizer.convert_ids_to_tokens(int(i)) for i, m in zip(row, mask) if m]
+                  for row, mask in zip(ids["input_ids"], ids["attention_mask"])]
+        return np.asarray(to_uint8(images)), maps, tokens
+
+
+def generate_from_checkpoint(config: Config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,
+                             seed: int, out_dir: str | Path, step: int | None = None,
+                             attention: bool = False) -> Path:
+    """Writes samples of ``workdir``'s EMA generator for ``prompts``; returns the manifest path.
+
+    Sample j of every prompt uses seed ``seed + j``. With ``attention``, also writes
+    ``attention_P_J.png`` per sample: its word-attention maps over the image, one per token.
+
+    Example:
+        generate_from_checkpoint(config, "runs/demo", ["a red circle"], 4, seed=0, out_dir="samples")
+    """
+    generate = TrainedGenerator(config, workdir, step)
+    all_prompts = [p for p in prompts for _ in range(per_prompt)]
+    seeds = [seed + j for _ in prompts for j in range(per_prompt)]
+    if attention:
+        # Written first, so a model without word attention fails before any sample is written.
+        images, maps, tokens = generate.attention(all_prompts, seeds)
+        for i in range(len(all_prompts)):
+            save_attention_overlays(images[i], {k: v[i] for k, v in maps.items()}, tokens[i],
+                                    Path(out_dir) / f"attention_{i // per_prompt:03d}_{i % per_prompt:03d}.png")
+    return write_samples(generate(all_prompts, seeds), all_prompts, seeds, out_dir, per_prompt)
