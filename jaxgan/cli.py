@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from jaxgan.config import PRESETS, Config, ConfigError, from_dict, get_config, apply_overrides
+from jaxgan.config import Config, ConfigError
+from jaxgan.presets import PRESETS, apply_overrides, config_help, from_dict, get_config
 
 
 class UsageError(ValueError):
@@ -58,6 +59,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.width=64 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--help-config", action="store_true",
+                   help="print every config key with its type, default and meaning, and exit")
     d = p.add_argument_group("multi-process (every process runs the same command; see README)")
     d.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordination service")
     d.add_argument("--num-processes", type=int, help="processes in the run")
@@ -76,6 +79,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         from jaxgan.distributed import initialize, is_primary
         from jaxgan.train import train_and_evaluate
 
+        if args.help_config:
+            print(config_help())
+            return 0
         # Before anything touches a device: the runtime must start first.
         initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
                    timeout_s=args.coordinator_timeout)

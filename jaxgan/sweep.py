@@ -22,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgan.config import Config, ConfigError, apply_overrides
+from jaxgan.config import Config, ConfigError
+from jaxgan.presets import apply_overrides, get_config
 from jaxgan.state import GANState, init_state
 from jaxgan.step import Batch, Metrics, make_train_step
 
@@ -142,8 +143,6 @@ def benchmark(config: Config, members: int, steps: int = 10, repeats: int = 5) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
-
-    from jaxgan.config import get_config
 
     p = argparse.ArgumentParser(description="Throughput of K GANs trained by one vmapped step vs one by one.")
     p.add_argument("--preset", default="tiny")
