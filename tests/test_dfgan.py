@@ -417,7 +417,8 @@ def test_jit_forward_and_backward_with_every_option_is_finite(full):
 
 def _model(arch, **fields):
     """The tiny preset's model as ``arch``'s config, with ``fields`` changed."""
-    return apply_overrides(get_config("tiny"), {"model.arch": arch, **{f"model.{k}": v for k, v in fields.items()}}).model
+    overrides = {"model.arch": arch, **{f"model.{k}": v for k, v in fields.items()}}
+    return apply_overrides(get_config("tiny"), overrides).model
 
 
 def test_build_models_dispatches_on_arch():
