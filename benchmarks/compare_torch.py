@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from benchmarks.torch_step import benchmark_torch_step
     from jaxgan.bench import benchmark_step
-    from jaxgan.config import ConfigError, get_config
+    from jaxgan.config import ConfigError
+    from jaxgan.presets import get_config
 
     overrides = list(args.overrides)
     if args.batch_size is not None:

@@ -28,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxgan.config import ModelConfig
 from jaxgan.models import discriminator_width
-from jaxgan.models.dcgan import discriminator_channels, generator_channels
+from jaxgan.models.dcgan import DCGANConfig, discriminator_channels, generator_channels
 
 
 class BatchNorm(nn.Module):
@@ -89,7 +88,7 @@ class Generator(nn.Module):
     (same params, same function, fewer FLOPs).
     """
 
-    def __init__(self, cfg: ModelConfig, sentence_dim: int = 128, subpixel: bool = False):
+    def __init__(self, cfg: DCGANConfig, sentence_dim: int = 128, subpixel: bool = False):
         super().__init__()
         self.channels = generator_channels(cfg.resolution, cfg.width)
         self.upsample = cfg.upsample
@@ -133,7 +132,7 @@ class Discriminator(nn.Module):
     and the text head twice, as in the Flax module.
     """
 
-    def __init__(self, cfg: ModelConfig, sentence_dim: int = 128):
+    def __init__(self, cfg: DCGANConfig, sentence_dim: int = 128):
         super().__init__()
         chans = discriminator_channels(cfg.resolution, discriminator_width(cfg))
         ins = [3] + chans[:-1]
@@ -166,10 +165,10 @@ class Discriminator(nn.Module):
         return score(sentence), score(wrong_sentence)
 
 
-def build_torch_models(cfg: ModelConfig, sentence_dim: int = 128,
+def build_torch_models(cfg: DCGANConfig, sentence_dim: int = 128,
                        subpixel: bool = False) -> tuple[Generator, Discriminator]:
     """The torch (generator, discriminator) pair of a jaxgan model config."""
-    if cfg.arch != "dcgan":
+    if not isinstance(cfg, DCGANConfig):
         raise ValueError(f"no torch reference for model.arch={cfg.arch!r}")
     return Generator(cfg, sentence_dim, subpixel), Discriminator(cfg, sentence_dim)
 

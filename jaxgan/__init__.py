@@ -18,10 +18,11 @@ from typing import Any
 # worker processes import jaxgan.data.prepare) does not load JAX, Flax and the models.
 _EXPORTS = {
     # configs and the whole training run
-    "Config": "jaxgan.config", "ConfigError": "jaxgan.config", "apply_overrides": "jaxgan.config",
-    "get_config": "jaxgan.config", "train_and_evaluate": "jaxgan.train",
+    "Config": "jaxgan.config", "ConfigError": "jaxgan.config", "ModelConfig": "jaxgan.config",
+    "apply_overrides": "jaxgan.presets", "get_config": "jaxgan.presets", "train_and_evaluate": "jaxgan.train",
     # models, state and the compiled step
-    "build_models": "jaxgan.models", "GANState": "jaxgan.state", "init_state": "jaxgan.state",
+    "build_models": "jaxgan.models", "ARCHITECTURES": "jaxgan.models", "GANState": "jaxgan.state",
+    "init_state": "jaxgan.state",
     "make_train_step": "jaxgan.step", "build_train_program": "jaxgan.program", "TrainProgram": "jaxgan.program",
     # losses, regularisers, augmentation: pure functions a step composes
     "LOSSES": "jaxgan.losses", "AdversarialLoss": "jaxgan.losses", "matching_aware_d_loss": "jaxgan.losses",

@@ -24,9 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgan.config import Config, get_config
+from jaxgan.config import Config
 from jaxgan.flops import WORDS_PER_CAPTION, step_flops
 from jaxgan.models import build_models, discriminator_width, uses_word_attention
+from jaxgan.presets import get_config
 from jaxgan.program import TrainProgram, build_train_program
 
 # Vendor dense peaks in TFLOP/s by (device_kind prefix, compute dtype), and memory bandwidth
@@ -180,7 +181,8 @@ def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: in
         "resolution": config.model.resolution, "width": config.model.width,
         "d_width": discriminator_width(config.model),
         "batch_size": config.train.batch_size, "dtype": config.model.dtype,
-        "upsample": config.model.upsample, "parallel": parallel.mode, "devices": parallel.num_devices,
+        "arch": config.model.arch, **config.model.arch_options(), "parallel": parallel.mode,
+        "devices": parallel.num_devices,
         "backend": jax.default_backend(), "device_kind": device.device_kind, "jax_version": jax.__version__,
         "compile_s": compile_s, "first_step_s": first_step_s, "timed_steps": steps,
         "step_ms_median": 1e3 * median, "step_ms_min": 1e3 * min(times), "step_ms_max": 1e3 * max(times),

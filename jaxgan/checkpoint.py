@@ -15,8 +15,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxgan.config import Config, to_dict
+from jaxgan.config import Config, ConfigError, to_dict
 from jaxgan.errors import JaxganError
+from jaxgan.presets import from_dict
 
 
 class CheckpointError(JaxganError, RuntimeError):
@@ -75,14 +76,20 @@ class Checkpointer:
             raise CheckpointError(f"{where} is corrupt: cannot read its metadata ({_short(e)})") from None
         saved_model = meta.config.get("model") if isinstance(meta.config, dict) else None
         if isinstance(saved_model, dict):
-            # A model field added after this checkpoint was written is missing from its
-            # config. New fields default to what the code did before they existed, so the
-            # checkpoint was written under the default: compare it as that.
-            saved_model = {**to_dict(Config())["model"], **saved_model}
+            # Read the saved model config as config.json is read: a model field added after
+            # this checkpoint was written is missing from it, and new fields default to what
+            # the code did before they existed, so it compares as its default; a checkpoint
+            # from before each architecture had its own config also holds the other
+            # architectures' fields, at their defaults, which are dropped.
+            try:
+                saved_model = to_dict(from_dict({"model": saved_model}))["model"]
+            except ConfigError:
+                pass  # compared as written: the diff below names what differs
         wanted = to_dict(config)["model"]
         if saved_model != wanted:
-            diff = sorted(k for k in wanted if (saved_model or {}).get(k) != wanted[k])
-            detail = ", ".join(f"model.{k}: checkpoint {(saved_model or {}).get(k)!r} vs config {wanted[k]!r}"
+            keys = list(wanted) + [k for k in (saved_model or {}) if k not in wanted]
+            diff = sorted(k for k in keys if (saved_model or {}).get(k) != wanted.get(k))
+            detail = ", ".join(f"model.{k}: checkpoint {(saved_model or {}).get(k)!r} vs config {wanted.get(k)!r}"
                                for k in diff)
             raise CheckpointError(f"{where} is incompatible with the config ({detail})")
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from jaxgan import bench, pretrain_text, report, scaling, sweep
-from jaxgan.config import PRESETS, Config
+from jaxgan.config import Config
 from jaxgan.data import throughput
 from jaxgan.distributed import initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
@@ -27,6 +27,7 @@ from jaxgan.eval import evaluate_workdir, print_result
 from jaxgan.metrics import attributes, features, inception, sanity
 from jaxgan.metrics.alignment import alignment_of
 from jaxgan.models import uses_word_attention
+from jaxgan.presets import PRESETS, config_help
 from jaxgan.train import train_and_evaluate
 from jaxgan.workdir import TrainedGenerator, generate_from_checkpoint, resolve_config, saved_config
 
@@ -46,6 +47,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.width=64 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--help-config", action="store_true",
+                   help="print every config key with its type, default and meaning, and exit")
     d = p.add_argument_group("multi-process (every process runs the same command; see README)")
     d.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordination service")
     d.add_argument("--num-processes", type=int, help="processes in the run")
@@ -65,6 +68,9 @@ def train_config(args: argparse.Namespace) -> Config:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.help_config:
+        print(config_help())
+        return 0
     # Before anything touches a device: the runtime must start first.
     initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
                timeout_s=args.coordinator_timeout)

@@ -28,10 +28,11 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from jaxgan.config import Config, ConfigError, get_config
+from jaxgan.config import Config, ConfigError
 from jaxgan.flops import step_flops
 from jaxgan.models import build_models
 from jaxgan.parallel import fsdp_spec
+from jaxgan.presets import get_config
 from jaxgan.state import abstract_state
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxgan.config import Config, parse_resolutions
+from jaxgan.config import Config
 from jaxgan.regularizers import DEFAULT_WEIGHTS
 
 
@@ -74,7 +74,7 @@ def initial_hparams(config: Config) -> dict[str, jax.Array]:
 
 def word_inputs(config: Config, words: jax.Array | None, word_mask: jax.Array | None) -> dict[str, jax.Array]:
     """The generator's word arguments: only models with word attention take them."""
-    if not parse_resolutions(config.model.word_attention):
+    if not config.model.uses_word_attention:
         return {}
     if words is None or word_mask is None:
         raise ValueError("model.word_attention needs the captions' word embeddings and mask")

@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.bench import synthetic_batch
-from jaxgan.config import Config, ConfigError, apply_overrides, get_config
+from jaxgan.config import Config, ConfigError
 from jaxgan.models import build_models
+from jaxgan.presets import apply_overrides, get_config
 from jaxgan.state import GANState, init_state
 from jaxgan.step import Batch, Metrics, make_train_step
 

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from jaxgan.checkpoint import Checkpointer
-from jaxgan.config import Config, ConfigError, apply_overrides, from_dict, get_config
+from jaxgan.config import Config, ConfigError
+from jaxgan.presets import apply_overrides, from_dict, get_config
 from jaxgan.data.pipeline import CaptionEmbeddingCache
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.sampling import (apply_generator, make_generate_fn, sample_noise, save_attention_overlays, to_uint8,

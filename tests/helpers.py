@@ -18,7 +18,7 @@ def trees_bitwise_equal(a, b) -> bool:
 def random_batch(batch_size: int, resolution: int, sentence_dim: int, seed: int) -> dict:
     """``bench.synthetic_batch`` for a batch size and resolution without a whole config."""
     from jaxgan.bench import synthetic_batch
-    from jaxgan.config import get_config
+    from jaxgan.presets import get_config
 
     config = get_config("tiny", [f"train.batch_size={batch_size}", f"model.resolution={resolution}"])
     return synthetic_batch(config, sentence_dim, seed)

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 from jaxgan import bench, cli, flops, program, train
-from jaxgan.config import get_config
 from jaxgan.models import build_models
+from jaxgan.presets import get_config
 
 
 @pytest.mark.usefixtures("quick_compiles")  # compares programs as lowered, before XLA's passes

@@ -1,10 +1,13 @@
 import pytest
 
-from jaxgan.config import PRESETS, Config, ConfigError, from_dict, get_config, to_dict
+from jaxgan import cli
+from jaxgan.config import Config, ConfigError, ModelConfig, flat_fields, to_dict
+from jaxgan.models import ARCHITECTURES, DCGANConfig, DFGANConfig
+from jaxgan.presets import PRESETS, from_dict, get_config
 
 
 def test_presets_override_a_few_fields():
-    assert get_config() == Config()
+    assert get_config() == Config(model=DCGANConfig())
     tiny = get_config("tiny")
     assert tiny.model.width == 8 and tiny.model.resolution == 32
     assert get_config("dcgan256").model.resolution == 256
@@ -57,3 +60,42 @@ def test_bad_config_gives_one_line_error(overrides, message):
 def test_unknown_preset_lists_valid_ones():
     with pytest.raises(ConfigError, match="unknown preset 'huge'; valid presets: default, "):
         get_config("huge")
+
+
+def test_each_architecture_has_its_own_config_class_registered_by_name():
+    for name, arch in ARCHITECTURES.items():
+        assert arch.config.arch == name and issubclass(arch.config, ModelConfig)
+    assert type(get_config().model) is DCGANConfig and type(get_config("dfgan64").model) is DFGANConfig
+    assert not hasattr(get_config().model, "g_norm") and not hasattr(get_config("dfgan64").model, "upsample")
+
+
+def test_setting_model_arch_switches_the_config_class_and_keeps_the_shared_fields():
+    # model.arch resolves first wherever it stands, so the other arch's keys may come before it.
+    for overrides in (["model.arch=dfgan", "model.g_norm=batch"], ["model.g_norm=batch", "model.arch=dfgan"]):
+        model = get_config("tiny", overrides).model
+        assert type(model) is DFGANConfig and (model.width, model.z_dim, model.g_norm) == (8, 16, "batch")
+    back = get_config("dfgan64", ["model.arch=dcgan"]).model
+    assert type(back) is DCGANConfig and back.resolution == 64
+    # Another architecture's key at its default is accepted (old configs hold every key).
+    assert get_config("default", ["model.g_norm=none", "model.d_projection=false"]) == get_config()
+    with pytest.raises(ConfigError, match="model.arch must be one of dcgan, dfgan, got 'gan'"):
+        get_config("default", ["model.arch=gan"])
+    with pytest.raises(ConfigError, match="model.upsample='conv_transpose' is not a dfgan option: "
+                                          "model.upsample needs model.arch=dcgan"):
+        get_config("dfgan64", ["model.upsample=conv_transpose"])
+    with pytest.raises(ConfigError, match="model.g_norm='batch' is not a dcgan option"):
+        get_config("dfgan64_cpu", ["model.arch=dcgan"])  # would silently drop the preset's g_norm
+
+
+def test_help_config_lists_every_key_with_its_type_default_and_meaning(capsys):
+    assert cli.train_main(["--help-config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = set(flat_fields(get_config())) | {f"model.{f.name}" for a in ARCHITECTURES.values()
+                                             for f in a.config.own_fields()}
+    rows = {line.split()[0]: line.split(maxsplit=3)[1:] for line in lines if line.startswith("  ")}
+    assert set(rows) == keys
+    for key, (kind, default, meaning) in rows.items():
+        assert kind in ("int", "float", "str", "bool") and meaning.strip(), key
+    assert rows["train.steps"][:2] == ["int", "6000"] and rows["model.g_norm"][:2] == ["str", '"none"']
+    assert "one of: none, batch" in rows["model.g_norm"][2]
+    assert "model, dfgan only (model.arch=dfgan):" in lines and "model, dcgan only (model.arch=dcgan):" in lines

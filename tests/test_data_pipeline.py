@@ -4,10 +4,10 @@ frozen-embedding cache."""
 import numpy as np
 import pytest
 
-from jaxgan.config import get_config
 from jaxgan.data import embeddings
 from jaxgan.data.loader import DatasetPipeline
 from jaxgan.data.source import DataError, example
+from jaxgan.presets import get_config
 
 BATCH = 8
 

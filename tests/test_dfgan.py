@@ -1,6 +1,5 @@
 """DF-GAN generator and discriminator, and the optional CA, word attention, self-attention and SN."""
 
-import dataclasses
 import math
 import types
 
@@ -10,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgan.config import get_config
 from jaxgan.models import build_models
 from jaxgan.models.dfgan import (Affine, DFBlock, DFDiscriminator, DFGenerator, GBlock, MatchingHead, dfgan_channels,
                                  dfgan_d_channels)
 from jaxgan.losses import conditioning_kl
 from jaxgan.models.layers import (ConditioningAugmentation, Conv, SelfAttention, WordAttention, upsample_bilinear,
                                   upsample_nearest)
+from jaxgan.presets import apply_overrides, get_config
 
 Z, S, W, L = 16, 12, 10, 6  # noise, sentence, word dims; caption length
 
@@ -416,25 +415,31 @@ def test_jit_forward_and_backward_with_every_option_is_finite(full):
     assert float(jnp.abs(gx).max()) > 0 and float(jnp.abs(gs).max()) > 0
 
 
+def _model(arch, **fields):
+    """The tiny preset's model as ``arch``'s config, with ``fields`` changed."""
+    overrides = {"model.arch": arch, **{f"model.{k}": v for k, v in fields.items()}}
+    return apply_overrides(get_config("tiny"), overrides).model
+
+
 def test_build_models_dispatches_on_arch():
     cfg = get_config("tiny").model
     g, d = build_models(cfg)
     assert type(g).__name__ == "Generator" and type(d).__name__ == "Discriminator"
-    g, d = build_models(dataclasses.replace(cfg, arch="dfgan"))
+    g, d = build_models(_model(arch="dfgan"))
     assert isinstance(g, DFGenerator) and isinstance(d, DFDiscriminator)
     assert (g.width, g.resolution, g.ca, g.attention_resolutions, d.spectral_norm) == (8, 32, False, (), False)
-    g, d = build_models(dataclasses.replace(cfg, arch="dfgan", ca=True, word_attention="8,16", self_attention=16,
-                                            spectral_norm=True))
+    g, d = build_models(_model(arch="dfgan", ca=True, word_attention="8,16", self_attention=16,
+                               spectral_norm=True))
     assert (g.ca, g.attention_resolutions, g.self_attention_resolution) == (True, (8, 16), 16)
     assert (d.spectral_norm, d.self_attention_resolution) == (True, 16)
-    g, _ = build_models(dataclasses.replace(cfg, arch="dfgan", g_norm="batch"), bn_groups=2)
+    g, _ = build_models(_model(arch="dfgan", g_norm="batch"), bn_groups=2)
     assert (g.norm, g.bn_groups) == ("batch", 2)
-    g, _ = build_models(dataclasses.replace(cfg, arch="dfgan", g_shortcut="bilinear"))
+    g, _ = build_models(_model(arch="dfgan", g_shortcut="bilinear"))
     assert g.shortcut_upsample == "bilinear"
-    _, d = build_models(dataclasses.replace(cfg, arch="dfgan", d_head_width=64, d_projection=True))
+    _, d = build_models(_model(arch="dfgan", d_head_width=64, d_projection=True))
     assert (d.head_hidden, d.projection) == (64, True)
     # model.d_width sets D's width alone, in both architectures; 0 means model.width.
     for arch in ("dfgan", "dcgan"):
-        g, d = build_models(dataclasses.replace(cfg, arch=arch, d_width=16))
+        g, d = build_models(_model(arch=arch, d_width=16))
         assert (g.width, d.width) == (8, 16)
-        assert build_models(dataclasses.replace(cfg, arch=arch))[1].width == 8
+        assert build_models(_model(arch=arch))[1].width == 8

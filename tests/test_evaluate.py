@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgan.config import ConfigError, get_config
+from jaxgan.config import ConfigError
 from jaxgan.metrics import evaluate as evaluate_lib
 from jaxgan.metrics.evaluate import evaluate, generator_source, real_source
 from jaxgan.metrics.features import shapes_feature_network
@@ -18,6 +18,7 @@ from jaxgan.metrics.protocol import EvalProtocol, ReferenceStats
 from jaxgan.metrics.sanity import constant, grey
 from jaxgan.metrics.sharded import evaluation_mesh
 from jaxgan.models import build_models
+from jaxgan.presets import get_config
 from test_clip_score import clip_dir  # noqa: F401  (a tiny random CLIPModel directory)
 
 N = 1024

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxgan.config import ConfigError, get_config
+from jaxgan.config import ConfigError
 from jaxgan.data.folder import ImageFolderSource
 from jaxgan.data.source import DataError
 from jaxgan.metrics.dataset_eval import EvalExamples, dataset_real_source
 from jaxgan.metrics.evaluate import ImageSource, evaluate
 from jaxgan.metrics.features import FeatureNetwork
 from jaxgan.metrics.protocol import EvalProtocol
+from jaxgan.presets import get_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 SMALL = dict(num_samples=48, num_reference=48, kid_subsets=5, kid_subset_size=24, is_splits=4)

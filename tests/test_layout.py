@@ -5,9 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan.config import ConfigError, get_config
+from jaxgan.config import ConfigError
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.parallel import data_parallel, fsdp_spec
+from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
 from helpers import adam_reach, tree_max_abs_diff

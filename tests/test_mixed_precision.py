@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from jaxgan.config import get_config
 from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
+from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
 

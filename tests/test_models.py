@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgan.config import get_config
 from jaxgan.models import build_models
 from jaxgan.models.layers import BatchNorm, DownConv, ResizeConv, upsample_bilinear, upsample_nearest
+from jaxgan.presets import get_config
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128, 256])

@@ -21,7 +21,7 @@ import pytest
 
 from helpers import tree_max_abs_diff
 from jaxgan.checkpoint import Checkpointer
-from jaxgan.config import get_config
+from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
 from jaxgan.train import train_and_evaluate

@@ -12,8 +12,8 @@ import jax
 import pytest
 
 from helpers import trees_bitwise_equal
-from jaxgan.config import get_config
 from jaxgan.preemption import StopSignals
+from jaxgan.presets import get_config
 from jaxgan.train import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ def _train(workdir, overrides):
 
 
 def test_attention_overlays_are_written_per_sample(tmp_path):
-    from jaxgan.config import get_config
+    from jaxgan.presets import get_config
     from jaxgan.workdir import TrainedGenerator
 
     workdir, out = tmp_path / "run", tmp_path / "samples"

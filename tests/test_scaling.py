@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan.config import get_config
 from jaxgan.models import build_models
+from jaxgan.presets import get_config
 from jaxgan.scaling import expected_step, fsdp_bytes, parameter_bytes, ring_allreduce_bytes
 from jaxgan.state import init_state
 

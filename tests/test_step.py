@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from helpers import random_batch, train_steps, tree_max_abs_diff
-from jaxgan.config import get_config
 from jaxgan.losses import LOSSES, matching_aware_d_loss
 from jaxgan.models import build_models
+from jaxgan.presets import get_config
 from jaxgan.state import GANState, init_state
 from jaxgan.step import batch_spread, example_noise, make_train_step, saturated_fraction
 

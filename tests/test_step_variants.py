@@ -7,9 +7,9 @@ import pytest
 
 from helpers import train_steps, tree_max_abs_diff
 from jaxgan.bench import synthetic_batch
-from jaxgan.config import get_config
 from jaxgan.losses import LOSSES, matching_aware_d_loss
 from jaxgan.models import build_models
+from jaxgan.presets import get_config
 from jaxgan.regularizers import ma_gp
 from jaxgan.state import init_state
 from jaxgan.step import example_noise, images_to_float, make_train_step

@@ -9,8 +9,9 @@ import pytest
 from helpers import tree_max_abs_diff
 from jaxgan import sweep
 from jaxgan.bench import synthetic_batch
-from jaxgan.config import ConfigError, get_config
+from jaxgan.config import ConfigError
 from jaxgan.models import build_models
+from jaxgan.presets import get_config
 from jaxgan.state import init_state
 from jaxgan.step import make_train_step
 

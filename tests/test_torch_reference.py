@@ -21,8 +21,8 @@ from benchmarks import compare_torch  # noqa: E402
 from benchmarks.torch_dcgan import (BatchNorm, build_torch_models, load_flax_params,  # noqa: E402
                                     to_flax_batch_stats, to_flax_params)
 from benchmarks.torch_step import TorchStep  # noqa: E402
-from jaxgan.config import get_config  # noqa: E402
 from jaxgan.models import build_models  # noqa: E402
+from jaxgan.presets import get_config  # noqa: E402
 from jaxgan.state import init_state  # noqa: E402
 from jaxgan.step import example_noise, make_train_step  # noqa: E402
 from helpers import random_batch, tree_max_abs_diff  # noqa: E402

@@ -10,8 +10,8 @@ from PIL import Image
 
 from helpers import trees_bitwise_equal
 from jaxgan import cli
-from jaxgan.config import get_config
 from jaxgan.data.pipeline import ShapesPipeline
+from jaxgan.presets import get_config
 from jaxgan.train import NonFiniteLossError, train_and_evaluate
 
 TINY = ["train.num_devices=1", "train.checkpoint_every=3", "train.log_every=1", "train.sample_every=3"]
@@ -146,13 +146,13 @@ def test_incompatible_and_corrupt_checkpoints_are_named(trained, tmp_path, capsy
     err = _error_line(capsys)
     assert "checkpoints/6 is incompatible" in err and "model.width: checkpoint 8 vs config 16" in err
 
-    # A checkpoint from before a model field existed (here g_shortcut and d_width) loads
+    # A checkpoint from before a model field existed (here upsample and d_width) loads
     # as one written under that field's default...
     older = tmp_path / "older"
     shutil.copytree(trained, older)
     for path in [older / "config.json", *(older / "checkpoints").glob("*/config/metadata")]:
         saved = json.loads(path.read_text())
-        del saved["model"]["g_shortcut"], saved["model"]["d_width"]
+        del saved["model"]["upsample"], saved["model"]["d_width"]
         path.write_text(json.dumps(saved))
     assert cli.sample_main(["--workdir", str(older), "--prompt", "a red circle", "--num-per-prompt", "1"]) == 0
     capsys.readouterr()

@@ -8,7 +8,7 @@ from PIL import Image
 
 from helpers import trees_bitwise_equal
 from jaxgan import cli
-from jaxgan.config import get_config
+from jaxgan.presets import get_config
 from jaxgan.train import train_and_evaluate
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}

@@ -68,9 +68,9 @@ def decode_rate(files: list[Path], resolution: int) -> float:
 
 def pipeline_rate(folder: Path, resolution: int, workers: int, batch_size: int, batches: int) -> float:
     """Images/s of the whole pipeline over ``batches`` batches after a warm-up batch."""
-    from jaxgan.config import get_config
     from jaxgan.data.folder import ImageFolderSource
     from jaxgan.data.loader import DatasetPipeline
+    from jaxgan.presets import get_config
 
     config = get_config("default", [f"model.resolution={resolution}", f"train.batch_size={batch_size}",
                                     f"data.workers={workers}"])

@@ -10,6 +10,7 @@ the matching-aware term costs one extra head, not one extra trunk.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -17,7 +18,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgan.models.layers import BatchNorm, ConditioningAugmentation, DownConv, Upsample
+from jaxgan.config import ModelConfig, arch_option, option
+from jaxgan.models.layers import DTYPES, BatchNorm, ConditioningAugmentation, DownConv, Upsample, resolve_conv_impl
+
+
+@dataclasses.dataclass(frozen=True)
+class DCGANConfig(ModelConfig):
+    """``model.arch=dcgan``: the shared model fields plus how the generator upsamples.
+
+    Example:
+        generator, discriminator = build_dcgan(DCGANConfig(resolution=64, width=64))
+    """
+
+    arch: str = arch_option("dcgan")
+    upsample: str = option("resize_conv", "how G upsamples: nearest resize + 3x3 conv, or a transposed conv",
+                           choices=("resize_conv", "conv_transpose"))
 
 
 def _num_blocks(resolution: int) -> int:
@@ -113,3 +128,17 @@ class Discriminator(nn.Module):
         if wrong_sentence is None:
             return score(sentence)
         return score(sentence), score(wrong_sentence)
+
+
+def build_dcgan(cfg: DCGANConfig, bn_groups: int = 1,
+                bn_axis_name: str | None = None) -> tuple[Generator, Discriminator]:
+    """The DCGAN pair ``cfg`` describes; ``bn_groups`` / ``bn_axis_name`` as in ``BatchNorm``.
+
+    Example:
+        generator, discriminator = build_dcgan(get_config("dcgan64").model)
+    """
+    impl = resolve_conv_impl(cfg.conv_impl)
+    common = dict(resolution=cfg.resolution, text_dim=cfg.text_dim, dtype=DTYPES[cfg.dtype],
+                  bn_groups=bn_groups, bn_axis_name=bn_axis_name)
+    return (Generator(upsample=cfg.upsample, conv_impl=impl, ca=cfg.ca, width=cfg.width, **common),
+            Discriminator(conv_impl=impl, width=cfg.discriminator_width, **common))

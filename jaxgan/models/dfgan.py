@@ -30,6 +30,7 @@ Randomness: CA samples from the ``"ca"`` rng stream when ``train``; nothing else
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -37,9 +38,64 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgan.models.layers import (BatchNorm, ConditioningAugmentation, Conv, DownConv, ResizeConv, SelfAttention,
-                                  WordAttention, maybe_spectral_norm, upsample_bilinear,
-                                  upsample_nearest)
+from jaxgan.config import ConfigError, ModelConfig, arch_option, option
+from jaxgan.models.layers import (DTYPES, BatchNorm, ConditioningAugmentation, Conv, DownConv, ResizeConv,
+                                  SelfAttention, WordAttention, maybe_spectral_norm, resolve_conv_impl,
+                                  upsample_bilinear, upsample_nearest)
+
+
+@dataclasses.dataclass(frozen=True)
+class DFGANConfig(ModelConfig):
+    """``model.arch=dfgan``: the shared model fields plus DF-GAN's own options.
+
+    Example:
+        generator, discriminator = build_dfgan(DFGANConfig(resolution=64, g_norm="batch"))
+    """
+
+    arch: str = arch_option("dfgan")
+    word_attention: str = option("", "word cross-attention (AttnGAN) in G at these feature-map sizes, e.g. 16,32")
+    self_attention: int = option(0, "a SAGAN block in G and D at this feature-map size; 0: none")
+    spectral_norm: bool = option(False, "spectral normalisation on D's layers")
+    # "none" is the paper's generator, which collapses to an all-black image on the shapes
+    # data (see DFBlock).
+    g_norm: str = option("none", "batch: BatchNorm before each fusion block (a conditional BatchNorm; "
+                         "statistics span devices as model.bn_sync says); none: the paper's",
+                         choices=("none", "batch"))
+    # "bilinear" keeps the previous scale's 2x2 tiles out of flat fills (see GBlock).
+    g_shortcut: str = option("nearest", "how G's blocks upsample their shortcut: nearest (the paper) or bilinear",
+                             choices=("nearest", "bilinear"))
+    d_head_width: int = option(0, "channels of D's matching-head joint conv; 0: 2 * D's width (the paper)")
+    d_projection: bool = option(False, "add the projection discriminator's term to D's matching head "
+                                "(see MatchingHead)")
+
+    @property
+    def uses_word_attention(self) -> bool:
+        """Whether G attends to words (``word_attention`` names at least one size)."""
+        return bool(self.word_attention_sizes)
+
+    @property
+    def word_attention_sizes(self) -> tuple[int, ...]:
+        """``word_attention`` parsed: "16,32" -> (16, 32)."""
+        return tuple(parse_resolutions(self.word_attention))
+
+    def validate(self) -> None:
+        """Raises ``ConfigError`` for a negative size or an attention size the model lacks."""
+        for name, value in (("self_attention", self.self_attention), ("d_head_width", self.d_head_width)):
+            if value < 0:
+                raise ConfigError(f"model.{name} must not be negative, got {value}")
+        res = self.resolution
+        for r in self.word_attention_sizes + ((self.self_attention,) if self.self_attention else ()):
+            if not (8 <= r <= res and r & (r - 1) == 0):
+                raise ConfigError(f"attention resolution {r} must be a power of two between 8 and "
+                                  f"model.resolution={res}")
+
+
+def parse_resolutions(text: str) -> list[int]:
+    """ "16,32" -> [16, 32]; raises ``ConfigError`` for anything else."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"model.word_attention must be comma-separated sizes like 16,32, got {text!r}") from None
 
 
 def _levels(resolution: int) -> int:
@@ -354,3 +410,25 @@ class DFDiscriminator(nn.Module):
         if wrong_sentence is None:
             return self.matcher(h, sentence, train)
         return self.matcher(h, sentence, train), self.matcher(h, wrong_sentence, train)
+
+
+def build_dfgan(cfg: DFGANConfig, bn_groups: int = 1,
+                bn_axis_name: str | None = None) -> tuple[DFGenerator, DFDiscriminator]:
+    """The DF-GAN pair ``cfg`` describes; BatchNorm (``g_norm=batch``) spans devices as
+    ``bn_groups`` / ``bn_axis_name`` say.
+
+    Example:
+        generator, discriminator = build_dfgan(get_config("dfgan64").model)
+    """
+    dtype, impl = DTYPES[cfg.dtype], resolve_conv_impl(cfg.conv_impl)
+    # SAGAN puts its self-attention block in both networks; so does ``self_attention`` here.
+    generator = DFGenerator(
+        resolution=cfg.resolution, width=cfg.width, z_dim=cfg.z_dim, dtype=dtype, conv_impl=impl,
+        ca=cfg.ca, ca_dim=cfg.text_dim, attention_resolutions=cfg.word_attention_sizes,
+        self_attention_resolution=cfg.self_attention, norm=cfg.g_norm, bn_groups=bn_groups,
+        bn_axis_name=bn_axis_name, shortcut_upsample=cfg.g_shortcut)
+    discriminator = DFDiscriminator(
+        resolution=cfg.resolution, width=cfg.discriminator_width, dtype=dtype, conv_impl=impl,
+        spectral_norm=cfg.spectral_norm, self_attention_resolution=cfg.self_attention,
+        head_hidden=cfg.d_head_width, projection=cfg.d_projection)
+    return generator, discriminator

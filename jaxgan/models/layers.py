@@ -9,6 +9,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# model.dtype -> the compute dtype.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """"auto" -> "matmul" on CPU (XLA's CPU conv gradients are slow), "conv" elsewhere."""
+    if conv_impl == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "conv"
+    return conv_impl
+
 
 class BatchNorm(nn.Module):
     """BatchNorm over the global batch, over each device's share, or across a pmap axis.

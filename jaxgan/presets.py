@@ -1,0 +1,184 @@
+"""Configs as code: the named presets, and resolving ``key=value`` overrides against them.
+
+``get_config(preset, overrides)`` returns a preset with overrides applied;
+``apply_overrides(config, ["train.steps=100", ...])`` changes fields by dotted name with the
+field's own type; ``from_dict`` reads a saved ``config.json`` (also one written before each
+architecture had its own config). The schema itself is ``jaxgan.config``; this module sits
+above it because ``model.*`` keys resolve against the architecture registry
+(``jaxgan.models.ARCHITECTURES``): ``model.arch`` picks the config class, and a key of another
+architecture is an error unless it is at that architecture's default. Every mistake raises
+``ConfigError`` with one line that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Sequence
+
+from jaxgan.config import (Config, ConfigError, ModelConfig, flat_fields, help_lines, parse_value, replace_field,
+                           split_override, validate)
+from jaxgan.models import ARCHITECTURES, DCGANConfig
+
+# The default run is a DCGAN with every field at its default.
+DEFAULT = Config(model=DCGANConfig())
+
+_DFGAN: dict[str, Any] = {
+    "model.arch": "dfgan", "model.width": 32, "train.loss": "hinge", "train.penalty": "magp",
+    "train.g_lr": 1e-4, "train.d_lr": 4e-4, "train.beta1": 0.0, "train.beta2": 0.9,
+}
+
+# DF-GAN tuned for a 15-minute CPU budget on the shapes data (docs/experiments, "Closing the
+# gap"): nf=8 at batch 16 for cheap steps, a conditional BatchNorm and a bilinear shortcut in G,
+# TTUR 4e-4 / 8e-4, MA-GP every 4 steps, a 200-step EMA.
+_DFGAN64_CPU: dict[str, Any] = _DFGAN | {
+    "model.resolution": 64, "model.width": 8, "model.g_norm": "batch", "model.g_shortcut": "bilinear",
+    "train.g_lr": 4e-4, "train.d_lr": 8e-4, "train.batch_size": 16, "train.penalty_every": 4,
+    "train.ema_decay": 0.995,
+}
+
+# Presets override a few fields of the default. "tiny" is for tests and quick local runs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "shapes64": {"model.resolution": 64},
+    "dcgan64": {"model.resolution": 64, "model.width": 64},
+    "dcgan128": {"model.resolution": 128, "model.width": 64},
+    "dcgan256": {"model.resolution": 256, "model.width": 64, "train.batch_size": 32},
+    # DF-GAN (Tao et al. 2022): nf=32, hinge + mismatched text, MA-GP (k=2, p=6), Adam
+    # (0, 0.9) with lr 1e-4 for G and 4e-4 for D, as in the paper.
+    **{f"dfgan{r}": _DFGAN | {"model.resolution": r} for r in (64, 128, 256)},
+    **{f"dfgan{r}_wide": _DFGAN | {"model.resolution": r, "model.width": 64} for r in (64, 128, 256)},
+    "dfgan64_cpu": _DFGAN64_CPU,
+    # The same with AttnGAN word attention in G's 16x16 block: in the 30-minute runs of
+    # docs/experiments it lifted shape alignment above DCGAN's at the same wall clock.
+    "dfgan64_cpu_attn": _DFGAN64_CPU | {"model.word_attention": "16"},
+    "tiny": {
+        "model.width": 8, "model.z_dim": 16, "model.text_dim": 16, "train.batch_size": 16,
+        "train.steps": 20, "train.log_every": 5, "train.sample_every": 10,
+        "train.checkpoint_every": 10, "eval.every": 0, "eval.num_samples": 512,
+    },
+}
+
+
+def get_config(preset: str = "default", overrides: Sequence[str] = ()) -> Config:
+    """A named preset with overrides applied; raises ``ConfigError`` for unknown names.
+
+    Example:
+        config = get_config("dfgan64", ["train.batch_size=64", "model.dtype=bfloat16"])
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    config = apply_overrides(DEFAULT, PRESETS[preset])
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: Config, overrides: Sequence[str] | dict[str, Any]) -> Config:
+    """Returns ``config`` with ``key=value`` overrides applied and validated.
+
+    ``model.*`` keys resolve against the architecture the result names: ``model.arch``
+    (wherever it stands among the overrides) picks the config class, the other model fields
+    carry over, and a key of another architecture must be at its default.
+
+    Example:
+        config = apply_overrides(get_config(), {"model.width": 64, "train.loss": "hinge"})
+    """
+    items = list(overrides.items()) if isinstance(overrides, dict) else [split_override(o) for o in overrides]
+    arches = [value for key, value in items if key == "model.arch"]
+    arch = arches[-1] if arches else config.model.arch
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    target = ARCHITECTURES[arch].config
+    known = flat_fields(dataclasses.replace(config, model=target()))
+    # The model fields set away from their class's defaults: what a switch of model.arch keeps.
+    model = {f.name: getattr(config.model, f.name) for f in dataclasses.fields(config.model)
+             if f.name != "arch" and getattr(config.model, f.name) != f.default}
+    for key, value in items:
+        if key == "model.arch":
+            continue
+        kind = known[key][1] if key in known else _foreign_type(key)
+        if kind is None:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")
+        if isinstance(value, str) and kind is not str:
+            value = parse_value(key, value, kind)
+        if key.startswith("model."):
+            model[key.removeprefix("model.")] = value
+        else:
+            config = replace_field(config, key, value)
+    config = dataclasses.replace(config, model=_model_config(arch, model))
+    validate(config)
+    return config
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of ``to_dict``; unknown keys raise ``ConfigError``.
+
+    Also reads a config written before each architecture had its own class, whose model
+    section holds every architecture's fields: those of other architectures are dropped when
+    at their defaults (as they always were: the old validation refused anything else).
+
+    Example:
+        config = from_dict(json.loads(Path("workdir/config.json").read_text()))
+    """
+    flat = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(data, "")
+    return apply_overrides(DEFAULT, flat)
+
+
+def config_help() -> str:
+    """Every config key with its type, default and meaning: what ``train --help-config`` prints.
+
+    Example:
+        print(config_help())
+    """
+    lines = ["Config keys: set with --set KEY=VALUE. Columns: key, type, default (the default preset), "
+             "meaning.", "",
+             f"model (every architecture; model.arch is one of {', '.join(ARCHITECTURES)}):"]
+    shared = [f.name for f in dataclasses.fields(ModelConfig)]
+    lines += help_lines(ModelConfig, "model.", shared, DEFAULT.model)
+    for name, arch in ARCHITECTURES.items():
+        lines += ["", f"model, {name} only (model.arch={name}):"]
+        lines += help_lines(arch.config, "model.", [f.name for f in arch.config.own_fields()])
+    for section in ("train", "data", "text", "eval"):
+        lines += ["", f"{section}:"]
+        lines += help_lines(type(getattr(DEFAULT, section)), f"{section}.", defaults=getattr(DEFAULT, section))
+    return "\n".join(lines)
+
+
+def _owners(name: str) -> list[str]:
+    """The architectures with ``name`` among their own model fields."""
+    return [arch for arch, a in ARCHITECTURES.items() if name in {f.name for f in a.config.own_fields()}]
+
+
+def _foreign_type(key: str) -> type | None:
+    """The type of ``key`` if it is another architecture's model key, else None."""
+    name = key.removeprefix("model.")
+    owners = _owners(name) if key.startswith("model.") else []
+    return typing.get_type_hints(ARCHITECTURES[owners[0]].config)[name] if owners else None
+
+
+def _model_config(arch: str, values: dict[str, Any]) -> ModelConfig:
+    """``arch``'s config with ``values`` set; a value for another architecture's field must be
+    that field's default (and is then dropped), else ``ConfigError``."""
+    cls = ARCHITECTURES[arch].config
+    own = {f.name for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        if name in own:
+            continue
+        owner = _owners(name)[0]
+        owner_fields = {f.name: f for f in ARCHITECTURES[owner].config.own_fields()}
+        if value != owner_fields[name].default:
+            keys = [f"model.{n}" for n in owner_fields]
+            listing = f"{', '.join(keys[:-1])} and {keys[-1]} need" if len(keys) > 1 else f"{keys[0]} needs"
+            raise ConfigError(f"model.{name}={value!r} is not a {arch} option: {listing} model.arch={owner}")
+    return cls(**{name: value for name, value in values.items() if name in own})
+
+
+__all__ = ["PRESETS", "DEFAULT", "get_config", "apply_overrides", "from_dict", "config_help"]
