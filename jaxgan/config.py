@@ -295,7 +295,6 @@ def validate(config: Config) -> None:
     for key in ("train.penalty_weight", "train.penalty_power", "train.kl_weight", "model.d_width"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must not be negative, got {flat[key]}")
-    _check_augment(flat["train.augment"])
     config.model.validate()
     for key in ("eval.every", "eval.num_reference"):
         if flat[key] < 0:
@@ -314,15 +313,6 @@ def validate(config: Config) -> None:
         raise ConfigError("train.steps and train.num_devices must not be negative")
     if not 0.0 <= flat["train.ema_decay"] < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {flat['train.ema_decay']}")
-
-
-def _check_augment(policy: str) -> None:
-    from jaxgan.augment import parse_policy
-
-    try:
-        parse_policy(policy)
-    except ValueError as e:
-        raise ConfigError(f"train.augment: {e}") from None
 
 
 def to_dict(config: Config) -> dict[str, Any]:

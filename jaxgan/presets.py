@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from jaxgan.config import (Config, ConfigError, ModelConfig, flat_fields, help_lines, parse_value, replace_field,
                            split_override, validate)
+from jaxgan.augment import parse_policy
 from jaxgan.models import ARCHITECTURES, DCGANConfig
 
 # The default run is a DCGAN with every field at its default.
@@ -105,7 +106,7 @@ def apply_overrides(config: Config, overrides: Sequence[str] | dict[str, Any]) -
         else:
             config = replace_field(config, key, value)
     config = dataclasses.replace(config, model=_model_config(arch, model))
-    validate(config)
+    _validate(config)
     return config
 
 
@@ -182,3 +183,13 @@ def _model_config(arch: str, values: dict[str, Any]) -> ModelConfig:
 
 
 __all__ = ["PRESETS", "DEFAULT", "get_config", "apply_overrides", "from_dict", "config_help"]
+
+
+def _validate(config: Config) -> None:
+    """``jaxgan.config.validate`` plus the DiffAugment policy, which only ``jaxgan.augment``
+    can parse (the schema stays free of JAX, so light modules can import it)."""
+    validate(config)
+    try:
+        parse_policy(config.train.augment)
+    except ValueError as e:
+        raise ConfigError(f"train.augment: {e}") from None
