@@ -14,13 +14,13 @@ def test_presets_override_a_few_fields():
     assert set(PRESETS) >= {"default", "tiny", "shapes64", "dcgan64", "dcgan128", "dcgan256"}
 
 
-def test_dfgan64_cpu_is_the_readme_command_as_a_preset():
-    # README, "Closing the gap": the run reported there is dfgan64 with these overrides.
-    readme = get_config("dfgan64", ["model.width=8", "model.g_norm=batch", "model.g_shortcut=bilinear",
+def test_dfgan64_cpu_is_the_studys_command_as_a_preset():
+    # docs/experiments/2026-11-29-closing-the-gap.md: the run reported there is dfgan64 with these overrides.
+    study = get_config("dfgan64", ["model.width=8", "model.g_norm=batch", "model.g_shortcut=bilinear",
                                     "train.g_lr=4e-4", "train.d_lr=8e-4", "train.batch_size=16",
                                     "train.penalty_every=4", "train.ema_decay=0.995"])
-    assert get_config("dfgan64_cpu") == readme
-    # README, "A 30-minute budget": the word-attention runs are that preset plus one override.
+    assert get_config("dfgan64_cpu") == study
+    # docs/experiments/2026-11-30-word-attention-two-seeds.md: the word-attention runs are that preset plus one override.
     assert get_config("dfgan64_cpu_attn") == get_config("dfgan64_cpu", ["model.word_attention=16"])
     assert get_config("dfgan64_cpu_attn").model.word_attention != get_config("dfgan64_cpu").model.word_attention
     for name in PRESETS:  # and every preset is a valid config

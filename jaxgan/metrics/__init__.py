@@ -9,7 +9,7 @@ The score math, as pure functions of feature arrays (extracting the features is 
 ``inception_score``: ``inception_score``; ``joint_probabilities`` for independent heads.
 ``precision_recall``: ``precision_recall``, ``precision_recall_density_coverage`` (k-NN balls).
 
-The evaluation (``jaxgan eval``; see README "Evaluation protocol"):
+The evaluation (``jaxgan eval``; see docs/evaluation.md, "The protocol"):
 ``protocol``: ``EvalProtocol``, everything that changes a number, hashed; reference statistics cache.
 ``features``: feature networks (shapes attribute classifier, FID InceptionV3, CLIP image tower).
 ``inception``: InceptionV3 in the FID variant (Flax), its weight file and pytorch-fid converter.
