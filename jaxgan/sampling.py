@@ -28,7 +28,7 @@ def make_generate_fn(generator: nn.Module) -> Callable[..., jax.Array]:
     """A jitted ``generate(params, batch_stats, z, text) -> uint8 [N, R, R, 3]``.
 
     ``text`` is a dict with ``sentence`` [N, S] and, for generators with word attention,
-    ``words`` [N, L, W] and ``word_mask`` [N, L] (``CaptionEmbeddingCache.text``). BatchNorm
+    ``words`` [N, L, W] and ``word_mask`` [N, L] (``EmbeddingTable.text``). BatchNorm
     runs in inference mode (running statistics), so a sample does not depend on the other
     samples in its batch.
 
@@ -121,12 +121,12 @@ class TrainedGenerator:
         from jaxgan.state import abstract_state
         from jaxgan.text import load_text_encoder
 
-        from jaxgan.data.pipeline import CaptionEmbeddingCache
+        from jaxgan.data.embeddings import EmbeddingTable
         from jaxgan.models import uses_word_attention
 
         self.config = config
         self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
-        self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
+        self.embed = EmbeddingTable.on_demand(self.encoder, with_words=uses_word_attention(config.model))
         generator, discriminator = build_models(config.model)
         self.generator = generator
         abstract = abstract_state(config, generator, discriminator, self.encoder.sentence_dim,
