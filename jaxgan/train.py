@@ -196,7 +196,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
         _truncate_metrics(metrics_path, start)
         _truncate_metrics(eval_path, start)
 
-    # The shapes feature network judges shapes only: on other data evaluation needs Inception.
+    # None when the feature network cannot judge the dataset (``evaluator.evaluates``).
     evaluating = run.evaluator is not None
     if config.eval.every and not evaluating and primary:
         tqdm.write(f"note: no periodic evaluation: on {config.data.dataset} it needs "

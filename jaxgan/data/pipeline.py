@@ -3,10 +3,10 @@
 One class, ``Pipeline``, reads every source through an embedding table
 (``jaxgan.data.embeddings.EmbeddingTable``), in one of two ways the source decides:
 
-A source that is read (an image folder, a TFDS dataset) is streamed with Grain, exact
-resume, bad data counted. Each process reads its own shard of the records (every P-th record from its index: disjoint
-across processes, together the whole dataset), shuffled from the data seed and reshuffled
-every epoch by Grain. Workers (``data.workers`` processes) decode images and pick captions
+A source that is read (an image folder, a TFDS dataset) is streamed with Grain, with exact
+resume and bad data counted. Each process reads its own shard of the records (every P-th
+record from its index: disjoint across processes, together the whole dataset), shuffled from
+the data seed and reshuffled every epoch by Grain. Workers (``data.workers`` processes) decode images and pick captions
 (``jaxgan.data.prepare``); the main process skips and counts bad examples, gathers caption
 embeddings from the frozen-embedding cache and assembles its rows of each global batch on a
 background thread, ahead of the device.
@@ -133,14 +133,17 @@ class Pipeline:
         sentence / wrong_sentence float32, and words / word_mask when the table keeps words."""
         lo, hi = self.rows
         raw = self.source.draw(step * self.batch_size + lo, hi - lo)
-        text = self.table.text(raw["caption"])
-        return {"image": raw["image"], **text, "wrong_sentence": self.table(raw["wrong_caption"])}
+        return self._assemble(raw["image"], raw["caption"], raw["wrong_caption"])
+
+    def _assemble(self, images: np.ndarray, captions: list[str], wrong: list[str]) -> dict[str, np.ndarray]:
+        # The captions before the mismatched ones: an on-demand table encodes them in this order.
+        return {"image": images, **self.table.text(captions), "wrong_sentence": self.table(wrong)}
 
     # --- the example stream ------------------------------------------------------------------
 
     def stream(self, start: int = 0) -> Iterator[dict[str, Any]]:
         """This process's prepared examples from position ``start`` on, forever."""
-        import grain
+        import grain  # heavy, and only a source that is read needs it: imported on first use
 
         dataset = (grain.MapDataset.source(self.source)[self.process_index::self.process_count]
                    .seed(self.config.data.seed).shuffle().repeat(None)
@@ -180,16 +183,12 @@ class Pipeline:
                         if bad_run >= limit:
                             raise DataError(f"dataset {self.source.name}: the last {bad_run} examples read were all "
                                             f"unusable ({stats.describe()})")
-                yield step, self._assemble(good), consumed, stats.copy()
+                yield step, self._assemble(np.stack([it["image"] for it in good]), [it["caption"] for it in good],
+                                           [it["wrong_caption"] for it in good]), consumed, stats.copy()
         finally:
             close = getattr(examples, "close", None)
             if close is not None:  # stops Grain's worker processes now rather than at exit
                 close()
-
-    def _assemble(self, items: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        text = self.table.text([it["caption"] for it in items])
-        return {"image": np.stack([it["image"] for it in items]), **text,
-                "wrong_sentence": self.table([it["wrong_caption"] for it in items])}
 
     def iterate(self, start: int, stop: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches for steps [start, stop), assembled ``prefetch`` ahead on a background thread.
@@ -197,9 +196,6 @@ class Pipeline:
         ``position(step)`` afterwards describes the data right after step ``step``'s batch.
         """
         for step, batch, consumed, stats in in_background(self._batches(start, stop), stop - start, prefetch):
-            if self.source.drawn:  # the position is the step itself
-                yield batch
-                continue
             # Steps are numbered from 1: the batch of loop index ``step`` completes step + 1.
             self._after[step + 1] = (consumed, stats)
             self._after.pop(step + 1 - 4 * max(prefetch, 1), None)
