@@ -61,8 +61,9 @@ class EvalProtocol:
       pr_k: neighbours for precision/recall (Kynkaanniemi et al. 2019) and density/coverage.
       is_splits: Inception Score splits (Salimans et al. 2016).
       clip: a Hugging Face CLIPModel directory for CLIP score, or "" for no CLIP score.
-      fit: for datasets other than shapes, how non-square images become square ("crop" or
-        "pad"); "" for shapes. Part of the hash only when set, so shapes hashes are unchanged.
+      fit: for a dataset read from files, how non-square images become square ("crop" or
+        "pad"); "" for a source that fixes it (``ExampleSource.fit``: shapes is drawn square).
+        Part of the hash only when set, so shapes hashes are unchanged.
     """
 
     dataset: str = "shapes"
