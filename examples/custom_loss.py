@@ -34,10 +34,10 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     config = jaxgan.get_config(args.preset, ["train.num_devices=1"])
     encoder = jaxgan.load_text_encoder(config.text.encoder)
-    embed = jaxgan.CaptionEmbeddingCache(encoder)
+    embed = jaxgan.EmbeddingTable.on_demand(encoder)
     program = jaxgan.build_train_program(config, loss=SMOOTHED)  # the compiled step, with our loss
     state = program.init_placed_state(encoder.sentence_dim)
-    pipeline = jaxgan.ShapesPipeline(config, embed)
+    pipeline = jaxgan.Pipeline(config, jaxgan.make_source(config), embed)
     for step, batch in enumerate(pipeline.iterate(0, args.steps), start=1):
         state, metrics = program.step(state, program.parallel.put_batch(batch))
         if step % 100 == 0 or step == args.steps:

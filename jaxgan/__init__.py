@@ -30,8 +30,8 @@ _EXPORTS = {
     "lazy": "jaxgan.regularizers", "penalty_from_config": "jaxgan.regularizers",
     "diff_augment": "jaxgan.augment", "augment_examples": "jaxgan.augment",
     # text encoders and data
-    "load_text_encoder": "jaxgan.text", "CaptionEmbeddingCache": "jaxgan.data.pipeline",
-    "ShapesPipeline": "jaxgan.data.pipeline", "make_source": "jaxgan.data", "DatasetPipeline": "jaxgan.data.loader",
+    "load_text_encoder": "jaxgan.text", "ExampleSource": "jaxgan.data.source", "make_source": "jaxgan.data",
+    "Pipeline": "jaxgan.data.pipeline", "EmbeddingTable": "jaxgan.data.embeddings",
     "embedding_table": "jaxgan.data.embeddings",
     # many GANs in one compiled step
     "init_members": "jaxgan.sweep", "make_sweep_step": "jaxgan.sweep", "member": "jaxgan.sweep",

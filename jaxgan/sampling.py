@@ -31,7 +31,7 @@ def make_generate_fn(generator: nn.Module) -> Callable[..., jax.Array]:
     """A jitted ``generate(params, batch_stats, z, text) -> uint8 [N, R, R, 3]``.
 
     ``text`` is a dict with ``sentence`` [N, S] and, for generators with word attention,
-    ``words`` [N, L, W] and ``word_mask`` [N, L] (``CaptionEmbeddingCache.text``). BatchNorm
+    ``words`` [N, L, W] and ``word_mask`` [N, L] (``EmbeddingTable.text``). BatchNorm
     runs in inference mode (running statistics), so a sample does not depend on the other
     samples in its batch.
 

@@ -20,13 +20,13 @@ from tqdm.auto import tqdm
 from jaxgan import plots
 from jaxgan.checkpoint import CheckpointError, Checkpointer
 from jaxgan.config import Config, to_json
-from jaxgan.data import SHAPES, all_captions, make_source, preview_captions, shapes
-from jaxgan.data.embeddings import embedding_table, unknown_token_share
-from jaxgan.data.loader import DatasetPipeline
-from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
+from jaxgan.data import make_source
+from jaxgan.data.embeddings import EmbeddingTable, embedding_table, unknown_token_share
+from jaxgan.data.pipeline import Pipeline
 from jaxgan.data.source import DataError
 from jaxgan.distributed import is_primary
 from jaxgan.errors import JaxganError
+from jaxgan.evaluator import Evaluator, evaluates
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.preemption import StopSignals
 from jaxgan.tensorboard import TensorBoardLog
@@ -38,14 +38,6 @@ from jaxgan.text import load_text_encoder
 
 class NonFiniteLossError(JaxganError, RuntimeError):
     """Too many steps in a row had NaN/inf losses or gradients; the last good checkpoint is kept."""
-
-
-def preview_prompts(count: int = 12) -> list[str]:
-    """Fixed prompts for the periodic sample grids: every colour, shape, size and position."""
-    combos = shapes.all_combinations()
-    rng = np.random.default_rng(1234)
-    picked = combos[rng.choice(len(combos), size=count, replace=False)]
-    return [shapes.caption(a, i % len(shapes.TEMPLATES)) for i, a in enumerate(picked)]
 
 
 class _Run:
@@ -60,35 +52,33 @@ class _Run:
         self.sample_generator, _ = build_models(config.model)
         with_words = uses_word_attention(config.model)
         rows = self.parallel.local_rows(config.train.batch_size)  # each process builds only its own rows
-        if config.data.dataset == SHAPES:
-            self.embed = CaptionEmbeddingCache(self.encoder, with_words=with_words)
-            self.pipeline = ShapesPipeline(config, self.embed, rows)
-            self.prompts = preview_prompts()
+        source = make_source(config)
+        if source.index_issues and is_primary():
+            tqdm.write(f"data: {source.name}'s caption index had problems, skipped: {dict(source.index_issues)}")
+        if source.embed_on_demand:
+            self.table = EmbeddingTable.on_demand(self.encoder, with_words=with_words)
         else:
-            source = make_source(config)
-            if getattr(source, "index_issues", None) and is_primary():
-                tqdm.write(f"data: {source.name}'s caption index had problems, skipped: {source.index_issues}")
             # Every caption is encoded once (or read from an earlier run's cache): the loop
             # never runs the encoder.
-            captions = all_captions(source)
+            captions = source.all_captions()
             unknown = unknown_token_share(self.encoder, captions)
             if unknown > 0.1 and is_primary():
                 tqdm.write(f"warning: {100 * unknown:.0f}% of {source.name}'s captions have words text encoder "
                            f"{config.text.encoder!r} does not know; choose one trained on such text "
                            "(e.g. --set text.encoder=minilm)")
-            self.embed = embedding_table(self.encoder, captions, config.data.embedding_cache or None,
+            self.table = embedding_table(self.encoder, captions, config.data.embedding_cache or None,
                                          with_words=with_words)
-            if self.embed.truncated and is_primary():
-                tqdm.write(f"warning: {self.embed.truncated} of {len(self.embed)} captions are longer than the "
+            if self.table.truncated and is_primary():
+                tqdm.write(f"warning: {self.table.truncated} of {len(self.table)} captions are longer than the "
                            f"encoder's {self.encoder.max_length} tokens and were truncated")
-            self.pipeline = DatasetPipeline(config, source, self.embed, rows, jax.process_index(),
-                                            jax.process_count())
-            self.prompts = preview_captions(source)
+        self.pipeline = Pipeline(config, source, self.table, rows, jax.process_index(), jax.process_count())
+        self.prompts = source.preview_captions()
         self.step_fn = self.program.step
         self.generate = make_generate_fn(self.sample_generator)
         self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-        self.feature_network = None  # loaded at the first evaluation
-        self.dataset_eval = None  # datasets other than shapes: the evaluation split, at the first evaluation
+        # Built before the first step, so that bad evaluation settings stop the run at once.
+        self.evaluator = (Evaluator(config, self.encoder, mesh=self.parallel.flat_mesh, table=self.table)
+                          if evaluates(config) else None)
 
     def restore_or_init(self) -> tuple[GANState, int]:
         """(state in the step's layout, data position): the latest checkpoint's, or a fresh
@@ -107,22 +97,7 @@ class _Run:
 
     def evaluate(self, state: GANState) -> dict[str, Any]:
         """Every metric of ``state``'s generator under the run's protocol, on the training mesh."""
-        from jaxgan.eval import protocol_for, run_source, training_text_hashes
-        from jaxgan.metrics.evaluate import evaluate
-        from jaxgan.metrics.features import load_feature_network
-
-        protocol = protocol_for(self.config)
-        if self.feature_network is None:
-            self.feature_network = load_feature_network(protocol.features)
-        if self.config.data.dataset != SHAPES and self.dataset_eval is None:
-            from jaxgan.eval import DatasetEvaluation
-
-            self.dataset_eval = DatasetEvaluation(self.config, protocol, self.encoder)
-        source = run_source(self.config, state, protocol.generator, protocol, self.encoder, self.embed,
-                            dataset=self.dataset_eval)
-        result = evaluate(source, protocol, self.parallel.flat_mesh, self.feature_network,
-                          training_text_hashes=training_text_hashes(self.encoder), progress=False,
-                          reference=self.dataset_eval.reference if self.dataset_eval else None)
+        result = self.evaluator.evaluate_state(state)
         return {"step": int(state.step), "protocol_hash": result.protocol.hash, **result.metrics,
                 "eval_seconds": round(result.seconds, 2)}
 
@@ -130,7 +105,7 @@ class _Run:
         prompts = self.prompts
         seeds = np.tile(np.arange(per_prompt), len(prompts))
         z = sample_noise(seeds, self.config.model.z_dim)
-        text = self.embed.text([p for p in prompts for _ in range(per_prompt)])
+        text = self.table.text([p for p in prompts for _ in range(per_prompt)])
         images = np.asarray(self.generate(state.ema_params, state.ema_stats, z, text))
         path = self.workdir / "samples" / f"{name}.png"
         save_captioned_grid(images, prompts, per_prompt, path)
@@ -222,8 +197,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
         _truncate_metrics(metrics_path, start)
         _truncate_metrics(eval_path, start)
 
-    # The shapes feature network judges shapes only: on other data evaluation needs Inception.
-    evaluating = config.eval.every > 0 and (config.data.dataset == SHAPES or not config.eval.features.startswith("shapes"))
+    # None when the feature network cannot judge the dataset (``evaluator.evaluates``).
+    evaluating = run.evaluator is not None
     if config.eval.every and not evaluating and primary:
         tqdm.write(f"note: no periodic evaluation: on {config.data.dataset} it needs "
                    "--set eval.features=inception:FILE (see README, Evaluation protocol)")

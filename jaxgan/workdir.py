@@ -15,7 +15,7 @@ import numpy as np
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.config import Config, ConfigError
 from jaxgan.presets import apply_overrides, from_dict, get_config
-from jaxgan.data.pipeline import CaptionEmbeddingCache
+from jaxgan.data.embeddings import EmbeddingTable
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.sampling import (apply_generator, make_generate_fn, sample_noise, save_attention_overlays, to_uint8,
                              write_samples)
@@ -84,7 +84,7 @@ class TrainedGenerator:
     def __init__(self, config: Config, workdir: str | Path, step: int | None = None):
         self.config = config
         self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
-        self.embed = CaptionEmbeddingCache(self.encoder, with_words=uses_word_attention(config.model))
+        self.embed = EmbeddingTable.on_demand(self.encoder, with_words=uses_word_attention(config.model))
         self.generator, _ = build_models(config.model)
         state = restore_state(config, workdir, self.encoder, step)
         self.step = int(state.step)

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from jaxgan.data import embeddings
-from jaxgan.data.loader import DatasetPipeline
-from jaxgan.data.source import DataError, example
+from jaxgan.data.pipeline import Pipeline
+from jaxgan.data.source import DataError, ExampleSource, example
 from jaxgan.presets import get_config
 
 BATCH = 8
 
 
-class ArraySource:
+class ArraySource(ExampleSource):
     """``n`` 12x12 examples of known colours; ``bad`` ones are empty images, ``uncaptioned`` have no caption."""
 
     def __init__(self, n=37, bad=(), uncaptioned=()):
@@ -44,7 +44,7 @@ class FakeTable:
 def _pipeline(source, workers=0, process=(0, 1), seed=0):
     config = get_config("tiny", [f"train.batch_size={BATCH}", "model.resolution=32", f"data.workers={workers}",
                                  f"data.seed={seed}"])
-    return DatasetPipeline(config, source, FakeTable(), (0, BATCH // process[1]), *process)
+    return Pipeline(config, source, FakeTable(), (0, BATCH // process[1]), *process)
 
 
 def _ids(batch):

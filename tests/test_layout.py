@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from jaxgan.config import ConfigError
-from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
+from jaxgan.data import make_source
+from jaxgan.data.embeddings import EmbeddingTable
+from jaxgan.data.pipeline import Pipeline
 from jaxgan.parallel import data_parallel, fsdp_spec
 from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
@@ -36,7 +38,7 @@ def _train_fsdp(fsdp: int, overrides: list[str]):
     params = (state.g_params, state.d_params)
     per_device = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(params))
     total = sum(x.nbytes for x in jax.tree.leaves(params))
-    pipeline = ShapesPipeline(program.config, CaptionEmbeddingCache(encoder))
+    pipeline = Pipeline(program.config, make_source(program.config), EmbeddingTable.on_demand(encoder))
     for batch in pipeline.iterate(0, STEPS):
         state, _ = program.step(state, program.parallel.put_batch(batch))
     return program.parallel.to_host(state), per_device / total, program, fresh
@@ -69,10 +71,10 @@ def test_fsdp_axis_under_adam_stays_within_what_adams_update_rule_can_reach():
 
 
 def test_each_process_builds_its_own_rows_and_together_they_are_the_batch():
-    embed = CaptionEmbeddingCache(load_text_encoder())
+    embed = EmbeddingTable.on_demand(load_text_encoder())
     config = get_config("default", ["train.batch_size=12"])
-    whole = ShapesPipeline(config, embed).batch(5)
-    parts = [ShapesPipeline(config, embed, rows).batch(5) for rows in [(0, 4), (4, 8), (8, 12)]]
+    whole = Pipeline(config, make_source(config), embed).batch(5)
+    parts = [Pipeline(config, make_source(config), embed, rows).batch(5) for rows in [(0, 4), (4, 8), (8, 12)]]
     for key, value in whole.items():
         np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value)
 

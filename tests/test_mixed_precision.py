@@ -2,8 +2,10 @@
 
 import numpy as np
 
-from jaxgan.data.pipeline import CaptionEmbeddingCache, ShapesPipeline
 from jaxgan.presets import get_config
+from jaxgan.data import make_source
+from jaxgan.data.embeddings import EmbeddingTable
+from jaxgan.data.pipeline import Pipeline
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
 
@@ -14,7 +16,7 @@ def _losses(dtype: str, encoder) -> tuple[np.ndarray, object]:
     config = get_config("default", [f"model.dtype={dtype}", "train.num_devices=1"])
     program = build_train_program(config)
     state = program.parallel.put_state(program.fresh_state(encoder.sentence_dim))
-    pipeline = ShapesPipeline(config, CaptionEmbeddingCache(encoder))
+    pipeline = Pipeline(config, make_source(config), EmbeddingTable.on_demand(encoder))
     rows = []
     for batch in pipeline.iterate(0, STEPS):
         state, metrics = program.step(state, program.parallel.put_batch(batch))

@@ -10,8 +10,8 @@ from PIL import Image
 
 from helpers import trees_bitwise_equal
 from jaxgan import cli
-from jaxgan.data.pipeline import ShapesPipeline
 from jaxgan.presets import get_config
+from jaxgan.data.pipeline import Pipeline
 from jaxgan.train import NonFiniteLossError, train_and_evaluate
 
 TINY = ["train.num_devices=1", "train.checkpoint_every=3", "train.log_every=1", "train.sample_every=3"]
@@ -59,7 +59,7 @@ def test_resume_is_bitwise_exact(tmp_path, parallel):
 
 def _poison(monkeypatch, bad_steps):
     """NaN text embeddings in the batches of the given (0-based) steps."""
-    original = ShapesPipeline.batch
+    original = Pipeline.batch
 
     def poisoned(self, step):
         batch = original(self, step)
@@ -67,7 +67,7 @@ def _poison(monkeypatch, bad_steps):
             batch["sentence"] = np.full_like(batch["sentence"], np.nan)
         return batch
 
-    monkeypatch.setattr(ShapesPipeline, "batch", poisoned)
+    monkeypatch.setattr(Pipeline, "batch", poisoned)
 
 
 def test_repeated_non_finite_steps_stop_training_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):

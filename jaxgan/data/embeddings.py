@@ -1,4 +1,4 @@
-"""The frozen-embedding cache: every caption of a dataset encoded once and kept on disk.
+"""The embedding table of captions, and the frozen-embedding cache that keeps one on disk.
 
 The text encoder is frozen, so a caption's embedding never changes during training. Encoding
 every caption of a dataset once (jitted, in large batches split over the devices) and reading
@@ -51,10 +51,24 @@ def caption_set_hash(captions: Iterable[str]) -> str:
 
 
 class EmbeddingTable:
-    """Caption -> precomputed embedding rows (memory-mapped ``.npy`` files)."""
+    """Caption -> embedding rows, filled in one of two ways with the same interface.
+
+    * From an on-disk cache entry (``embedding_table``): every caption of a dataset encoded
+      once, rows memory-mapped from ``.npy`` files. The training loop never runs the encoder.
+    * On demand (``EmbeddingTable.on_demand``): a caption is encoded, with the other new
+      captions of the same call, the first time it is asked for, and kept in memory. For
+      prompts nobody enumerated (sampling) and for sources that declare ``embed_on_demand``.
+
+    Sentence embeddings always; word embeddings and their padding mask too when
+    ``with_words`` (for generators with word attention).
+
+    Example:
+        table = EmbeddingTable.on_demand(load_text_encoder(), with_words=False)
+        table(["a small red circle in the top left"]).shape  # (1, 128)
+    """
 
     def __init__(self, directory: Path):
-        self.directory = directory
+        self.directory, self.encoder = directory, None
         self.meta = json.loads((directory / _META).read_text())
         captions = json.loads((directory / "captions.json").read_text())
         self.rows = {c: i for i, c in enumerate(captions)}
@@ -64,31 +78,66 @@ class EmbeddingTable:
             self.words = np.load(directory / _WORDS, mmap_mode="r")
             self.word_mask = np.load(directory / _MASK, mmap_mode="r")
 
+    @classmethod
+    def on_demand(cls, encoder: Any, with_words: bool = False) -> "EmbeddingTable":
+        """An empty in-memory table that encodes captions with ``encoder`` on first use."""
+        table = cls.__new__(cls)
+        table.directory, table.encoder, table.with_words = None, encoder, with_words
+        table.meta = {"truncated": 0}
+        table.rows = {}
+        # Per row: (sentence,) or (sentence, words, mask), as the encoder returned them.
+        table._encoded: list[tuple[np.ndarray, ...]] = []
+        return table
+
     def __len__(self) -> int:
         return len(self.rows)
 
     @property
     def truncated(self) -> int:
-        """How many of the table's captions were longer than the encoder's context."""
+        """How many of the table's captions were longer than the encoder's context (counted
+        for cache entries only)."""
         return int(self.meta["truncated"])
 
+    def _fill(self, captions: Sequence[str]) -> None:
+        missing = list(dict.fromkeys(c for c in captions if c not in self.rows))
+        if not missing:
+            return
+        out = self.encoder(missing)
+        sentences = np.asarray(out.sentence, np.float32)
+        if self.with_words:
+            words, mask = np.asarray(out.words, np.float32), np.asarray(out.mask, bool)
+            rows = zip(sentences, words, mask)
+        else:
+            rows = ((s,) for s in sentences)
+        for caption, row in zip(missing, rows):
+            self.rows[caption] = len(self._encoded)
+            self._encoded.append(tuple(row))
+
     def _index(self, captions: Sequence[str]) -> np.ndarray:
+        if self.encoder is not None:
+            self._fill(captions)
         try:
             return np.fromiter((self.rows[c] for c in captions), np.int64, len(captions))
         except KeyError as e:
             raise KeyError(f"caption {e.args[0]!r} is not in the embedding cache {self.directory}") from None
 
+    def _gather(self, index: np.ndarray, part: int) -> np.ndarray:
+        if self.encoder is not None:
+            return np.stack([self._encoded[i][part] for i in index])
+        array = getattr(self, ("sentence", "words", "word_mask")[part])
+        return np.asarray(array[index], bool if part == 2 else np.float32)
+
     def __call__(self, captions: Sequence[str]) -> np.ndarray:
         """float32 [len(captions), sentence_dim]."""
-        return np.asarray(self.sentence[self._index(captions)], np.float32)
+        return self._gather(self._index(captions), 0)
 
     def text(self, captions: Sequence[str]) -> dict[str, np.ndarray]:
         """``sentence`` [B, S], and with words also ``words`` [B, L, W] and ``word_mask`` [B, L]."""
         index = self._index(captions)
-        out = {"sentence": np.asarray(self.sentence[index], np.float32)}
+        out = {"sentence": self._gather(index, 0)}
         if self.with_words:
-            out["words"] = np.asarray(self.words[index], np.float32)
-            out["word_mask"] = np.asarray(self.word_mask[index], bool)
+            out["words"] = self._gather(index, 1)
+            out["word_mask"] = self._gather(index, 2)
         return out
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxgan.data import captions as cap
-from jaxgan.data.source import DataError, example
+from jaxgan.data.source import DataError, ExampleSource, example
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 JSONL_INDEX, CSV_INDEX = "captions.jsonl", "captions.csv"
 
 
-class ImageFolderSource:
+class ImageFolderSource(ExampleSource):
     """Images under ``root`` with their captions (see the module docstring for the format).
 
     Holds only the root, relative paths and index captions, so it pickles small and fast for

@@ -1,4 +1,4 @@
-"""What every captioned-image source provides to the input pipeline.
+"""What every captioned-image source provides to the input pipeline and to evaluation.
 
 A source is a random-access list of raw examples: ``len(source)`` and ``source[i]``. Reading
 an example does no decoding that could fail on bad data; the pipeline's workers decode the
@@ -13,11 +13,31 @@ them between worker processes:
 
 ``source.captions(i)`` returns the captions alone without reading the image: the frozen-
 embedding cache enumerates every caption of a dataset this way.
+
+What only some sources can do is a *capability*, a class attribute the source overrides, so
+that callers ask the source (or its class, before it is built) instead of comparing dataset
+names:
+
+* ``attributes``: names of the integer attribute labels every example carries (the shapes
+  dataset: colour, shape, size, position). Attribute alignment and the shapes feature network
+  need them; a source without them is judged by Inception features.
+* ``drawn``: examples are drawn from (seed, global index) rather than read, with no epoch: the
+  pipeline asks ``draw`` for the examples of a batch, the data position is the step, and
+  evaluation conditions sample ``i`` on example ``i`` (``labels``).
+* ``fit``: the source fixes how its images become squares (``""``: drawn square at the
+  model's resolution, nothing to fit); ``None`` leaves it to ``data.fit``.
+* ``splits``: the only split names the source has; ``None`` leaves them to the backend.
+* ``embed_on_demand``: captions are encoded batch by batch as they first appear, rather than
+  all at the start into the on-disk embedding cache (``jaxgan.data.embeddings``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import abc
+import types
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
 
 from jaxgan.errors import JaxganError
 
@@ -26,17 +46,65 @@ class DataError(JaxganError, ValueError):
     """A dataset that cannot be read at all (missing, empty, or every example bad); one line."""
 
 
-@runtime_checkable
-class ExampleSource(Protocol):
-    """A random-access source of raw captioned examples (see the module docstring)."""
+class ExampleSource(abc.ABC):
+    """A random-access source of raw captioned examples (see the module docstring).
+
+    Example:
+        source = make_source(get_config("default", ["data.dataset=~/data/birds"]))
+        len(source), source[0]["captions"], source.attributes  # (..., [...], ())
+    """
 
     name: str
+    # Capabilities: see the module docstring. The defaults describe a dataset read from files.
+    attributes: ClassVar[tuple[str, ...]] = ()
+    drawn: ClassVar[bool] = False
+    fit: ClassVar[str | None] = None
+    splits: ClassVar[tuple[str, ...] | None] = None
+    embed_on_demand: ClassVar[bool] = False
+    # Problems found in the dataset's caption index (malformed lines...), counted in the metrics.
+    index_issues: Mapping[str, int] = types.MappingProxyType({})
 
-    def __len__(self) -> int: ...
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """The number of examples."""
 
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """The raw example at ``index`` (see ``example``)."""
 
-    def captions(self, index: int) -> list[str]: ...
+    @abc.abstractmethod
+    def captions(self, index: int) -> list[str]:
+        """The captions of example ``index``, without reading its image."""
+
+    def all_captions(self) -> list[str]:
+        """Every caption of the source, once each, in first-seen order (for the embedding cache)."""
+        seen: dict[str, None] = {}
+        for i in range(len(self)):
+            seen.update(dict.fromkeys(self.captions(i)))
+        if not seen:
+            raise DataError(f"dataset {self.name} has no captions at all (every caption file missing or empty?)")
+        return list(seen)
+
+    def preview_captions(self, count: int = 12) -> list[str]:
+        """Fixed prompts for the sample grids: the first caption of ``count`` examples spread
+        evenly over the source."""
+        picked = []
+        for i in np.linspace(0, len(self) - 1, min(count, len(self))).astype(int):
+            captions = self.captions(int(i))
+            if captions:
+                picked.append(captions[0])
+        return picked or self.all_captions()[:count]
+
+    def draw(self, start: int, size: int) -> dict[str, Any]:
+        """Examples [start, start + size) of a ``drawn`` source, ready for a batch: ``image``
+        uint8 [B, R, R, 3], ``caption`` and ``wrong_caption`` (lists of B strings) and, with
+        ``attributes``, ``attrs`` int32 [B, len(attributes)]."""
+        raise NotImplementedError(f"{type(self).__name__} is read, not drawn")
+
+    def labels(self, start: int, size: int) -> tuple[list[str], np.ndarray]:
+        """(captions, attrs int32 [size, len(attributes)]) of examples [start, start + size) of a
+        ``drawn`` source, without drawing their images."""
+        raise NotImplementedError(f"{type(self).__name__} is read, not drawn")
 
 
 def example(key: str, image: Any, captions: list[str], issues: list[str] | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from jaxgan.data.captions import read_caption_file
-from jaxgan.data.source import DataError, example
+from jaxgan.data.source import DataError, ExampleSource, example
 
 TFDS_DATASETS: tuple[str, ...] = ("coco_captions", "caltech_birds2011", "oxford_flowers102", "mnist", "cifar10")
 FALLBACK = "caption_fallback_label"
@@ -108,7 +108,7 @@ def _split_names(split: str) -> list[str]:
     return [part.split("[", 1)[0].strip() for part in split.split("+")]
 
 
-class TfdsSource:
+class TfdsSource(ExampleSource):
     """A prepared TFDS dataset as an ``ExampleSource`` (see the module docstring).
 
     Picklable for Grain's worker processes: the pickled state is the name, split, directories,

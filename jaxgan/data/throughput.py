@@ -21,6 +21,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
+
+from jaxgan.presets import get_config
+from jaxgan.data.embeddings import embedding_table
+from jaxgan.data.folder import ImageFolderSource
+from jaxgan.data.images import load_image
+from jaxgan.data.pipeline import Pipeline
+from jaxgan.text import load_text_encoder
 
 
 class _ConstantTable:
@@ -40,8 +48,6 @@ class _ConstantTable:
 
 def write_jpegs(directory: Path, count: int, size: tuple[int, int], seed: int = 0) -> Path:
     """``count`` smooth random JPEGs (quality 90) with one caption each."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     w, h = size
@@ -56,8 +62,6 @@ def write_jpegs(directory: Path, count: int, size: tuple[int, int], seed: int = 
 
 def decode_rate(files: list[Path], resolution: int) -> float:
     """Images/s of ``load_image`` on one core (files read from the page cache)."""
-    from jaxgan.data.images import load_image
-
     blobs = [f.read_bytes() for f in files]
     load_image(blobs[0], resolution)
     start = time.perf_counter()
@@ -68,13 +72,9 @@ def decode_rate(files: list[Path], resolution: int) -> float:
 
 def pipeline_rate(folder: Path, resolution: int, workers: int, batch_size: int, batches: int) -> float:
     """Images/s of the whole pipeline over ``batches`` batches after a warm-up batch."""
-    from jaxgan.data.folder import ImageFolderSource
-    from jaxgan.data.loader import DatasetPipeline
-    from jaxgan.presets import get_config
-
     config = get_config("default", [f"model.resolution={resolution}", f"train.batch_size={batch_size}",
                                     f"data.workers={workers}"])
-    pipeline = DatasetPipeline(config, ImageFolderSource(folder), _ConstantTable())
+    pipeline = Pipeline(config, ImageFolderSource(folder), _ConstantTable())
     stream = pipeline.iterate(0, batches + 1, prefetch=2)
     next(stream)  # worker start-up is not throughput
     start = time.perf_counter()
@@ -88,9 +88,6 @@ def pipeline_rate(folder: Path, resolution: int, workers: int, batch_size: int, 
 def embedding_costs(encoder_name: str, batch_size: int, repeats: int = 20) -> dict[str, float]:
     """Milliseconds per training batch to get its text embeddings (B captions and B mismatched
     ones): running the frozen encoder, against gathering rows from the frozen-embedding cache."""
-    from jaxgan.data.embeddings import embedding_table
-    from jaxgan.text import load_text_encoder
-
     encoder = load_text_encoder(encoder_name)
     captions = [f"a small bird number {i} with red wings and a short beak" for i in range(4 * batch_size)]
     with tempfile.TemporaryDirectory() as tmp:

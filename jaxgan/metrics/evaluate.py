@@ -3,8 +3,8 @@
 ``evaluate(source, protocol, ...)`` draws ``protocol.num_samples`` images from ``source``
 (a trained generator, or real images for the ceiling), conditioned on the captions of
 examples [0, N) of the protocol's split, and reports FID, KID, Inception Score,
-precision/recall/density/coverage, text-alignment accuracy (shapes) and CLIP score (when the
-protocol names a CLIP model), with the hash of the resolved protocol.
+precision/recall/density/coverage, text-alignment accuracy (for sources with attribute labels)
+and CLIP score (when the protocol names a CLIP model), with the hash of the resolved protocol.
 
 Generation and feature extraction happen in one compiled function, sharded over the mesh
 (``metrics.sharded``), so images never leave the devices; only features come back.
@@ -22,11 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxgan.data import shapes
+from jaxgan.data import source_type
+from jaxgan.data.source import ExampleSource
 from jaxgan.metrics import clip_score as clip_lib
 from jaxgan.metrics import fid as fid_lib
 from jaxgan.metrics.attributes import attribute_accuracy
-from jaxgan.metrics.clip_score import aggregate_clip_scores, clip_score
 from jaxgan.metrics.features import (FeatureNetwork, clip_image_network, load_feature_network, quantize,
                                      shapes_feature_network, uint8_to_unit)
 from jaxgan.metrics.inception_score import inception_score
@@ -48,8 +48,10 @@ class ImageSource:
       make_images: ``make_images(consts, inputs) -> float [B, R, R, 3]`` in [-1, 1]; pure.
         ``inputs`` holds ``index`` (int32 [B], the example index) and what ``inputs`` adds.
       inputs: ``inputs(start, size) -> dict`` of host arrays for examples [start, start + size).
-      captions: ``captions(start, size) -> (captions, attrs [size, 4])`` that the images of
+      captions: ``captions(start, size) -> (captions, attrs [size, A])`` that the images of
         those examples should show: what text alignment and CLIP score compare with.
+      attributes: whether ``attrs`` holds the examples' attribute labels (a source with
+        ``ExampleSource.attributes``), so that attribute alignment can be scored.
     """
 
     name: str
@@ -57,6 +59,7 @@ class ImageSource:
     make_images: Callable[[Any, dict[str, jax.Array]], jax.Array]
     inputs: Callable[[int, int], dict[str, np.ndarray]]
     captions: Callable[[int, int], tuple[list[str], np.ndarray]]
+    attributes: bool = False
 
 
 def protocol_noise(seed: int, index: jax.Array, z_dim: int, truncation: float = 0.0) -> jax.Array:
@@ -76,10 +79,20 @@ def protocol_noise(seed: int, index: jax.Array, z_dim: int, truncation: float = 
     return jax.vmap(one)(index)
 
 
+def drawn_source(protocol: EvalProtocol, split: str | None = None) -> ExampleSource:
+    """The protocol's dataset, split ``split`` (default the protocol's), when its source is
+    ``drawn``: its examples are then addressed by index with no files to read."""
+    kind = source_type(protocol.dataset)
+    if not kind.drawn:
+        raise ValueError(f"the examples of {protocol.dataset} must be given (metrics.dataset_eval.EvalExamples)")
+    return kind(resolution=protocol.resolution, seed=protocol.data_seed, split=split or protocol.split)
+
+
 def generator_source(generator: Any, variables: Any, z_dim: int,
                      embed: Callable[[list[str]], dict[str, np.ndarray]], protocol: EvalProtocol,
-                     name: str = "generator") -> ImageSource:
-    """A generator conditioned on the protocol's captions with the protocol's noise.
+                     name: str = "generator", source: ExampleSource | None = None) -> ImageSource:
+    """A generator conditioned on the captions of a drawn source's examples [0, N), with the
+    protocol's noise.
 
     Args:
       generator: the Flax generator module; applied with ``train=False`` (BatchNorm running
@@ -87,38 +100,45 @@ def generator_source(generator: Any, variables: Any, z_dim: int,
       variables: ``{"params": ..., "batch_stats": ...}``.
       z_dim: noise width.
       embed: captions -> ``{"sentence": [B, S]}`` plus ``words``/``word_mask`` for generators
-        with word attention (``CaptionEmbeddingCache.text`` of the run's frozen text encoder).
-      protocol: gives the captions, the seed and the truncation.
+        with word attention (``EmbeddingTable.text`` of the run's frozen text encoder).
+      protocol: gives the seed and the truncation, and the captions unless ``source`` does.
+      source: a ``drawn`` example source (default ``drawn_source(protocol)``).
     """
     seed, truncation = protocol.seed, protocol.truncation
+    source = source or drawn_source(protocol)
 
     def make_images(consts: Any, inputs: dict[str, jax.Array]) -> jax.Array:
         z = protocol_noise(seed, inputs["index"], z_dim, truncation)
         return apply_generator(generator, consts, z, inputs)
 
-    def captions(start: int, size: int) -> tuple[list[str], np.ndarray]:
-        return shapes.captions_of(start, size, protocol.data_seed, protocol.split)
-
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:
-        return dict(embed(captions(start, size)[0]))
+        return dict(embed(source.labels(start, size)[0]))
 
-    return ImageSource(name, variables, make_images, inputs, captions)
+    return ImageSource(name, variables, make_images, inputs, source.labels, bool(source.attributes))
 
 
-def real_source(split: str, data_seed: int, resolution: int, offset: int = 0,
-                name: str | None = None) -> ImageSource:
-    """Real shapes images, examples [offset, offset + N) of ``split`` (the reference, or a ceiling)."""
+def drawn_real_source(source: ExampleSource, offset: int = 0, name: str | None = None) -> ImageSource:
+    """Real images of a drawn source, examples [offset, offset + N) (the reference, or a ceiling)."""
 
     def make_images(_consts: Any, inputs: dict[str, jax.Array]) -> jax.Array:
         return uint8_to_unit(inputs["image"])
 
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:
-        return {"image": shapes.batch(offset + start, size, resolution, data_seed, split)["image"]}
+        return {"image": source.draw(offset + start, size)["image"]}
 
     def captions(start: int, size: int) -> tuple[list[str], np.ndarray]:
-        return shapes.captions_of(offset + start, size, data_seed, split)
+        return source.labels(offset + start, size)
 
-    return ImageSource(name or f"real images ({split} split from {offset})", {}, make_images, inputs, captions)
+    return ImageSource(name or f"real images ({source.split} split from {offset})", {}, make_images, inputs,
+                       captions, bool(source.attributes))
+
+
+def real_source(split: str, data_seed: int, resolution: int, offset: int = 0,
+                name: str | None = None, dataset: str = EvalProtocol.dataset) -> ImageSource:
+    """Real images of the drawn dataset ``dataset`` (the protocol's default), examples
+    [offset, offset + N) of ``split``."""
+    protocol = EvalProtocol(dataset=dataset, data_seed=data_seed, resolution=resolution, split=split)
+    return drawn_real_source(drawn_source(protocol), offset, name)
 
 
 def extract(source: ImageSource, count: int, networks: dict[str, FeatureNetwork], mesh: Mesh,
@@ -151,8 +171,8 @@ def reference_stats(protocol: EvalProtocol, network: FeatureNetwork, mesh: Mesh,
                     real: ImageSource | None = None) -> tuple[ReferenceStats, Path]:
     """The reference statistics of ``protocol``: loaded from the cache, or computed and cached.
 
-    ``real`` gives the reference images of a dataset other than shapes
-    (``dataset_eval.dataset_real_source``); shapes renders its own.
+    ``real`` gives the reference images of a dataset that is read
+    (``dataset_eval.dataset_real_source``); a drawn dataset draws its own.
     """
     spec = protocol.reference_spec(network.identity)
     path = reference_path(Path(cache_dir) if cache_dir else default_cache_dir(), spec)
@@ -162,9 +182,7 @@ def reference_stats(protocol: EvalProtocol, network: FeatureNetwork, mesh: Mesh,
             raise ValueError(f"reference statistics {path} were computed for another spec; delete the file")
         return stats, path
     if real is None:
-        if protocol.dataset != "shapes":
-            raise ValueError(f"reference images of {protocol.dataset} must be given (dataset_eval.dataset_real_source)")
-        real = real_source(protocol.split, protocol.data_seed, protocol.resolution)
+        real = drawn_real_source(drawn_source(protocol))
     out = extract(real, protocol.num_reference, {"features": network}, mesh,
                   progress="reference features" if progress else None)
     features = out["features/features"].astype(np.float32)
@@ -196,7 +214,8 @@ class EvalResult:
 def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = None,
              network: FeatureNetwork | None = None, cache_dir: str | Path | None = None,
              clip_scorer: Any = None, training_text_hashes: Iterable[str] = (),
-             per_device: int = 64, progress: bool = True, reference: ImageSource | None = None) -> EvalResult:
+             per_device: int = 64, progress: bool = True, reference: ImageSource | None = None,
+             stats: tuple[ReferenceStats, Path] | None = None) -> EvalResult:
     """Scores ``source`` under ``protocol``.
 
     Args:
@@ -211,15 +230,16 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
         CLIP score is refused if the evaluation CLIP shares weights with one of them.
       per_device: examples per device per compiled call.
       progress: progress bars.
-      reference: the real images of a dataset other than shapes (computed once, then cached).
+      reference: the real images of a dataset that is read (computed once, then cached).
+      stats: ``reference_stats``' result, when the caller already holds it.
     """
     start_time = time.perf_counter()
     mesh = mesh or evaluation_mesh()
     network = network or load_feature_network(protocol.features)
-    reference, ref_path = reference_stats(protocol, network, mesh, cache_dir, progress, reference)
+    reference, ref_path = stats or reference_stats(protocol, network, mesh, cache_dir, progress, reference)
 
     networks = {"features": network}
-    if not network.reads_attributes and protocol.dataset == "shapes":
+    if not network.reads_attributes and source.attributes:
         networks["attributes"] = shapes_feature_network()
     clip_sha = ""
     if protocol.clip or clip_scorer is not None:
@@ -232,7 +252,7 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
                   progress="samples + features" if progress else None)
     metrics = score(out, reference, protocol)
     captions, attrs = source.captions(0, protocol.num_samples)
-    if protocol.dataset == "shapes":  # attribute alignment needs the shapes attribute labels
+    if source.attributes:
         attr_key = "features/attrs" if "features/attrs" in out else "attributes/attrs"
         metrics.update(alignment_accuracy(out[attr_key], attrs))
     if "clip" in networks:
@@ -251,7 +271,7 @@ def _clip_metrics(scorer: Any, image_embeds: np.ndarray, captions: list[str], ch
         part = unique[start:start + chunk]
         table.update(zip(part, np.asarray(scorer.embed_texts(part))))
     text = np.stack([table[c] for c in captions])
-    scores = aggregate_clip_scores(clip_score(jnp.asarray(image_embeds), jnp.asarray(text)))
+    scores = clip_lib.aggregate_clip_scores(clip_lib.clip_score(jnp.asarray(image_embeds), jnp.asarray(text)))
     return {k: float(v) for k, v in scores.items() if k != "n"}
 
 

@@ -156,6 +156,12 @@ def clip_image_network(scorer: Any) -> FeatureNetwork:
                 "shrinking), centre crop, CLIP mean/std")
 
 
+def needs_attributes(spec: str) -> bool:
+    """Whether the feature network ``spec`` judges only sources with the shapes attribute labels
+    (``ExampleSource.attributes``): the shapes attribute classifier does."""
+    return spec.partition(":")[0] == "shapes"
+
+
 def load_feature_network(spec: str) -> FeatureNetwork:
     """``"shapes"``, ``"shapes:DIR"`` or ``"inception:FILE"`` -> the feature network.
 

@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from jaxgan.config import ConfigError
+from jaxgan.data import source_type
+from jaxgan.data.source import DataError
+from jaxgan.metrics.features import needs_attributes
 
 PROTOCOL_VERSION = 1
 # Images are rounded to uint8 before any feature network sees them (features.quantize).
@@ -58,8 +61,9 @@ class EvalProtocol:
       pr_k: neighbours for precision/recall (Kynkaanniemi et al. 2019) and density/coverage.
       is_splits: Inception Score splits (Salimans et al. 2016).
       clip: a Hugging Face CLIPModel directory for CLIP score, or "" for no CLIP score.
-      fit: for datasets other than shapes, how non-square images become square ("crop" or
-        "pad"); "" for shapes. Part of the hash only when set, so shapes hashes are unchanged.
+      fit: for a dataset read from files, how non-square images become square ("crop" or
+        "pad"); "" for a source that fixes it (``ExampleSource.fit``: shapes is drawn square).
+        Part of the hash only when set, so shapes hashes are unchanged.
     """
 
     dataset: str = "shapes"
@@ -82,17 +86,20 @@ class EvalProtocol:
 
     def __post_init__(self):
         problems = []
-        if self.dataset == "shapes":
-            if self.split not in ("train", "test"):
-                problems.append(f"split must be train or test, got {self.split!r}")
-            if self.fit:
-                problems.append(f"fit applies to datasets other than shapes, got {self.fit!r}")
-        else:
-            if self.features.partition(":")[0] == "shapes":
-                problems.append(f"the shapes feature network judges the shapes dataset only; evaluate "
-                                f"{self.dataset} with features inception:FILE")
-            if self.fit not in ("crop", "pad"):
-                problems.append(f"fit must be crop or pad for {self.dataset}, got {self.fit!r}")
+        # What the dataset can be judged on is a capability of its source (jaxgan.data.source).
+        try:
+            kind = source_type(self.dataset)
+        except DataError as e:
+            raise ConfigError(f"evaluation protocol: {e}") from None
+        if kind.splits is not None and self.split not in kind.splits:
+            problems.append(f"split must be {' or '.join(kind.splits)}, got {self.split!r}")
+        if needs_attributes(self.features) and not kind.attributes:
+            problems.append(f"the shapes feature network judges the shapes dataset only; evaluate "
+                            f"{self.dataset} with features inception:FILE")
+        if kind.fit is not None and self.fit != kind.fit:
+            problems.append(f"fit does not apply to {self.dataset}, whose images are drawn square; got {self.fit!r}")
+        if kind.fit is None and self.fit not in ("crop", "pad"):
+            problems.append(f"fit must be crop or pad for {self.dataset}, got {self.fit!r}")
         if self.captions_per_image != 1:
             problems.append("the shapes dataset has one caption per image: captions_per_image must be 1")
         for name in ("num_samples", "num_reference", "kid_subsets", "kid_subset_size", "pr_k",
