@@ -23,7 +23,8 @@ from jaxgan.config import Config
 from jaxgan.data import throughput
 from jaxgan.distributed import initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
-from jaxgan.eval import evaluate_workdir, print_result
+from jaxgan.evaluator import evaluate_workdir
+from jaxgan.metrics.evaluate import EvalResult, format_metrics
 from jaxgan.metrics import attributes, features, inception, sanity
 from jaxgan.metrics.alignment import alignment_of
 from jaxgan.models import uses_word_attention
@@ -113,6 +114,17 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_result(result: EvalResult, step: int) -> None:
+    """The metrics table, with the protocol hash on every line that others may quote."""
+    p = result.protocol.protocol
+    where = f"step {step}" if step >= 0 else "real images"
+    print(f"{result.source}: {p.num_samples} samples, features {p.features.partition(':')[0]}, "
+          f"{result.num_devices} device(s), {result.seconds:.1f}s")
+    print(f"protocol {result.protocol.hash} ({where})")
+    for name, text in format_metrics(result.metrics).items():
+        print(f"  {name:20s} {text:>12s}")
+
+
 def eval_parser() -> argparse.ArgumentParser:
     """The flags of ``jaxgan eval``."""
     p = argparse.ArgumentParser(description="Evaluate a trained run under a pinned protocol.")
@@ -141,7 +153,7 @@ def _eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress, num_samples=args.num_samples, num_reference=args.num_reference,
         features=args.features, generator=args.generator, truncation=args.truncation, seed=args.seed,
         split=args.split, clip=args.clip)
-    print_result(result, step)
+    _print_result(result, step)
     name = f"step_{step:06d}" if step >= 0 else f"real_{args.real}"
     out = Path(args.out) if args.out else Path(args.workdir) / "eval" / f"{name}-{result.protocol.hash}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

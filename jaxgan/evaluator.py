@@ -32,6 +32,8 @@ from jaxgan.metrics.evaluate import (EvalResult, ImageSource, drawn_real_source,
 from jaxgan.metrics.protocol import EvalProtocol
 from jaxgan.metrics.sharded import evaluation_mesh
 from jaxgan.models import build_models, uses_word_attention
+from jaxgan.text import load_text_encoder
+from jaxgan.workdir import restore_state, saved_config
 
 
 def protocol_for(config: Config, **overrides: Any) -> EvalProtocol:
@@ -151,3 +153,17 @@ class Evaluator:
     def evaluate_state(self, state: Any) -> EvalResult:
         """Every metric of ``state``'s generator (the protocol's weights: EMA or raw)."""
         return self.evaluate(self.generator_source(state))
+
+
+def evaluate_workdir(workdir: str | Path, step: int | None = None, real: str | None = None,
+                     num_devices: int = 0, cache_dir: str | None = None, progress: bool = True,
+                     **protocol_overrides: Any) -> tuple[EvalResult, int]:
+    """Evaluates ``workdir``'s checkpoint (or real images of split ``real``); returns (result, step)."""
+    config = saved_config(workdir)
+    encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
+    evaluator = Evaluator(config, encoder, mesh=evaluation_mesh(num_devices), cache_dir=cache_dir,
+                          progress=progress, **protocol_overrides)
+    if real is not None:
+        return evaluator.evaluate(evaluator.real_source(real)), -1
+    state = restore_state(config, workdir, encoder, step)
+    return evaluator.evaluate_state(state), int(state.step)
