@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxgan.metrics.attributes import evaluate_text_alignment, uint8_to_float
+from jaxgan import pixels
+from jaxgan.metrics.attributes import evaluate_text_alignment
 from jaxgan.sampling import TrainedGenerator
 
 
@@ -33,7 +34,7 @@ def run_alignment(workdir: str | Path, per_combination: int = 4, seed: int = 0,
         # Distinct seeds for every request, reproducible from ``seed``.
         first = seed * 1_000_003 + calls[0]
         calls[0] += len(captions)
-        return uint8_to_float(generator(captions, list(range(first, first + len(captions)))))
+        return pixels.to_float(generator(captions, list(range(first, first + len(captions)))))
 
     accuracy = evaluate_text_alignment(generate, num_per_combination=per_combination, template=None,
                                        seed=seed)

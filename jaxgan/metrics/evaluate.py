@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxgan import pixels
 from jaxgan.data import shapes
 from jaxgan.metrics import fid as fid_lib
-from jaxgan.metrics.features import (FeatureNetwork, clip_image_network, load_feature_network, quantize,
-                                     uint8_to_unit)
+from jaxgan.metrics.features import FeatureNetwork, clip_image_network, load_feature_network
 from jaxgan.metrics.protocol import (EvalProtocol, ReferenceStats, ResolvedProtocol, default_cache_dir,
                                      reference_path)
 from jaxgan.metrics.sharded import ShardedMap, evaluation_mesh
@@ -104,7 +104,7 @@ def real_source(split: str, data_seed: int, resolution: int, offset: int = 0,
     """Real shapes images, examples [offset, offset + N) of ``split`` (the reference, or a ceiling)."""
 
     def make_images(_consts: Any, inputs: dict[str, jax.Array]) -> jax.Array:
-        return uint8_to_unit(inputs["image"])
+        return pixels.to_float(inputs["image"])
 
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:
         return {"image": shapes.batch(offset + start, size, resolution, data_seed, split)["image"]}
@@ -119,11 +119,11 @@ def extract(source: ImageSource, count: int, networks: dict[str, FeatureNetwork]
             per_device: int = 64, progress: str | None = None) -> dict[str, np.ndarray]:
     """Runs ``source`` and every network on examples [0, count); outputs as ``"{net}/{key}"``.
 
-    Images are quantized to uint8 values before the networks see them (``features.quantize``).
+    Images are quantized to uint8 values before the networks see them (``pixels.quantize``).
     """
 
     def fn(consts: dict[str, Any], inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        images = quantize(source.make_images(consts["source"], inputs))
+        images = pixels.quantize(source.make_images(consts["source"], inputs))
         out = {}
         for name, net in networks.items():
             for key, value in net.apply(consts[name], images).items():
