@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxgan.config import Config
 from jaxgan.models import uses_word_attention
 from jaxgan.state import init_state
+from jaxgan.models.layers import taps_inside
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +40,6 @@ class Layer:
     path: str
     kind: str
     macs: int
-
-
-def _taps_inside(size_in: int, size_out: int, kernel: int, stride: int, pad_lo: int) -> int:
-    """(output position, kernel tap) pairs along one axis that read an input inside the image."""
-    return sum(0 <= o * stride - pad_lo + k < size_in for o in range(size_out) for k in range(kernel))
 
 
 def _conv_taps(module: nn.Conv, x: Any, y: Any) -> int:
@@ -58,7 +54,7 @@ def _conv_taps(module: nn.Conv, x: Any, y: Any) -> int:
             lo = max((n_out - 1) * s + k - n_in, 0) // 2
         else:
             lo = module.padding[axis - 1][0]
-        taps *= _taps_inside(n_in, n_out, k, s, lo)
+        taps *= taps_inside(n_in, n_out, k, s, lo)
     return taps
 
 

@@ -1,14 +1,15 @@
-"""Device layout of the step: ``jax.jit`` over a named mesh (default) or ``jax.pmap``,
-on one process or many.
+"""Device layout of the step: data parallelism with optional FSDP (``DataFsdpParallel``),
+compiled with ``jax.jit`` (default) or ``jax.pmap``, on one process or many.
 
-Both compile the same ``train_step``.
+Both modes compile the same ``train_step`` over one ``(data, fsdp)`` mesh from
+``jax.make_mesh`` (``make_mesh``) and split the batch over all its devices (both axes).
 
-* jit: a 2-D mesh ``(data, fsdp)`` over every device of every process. The batch is split
-  over all devices (both axes); each state leaf is replicated, or with ``train.fsdp > 1``
-  split along one dimension over the ``fsdp`` axis (FSDP/ZeRO-3: XLA all-gathers a weight
-  where it is used and reduce-scatters its gradient). Which leaves split is a rule on their
-  shapes (``fsdp_spec``), so shardings come from ``jax.eval_shape`` with no model code.
-* pmap: one copy of the state per device and the step averages over ``AXIS`` itself.
+* jit: each state leaf is replicated, or with ``train.fsdp > 1`` split along one dimension
+  over the ``fsdp`` axis (FSDP/ZeRO-3: XLA all-gathers a weight where it is used and
+  reduce-scatters its gradient). Which leaves split is a rule on their shapes
+  (``fsdp_spec``), so shardings come from ``jax.eval_shape`` with no model code.
+* pmap: one copy of the state per device (``fsdp`` is 1) and the step averages over
+  ``AXIS`` itself.
 
 Across processes (``jax.distributed``), each process builds only its own rows of every
 global batch (``local_rows``) and ``put_batch`` assembles the global array with
@@ -24,12 +25,14 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from jaxgan.config import Config, ConfigError
 
 AXIS = "data"
 FSDP_AXIS = "fsdp"
+# The batch is split over both axes: every device gets its own rows.
+BATCH_AXES = (AXIS, FSDP_AXIS)
 # Leaves smaller than this stay replicated under FSDP: biases and norms are cheap to copy,
 # and sharding them would add a collective each for no memory saved.
 FSDP_MIN_SIZE = 2 ** 12
@@ -47,49 +50,71 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = FSDP_MIN_SIZE) 
     return P(*([None] * axis), FSDP_AXIS)
 
 
-def _ordered(devices: list[Any]) -> tuple[Any, ...]:
-    # Devices of one process are contiguous in the mesh, so each process's rows of the batch
-    # are one contiguous block that it can build alone.
-    return tuple(sorted(devices, key=lambda d: (d.process_index, d.id)))
+def make_mesh(num_devices: int, fsdp: int = 1) -> Mesh:
+    """The ``(data, fsdp)`` mesh over the first ``num_devices`` devices (all of them when
+    several processes run), each process's devices one contiguous block.
+
+    ``jax.make_mesh`` orders the devices for fast collectives: along the torus on TPU, by
+    device id on GPU and CPU (where ids already run process by process). Each process builds
+    one contiguous block of every batch's rows (``local_rows``), so where that order
+    interleaves processes (possible on a TPU pod) the devices are grouped by process, keeping
+    ``make_mesh``'s order within each, as ``jax.pmap`` groups them.
+    """
+    shape, names = (num_devices // fsdp, fsdp), (AXIS, FSDP_AXIS)
+    # Auto axes: XLA propagates shardings as it does on a plain Mesh (make_mesh's default is
+    # Explicit, which would make sharding part of every array's type).
+    mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * 2, devices=jax.devices()[:num_devices])
+    order = list(mesh.devices.flat)
+    by_process = sorted(order, key=lambda d: d.process_index)  # stable
+    if by_process == order:
+        return mesh
+    return Mesh(np.asarray(by_process).reshape(shape), names)
 
 
 @dataclasses.dataclass(frozen=True)
-class DataParallel:
-    """How the step is spread over devices (possibly of several processes)."""
+class DataFsdpParallel:
+    """Data parallelism over a ``(data, fsdp)`` mesh, with the state optionally split over
+    ``fsdp`` (FSDP), compiled with ``jax.jit`` or ``jax.pmap``.
+
+    The batch is split over every device of the mesh (both axes). Under jit each state leaf is
+    replicated or split by ``fsdp_spec``; pmap keeps a whole copy per device (``fsdp`` is 1).
+
+    Example:
+        parallel = data_fsdp_parallel(config)
+        step = parallel.compile(train_step)
+        state, metrics = step(parallel.put_state(state), parallel.put_batch(batch))
+    """
 
     mode: str  # "jit" or "pmap"
-    devices: tuple[Any, ...]  # every device in the layout, all processes, in mesh order
-    fsdp: int = 1  # size of the parameter-sharding axis (jit only)
+    mesh: Mesh  # (data, fsdp) over every device in the layout, all processes (``make_mesh``)
+
+    @property
+    def devices(self) -> tuple[Any, ...]:
+        """Every device in the layout, all processes, in mesh order."""
+        return tuple(self.mesh.devices.flat)
+
+    @property
+    def fsdp(self) -> int:
+        """Size of the parameter-sharding axis."""
+        return self.mesh.shape[FSDP_AXIS]
 
     @property
     def num_devices(self) -> int:
-        return len(self.devices)
+        return self.mesh.size
 
     @property
     def local_devices(self) -> tuple[Any, ...]:
         return tuple(d for d in self.devices if d.process_index == jax.process_index())
 
     @property
-    def mesh(self) -> Mesh:
-        """jit: (data, fsdp); pmap: (data,)."""
-        if self.mode == "pmap":
-            return Mesh(np.asarray(self.devices), (AXIS,))
-        grid = np.asarray(self.devices).reshape(self.num_devices // self.fsdp, self.fsdp)
-        return Mesh(grid, (AXIS, FSDP_AXIS))
-
-    @property
     def flat_mesh(self) -> Mesh:
         """The same devices as one ``data`` axis (what evaluation splits examples over)."""
-        return Mesh(np.asarray(self.devices), (AXIS,))
+        return Mesh(self.mesh.devices.reshape(-1), (AXIS,))
 
     @property
     def axis_name(self) -> str | None:
         """The axis the step reduces over itself: only pmap needs one."""
         return AXIS if self.mode == "pmap" else None
-
-    @property
-    def batch_axes(self) -> tuple[str, ...]:
-        return (AXIS,) if self.mode == "pmap" else (AXIS, FSDP_AXIS)
 
     def batchnorm_layout(self, sync: bool) -> tuple[int, str | None]:
         """(groups, axis_name) for ``BatchNorm``: global or per-device statistics."""
@@ -97,12 +122,20 @@ class DataParallel:
             return 1, (AXIS if sync else None)
         return (1 if sync else self.num_devices), None
 
+    @property
+    def _split(self) -> NamedSharding:
+        """A leading axis split over every device: the batch rows (jit) or the per-device
+        copies (pmap)."""
+        if self.mode == "pmap":
+            # pmap's own layout, a flat "data" axis: an input laid out any other way, even an
+            # equivalent one, makes pmap trace and compile the step again.
+            return NamedSharding(self.flat_mesh, P(AXIS))
+        return NamedSharding(self.mesh, P(BATCH_AXES))
+
     # --- the state -------------------------------------------------------------------------
 
     def leaf_sharding(self, shape: tuple[int, ...]) -> NamedSharding:
         """Where a single-copy state leaf of this shape lives (the checkpointed layout)."""
-        if self.mode == "pmap":
-            return NamedSharding(self.flat_mesh, P())
         return NamedSharding(self.mesh, fsdp_spec(tuple(shape), self.fsdp))
 
     def state_shardings(self, abstract_state: Any) -> Any:
@@ -133,12 +166,12 @@ class DataParallel:
         if self.mode != "pmap":
             return state
         # pmap wants a leading device axis: every local device gets a copy.
-        n_local, sharding = len(self.local_devices), NamedSharding(self.flat_mesh, P(AXIS))
+        n_local = len(self.local_devices)
 
         def stack(x):
             local = np.asarray(x.addressable_data(0))
             return jax.make_array_from_process_local_data(
-                sharding, np.broadcast_to(local, (n_local, *local.shape)), (self.num_devices, *local.shape))
+                self._split, np.broadcast_to(local, (n_local, *local.shape)), (self.num_devices, *local.shape))
 
         return jax.tree.map(stack, state)
 
@@ -149,7 +182,7 @@ class DataParallel:
         # pmap returns process-local replicas; device 0's is everyone's (they are identical).
         def one(x):
             local = np.asarray(x.addressable_data(0))[0]
-            return jax.make_array_from_process_local_data(NamedSharding(self.flat_mesh, P()), local, local.shape)
+            return jax.make_array_from_process_local_data(self.leaf_sharding(local.shape), local, local.shape)
 
         return jax.tree.map(one, state)
 
@@ -184,16 +217,10 @@ class DataParallel:
         out = {}
         for key, value in batch.items():
             value = np.asarray(value)
-            rows = value.shape[0]
-            global_rows = rows * self.num_devices // n_local
-            if self.mode == "pmap":
-                value = value.reshape(n_local, rows // n_local, *value.shape[1:])
-                shape = (self.num_devices, rows // n_local, *value.shape[2:])
-                sharding = NamedSharding(self.flat_mesh, P(AXIS))
-            else:
-                shape = (global_rows, *value.shape[1:])
-                sharding = NamedSharding(self.mesh, P(self.batch_axes))
-            out[key] = jax.make_array_from_process_local_data(sharding, value, shape)
+            if self.mode == "pmap":  # [rows, ...] -> [local devices, rows per device, ...]
+                value = value.reshape(n_local, -1, *value.shape[1:])
+            global_shape = (value.shape[0] * self.num_devices // n_local, *value.shape[1:])
+            out[key] = jax.make_array_from_process_local_data(self._split, value, global_shape)
         return out
 
     # --- the step --------------------------------------------------------------------------
@@ -216,7 +243,7 @@ class DataParallel:
         return jax.jit(laid_out, out_shardings=(None, replicated), donate_argnums=0)
 
 
-def data_parallel(config: Config) -> DataParallel:
+def data_fsdp_parallel(config: Config) -> DataFsdpParallel:
     """The device layout ``config.train`` asks for; checks the batch and axes divide evenly."""
     t = config.train
     devices = jax.devices()
@@ -234,5 +261,4 @@ def data_parallel(config: Config) -> DataParallel:
         raise ConfigError(f"train.fsdp={t.fsdp} must be at least 1 and divide the {n} devices")
     if t.fsdp > 1 and t.parallel != "jit":
         raise ConfigError("train.fsdp > 1 needs train.parallel=jit (pmap keeps a whole copy per device)")
-    chosen = _ordered(devices) if multi else tuple(jax.local_devices()[:n])
-    return DataParallel(t.parallel, chosen, t.fsdp)
+    return DataFsdpParallel(t.parallel, make_mesh(n, t.fsdp))

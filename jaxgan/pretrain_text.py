@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxgan import pixels
 from jaxgan.data import shapes
 from jaxgan.errors import UsageError
 from jaxgan.text import separation
@@ -82,7 +83,7 @@ class ImageEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
-        x = images.astype(jnp.float32) / 127.5 - 1.0
+        x = pixels.to_float(images)
         # A 4x4 stride-2 stem sees every pixel at a quarter of the cost of a full-resolution layer.
         x = nn.gelu(nn.Conv(self.width, (4, 4), strides=2)(x))
         for mult in (2, 4):

@@ -15,7 +15,7 @@ import jax
 
 from jaxgan.config import Config
 from jaxgan.models import build_models
-from jaxgan.parallel import DataParallel, data_parallel
+from jaxgan.parallel import DataFsdpParallel, data_fsdp_parallel
 from jaxgan.state import GANState, abstract_state, init_state
 from jaxgan.step import Batch, Metrics, make_train_step
 
@@ -30,7 +30,7 @@ class TrainProgram:
     """
 
     config: Config
-    parallel: DataParallel
+    parallel: DataFsdpParallel
     generator: nn.Module
     discriminator: nn.Module
     step: Callable[[GANState, Batch], tuple[GANState, Metrics]]  # compiled, state donated
@@ -61,7 +61,7 @@ def build_train_program(config: Config, **pieces: Any) -> TrainProgram:
         state = program.init_placed_state(sentence_dim=128)
         state, metrics = program.step(state, program.parallel.put_batch(batch))
     """
-    parallel = data_parallel(config)
+    parallel = data_fsdp_parallel(config)
     generator, discriminator = build_models(config.model, *parallel.batchnorm_layout(config.model.bn_sync))
     step = parallel.compile(make_train_step(config, generator, discriminator, parallel.axis_name, **pieces))
     return TrainProgram(config, parallel, generator, discriminator, step)

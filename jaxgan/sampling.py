@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxgan.pixels import to_uint8
+
 
 def sample_noise(seeds: Sequence[int], z_dim: int) -> jax.Array:
     """z [N, Z] with sample i drawn from ``jax.random.key(seeds[i])``: reproducible alone.
@@ -52,11 +54,6 @@ def apply_generator(generator: nn.Module, variables: Any, z: jax.Array, text: di
     """``generator`` in inference mode on noise and a text dict (sentence, maybe words)."""
     words = {k: text[k] for k in ("words", "word_mask") if k in text}
     return generator.apply(variables, z, text["sentence"], **words, train=False, **kwargs)
-
-
-def to_uint8(images: jax.Array) -> jax.Array:
-    """[-1, 1] float -> uint8 [0, 255]."""
-    return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgan import pixels
 from jaxgan.augment import augment_examples
 from jaxgan.config import Config
 from jaxgan.losses import LOSSES, AdversarialLoss, conditioning_kl, discriminator_accuracy, matching_aware_d_loss
@@ -39,11 +40,6 @@ def example_noise(key: jax.Array, batch_size: int, z_dim: int, axis_name: str | 
     offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch_size
     index = offset + jnp.arange(batch_size)
     return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (z_dim,)))(index)
-
-
-def images_to_float(images: jax.Array) -> jax.Array:
-    """uint8 [0, 255] -> float32 [-1, 1]; done on device so the host sends 4x fewer bytes."""
-    return images.astype(jnp.float32) / 127.5 - 1.0
 
 
 def _norm(tree: Any) -> jax.Array:
@@ -121,7 +117,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
-        real = images_to_float(batch["image"])
+        real = pixels.to_float(batch["image"])
         sentence, wrong_sentence = batch["sentence"], batch["wrong_sentence"]
         words = word_inputs(config, batch.get("words"), batch.get("word_mask"))
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)

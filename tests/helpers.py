@@ -31,11 +31,11 @@ def train_steps(cfg, sentence_dim: int, steps: int, batch_fn, count_traces=None)
     ``count_traces`` (a list) gets one entry per trace of the step.
     """
     from jaxgan.models import build_models
-    from jaxgan.parallel import data_parallel
+    from jaxgan.parallel import data_fsdp_parallel
     from jaxgan.state import init_state
     from jaxgan.step import make_train_step
 
-    dp = data_parallel(cfg)
+    dp = data_fsdp_parallel(cfg)
     g, d = build_models(cfg.model, *dp.batchnorm_layout(cfg.model.bn_sync))
     step = make_train_step(cfg, g, d, dp.axis_name)
     if count_traces is not None:

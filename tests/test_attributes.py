@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from jaxgan import pixels
 from jaxgan.data import shapes
 from jaxgan.metrics import attributes
 
@@ -31,7 +32,7 @@ def test_shipped_files_are_small_and_report_near_perfect_heldout_accuracy(classi
 def test_classifier_reads_fresh_heldout_real_images(classifier, resolution, count):
     # A seed the shipped numbers did not use, so these exact images are new to everyone.
     data = shapes.batch(0, count, resolution, seed=2024, split="test")
-    pred = attributes.predict_attributes(classifier, attributes.uint8_to_float(data["image"]))
+    pred = attributes.predict_attributes(classifier, pixels.to_float(data["image"]))
     acc = attributes.attribute_accuracy(pred, data["attrs"])
     for name in shapes.ATTRIBUTES:
         assert acc[name] >= 0.99, (name, acc)
@@ -40,7 +41,7 @@ def test_classifier_reads_fresh_heldout_real_images(classifier, resolution, coun
 
 
 def test_uint8_to_float_range():
-    out = attributes.uint8_to_float(np.array([0, 255], np.uint8))
+    out = pixels.to_float(np.array([0, 255], np.uint8))
     np.testing.assert_allclose(out, [-1.0, 1.0])
     assert out.dtype == np.float32
 
@@ -59,7 +60,7 @@ def test_attribute_accuracy_by_hand():
 def test_perfect_generator_scores_near_one(classifier):
     def perfect(captions, attrs):
         assert captions == [shapes.caption(a, 2) for a in attrs]
-        return attributes.uint8_to_float(shapes.images_for(attrs, 64, seed=5))
+        return pixels.to_float(shapes.images_for(attrs, 64, seed=5))
 
     acc = attributes.evaluate_text_alignment(perfect, template=2, seed=1, classifier=classifier)
     for name in (*shapes.ATTRIBUTES, "all"):
@@ -69,7 +70,7 @@ def test_perfect_generator_scores_near_one(classifier):
 def test_generator_off_by_one_combination_scores_as_computed(classifier):
     def rolled(captions, attrs):
         index = np.ravel_multi_index(tuple(np.asarray(attrs).T), DIMS)
-        return attributes.uint8_to_float(shapes.images_for(COMBOS[(index + 1) % len(COMBOS)], 32))
+        return pixels.to_float(shapes.images_for(COMBOS[(index + 1) % len(COMBOS)], 32))
 
     acc = attributes.evaluate_text_alignment(rolled, classifier=classifier)
     # all_combinations is row-major with position fastest, so the next combination always has

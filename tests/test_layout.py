@@ -9,7 +9,7 @@ from jaxgan.config import ConfigError
 from jaxgan.data import make_source
 from jaxgan.data.embeddings import EmbeddingTable
 from jaxgan.data.pipeline import Pipeline
-from jaxgan.parallel import data_parallel, fsdp_spec
+from jaxgan.parallel import data_fsdp_parallel, fsdp_spec, make_mesh
 from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
@@ -26,6 +26,16 @@ def test_fsdp_rule_splits_the_largest_divisible_dimension_of_large_leaves():
     assert fsdp_spec((128,), 4) == jax.sharding.PartitionSpec()  # small: replicated
     assert fsdp_spec((4099, 3), 4) == jax.sharding.PartitionSpec()  # nothing divisible
     assert fsdp_spec((3, 3, 64, 128), 1) == jax.sharding.PartitionSpec()
+
+
+def test_the_mesh_keeps_the_device_order_with_auto_axes():
+    # One process: jax.make_mesh keeps the CPU devices in order, so the batch rows go to the
+    # devices they went to before; Auto axes let XLA propagate shardings as on a plain Mesh.
+    mesh = make_mesh(8, 4)
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,) * 2
+    assert list(mesh.devices.flat) == jax.devices()
+    assert list(make_mesh(3).devices.flat) == jax.devices()[:3]
 
 
 def _train_fsdp(fsdp: int, overrides: list[str]):
@@ -81,8 +91,8 @@ def test_each_process_builds_its_own_rows_and_together_they_are_the_batch():
 
 def test_a_batch_the_devices_do_not_divide_is_refused_with_the_numbers():
     with pytest.raises(ConfigError, match=r"train.batch_size=30 is not divisible by the 8 devices"):
-        data_parallel(get_config("default", ["train.batch_size=30"]))
+        data_fsdp_parallel(get_config("default", ["train.batch_size=30"]))
     with pytest.raises(ConfigError, match=r"train.fsdp=3 must .* divide the 8 devices"):
-        data_parallel(get_config("default", ["train.fsdp=3"]))
+        data_fsdp_parallel(get_config("default", ["train.fsdp=3"]))
     with pytest.raises(ConfigError, match="needs train.parallel=jit"):
-        data_parallel(get_config("default", ["train.fsdp=2", "train.parallel=pmap"]))
+        data_fsdp_parallel(get_config("default", ["train.fsdp=2", "train.parallel=pmap"]))

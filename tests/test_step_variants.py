@@ -10,9 +10,10 @@ from jaxgan.bench import synthetic_batch
 from jaxgan.losses import LOSSES, matching_aware_d_loss
 from jaxgan.models import build_models
 from jaxgan.presets import get_config
+from jaxgan.pixels import to_float
 from jaxgan.regularizers import ma_gp
 from jaxgan.state import init_state
-from jaxgan.step import example_noise, images_to_float, make_train_step
+from jaxgan.step import example_noise, make_train_step
 
 pytestmark = pytest.mark.usefixtures("quick_compiles")
 SENTENCE_DIM = 12
@@ -73,7 +74,7 @@ def test_d_loss_is_hinge_plus_lazy_ma_gp_and_the_lazy_step_compiles_once():
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 0)
         z = example_noise(key, 16, cfg.model.z_dim, None)
         fake = g.apply({"params": state.g_params}, z, batch["sentence"], train=True)
-        real = images_to_float(batch["image"])
+        real = to_float(batch["image"])
         dv = {"params": state.d_params}
         real_logits, wrong_logits = d.apply(dv, real, batch["sentence"], batch["wrong_sentence"])
         adversarial = matching_aware_d_loss(LOSSES["hinge"], real_logits, d.apply(dv, fake, batch["sentence"]),

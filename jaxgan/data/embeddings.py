@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any, Iterable, Sequence
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxgan import paths
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,8 @@ _PER_DEVICE = 256
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/jaxgan/embeddings`` (``~/.cache/jaxgan/embeddings``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "jaxgan" / "embeddings"
+    """``embeddings`` under the cache root (``jaxgan.paths.cache_root``)."""
+    return paths.cache_dir(paths.EMBEDDINGS)
 
 
 def caption_set_hash(captions: Iterable[str]) -> str:

@@ -95,7 +95,7 @@ class Pipeline:
       source: the examples (``jaxgan.data.make_source``).
       table: the caption -> embedding table (``jaxgan.data.embeddings``): a cache entry holding
         every caption of ``source``, or an on-demand table for sources that ``embed_on_demand``.
-      rows: this process's rows ``(lo, hi)`` of every global batch (``DataParallel.local_rows``).
+      rows: this process's rows ``(lo, hi)`` of every global batch (``DataFsdpParallel.local_rows``).
       process_index, process_count: this process's shard of the records of a read source (a
         drawn source needs only ``rows``: an example is a pure function of its global index).
 

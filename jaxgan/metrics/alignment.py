@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jaxgan.metrics.attributes import evaluate_text_alignment, uint8_to_float
+from jaxgan import pixels
+from jaxgan.metrics.attributes import evaluate_text_alignment
 
 
 def alignment_of(generator: Callable[[Sequence[str], Sequence[int]], np.ndarray], per_combination: int = 4,
@@ -29,7 +30,7 @@ def alignment_of(generator: Callable[[Sequence[str], Sequence[int]], np.ndarray]
         # Distinct seeds for every request, reproducible from ``seed``.
         first = seed * 1_000_003 + calls[0]
         calls[0] += len(captions)
-        return uint8_to_float(generator(captions, list(range(first, first + len(captions)))))
+        return pixels.to_float(generator(captions, list(range(first, first + len(captions)))))
 
     accuracy = evaluate_text_alignment(generate, num_per_combination=per_combination, template=None,
                                        seed=seed)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxgan import pixels
 from jaxgan.data import shapes
 
 CLASSIFIER_RESOLUTION = 32
@@ -80,11 +81,6 @@ class TrainedClassifier:
     config: dict
 
 
-def uint8_to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 images in [0, 255] -> float32 in [-1, 1], the generators' convention."""
-    return np.asarray(images, np.float32) / 127.5 - 1.0
-
-
 def resize_to_classifier(images: jax.Array) -> jax.Array:
     """Float NHWC images of any square size -> the classifier's 32x32 input."""
     n, h, w, c = images.shape
@@ -119,7 +115,7 @@ def predict_attributes(classifier: TrainedClassifier, images: np.ndarray, batch_
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [N, H, W, 3], got shape {images.shape}")
     if images.dtype == np.uint8:
-        images = uint8_to_float(images)
+        images = pixels.to_float(images)
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
@@ -214,7 +210,7 @@ def train_attribute_classifier(steps: int, batch_size: int, seed: int, resolutio
     start = time.time()
     for step in range(steps):
         data = shapes.batch(step * batch_size, batch_size, resolution, seed, "train")
-        params, opt_state, loss, acc = step_fn(params, opt_state, step, uint8_to_float(data["image"]),
+        params, opt_state, loss, acc = step_fn(params, opt_state, step, pixels.to_float(data["image"]),
                                                data["attrs"])
         if log is not None and ((step + 1) % log_every == 0 or step + 1 == steps):
             log(f"step {step + 1}/{steps}  loss {float(loss):.4f}  batch acc (all) {float(acc):.3f}"

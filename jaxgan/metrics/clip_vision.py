@@ -137,21 +137,6 @@ def hf_name(path: tuple[str, ...]) -> str:
     return VISION_PREFIX + ".".join(parts + [_LEAF_NAMES[path[-1]]])
 
 
-def _to_flax(leaf_name: str, value: np.ndarray) -> np.ndarray:
-    if leaf_name == "kernel" and value.ndim == 4:
-        return value.transpose(2, 3, 1, 0)  # Conv2d [out, in, kh, kw] -> nn.Conv [kh, kw, in, out]
-    if leaf_name == "kernel":
-        return value.T  # Linear [out, in] -> nn.Dense [in, out]
-    return value
-
-
-def _hf_shape(leaf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if leaf_name == "kernel" and len(shape) == 4:
-        kh, kw, cin, cout = shape
-        return (cout, cin, kh, kw)
-    return tuple(shape[::-1]) if leaf_name == "kernel" else tuple(shape)
-
-
 def params_from_hf(weights: dict[str, np.ndarray], config: ClipVisionConfig, source: str = "weights") -> dict:
     """Flax params of ``ClipVisionModel(config)`` from the tensors of a Hugging Face ``CLIPModel``.
 
@@ -162,5 +147,4 @@ def params_from_hf(weights: dict[str, np.ndarray], config: ClipVisionConfig, sou
       ValueError: one line naming a missing tensor or one whose shape does not match ``config``.
     """
     abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    return params_from_tensors(abstract, weights, hf_name, to_flax=_to_flax,
-                               hf_shape=_hf_shape, source=source)
+    return params_from_tensors(abstract, weights, hf_name, source=source)

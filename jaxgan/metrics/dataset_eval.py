@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from jaxgan import pixels
 from jaxgan.data.images import ImageError, load_image
 from jaxgan.data.source import DataError, ExampleSource
 from jaxgan.metrics.evaluate import ImageSource, protocol_noise
-from jaxgan.metrics.features import uint8_to_unit
 from jaxgan.metrics.protocol import EvalProtocol
 from jaxgan.sampling import apply_generator
 
@@ -87,7 +87,7 @@ def dataset_real_source(examples: EvalExamples, offset: int = 0, name: str | Non
     """Real images of the evaluation split, usable examples [offset, offset + N)."""
 
     def make_images(_consts: Any, inputs: dict[str, Any]) -> Any:
-        return uint8_to_unit(inputs["image"])
+        return pixels.to_float(inputs["image"])
 
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:
         return {"image": examples.images(offset + start, size)}

@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxgan import pixels
 from jaxgan.data import source_type
 from jaxgan.data.source import ExampleSource
 from jaxgan.metrics import clip_score as clip_lib
 from jaxgan.metrics import fid as fid_lib
 from jaxgan.metrics.attributes import attribute_accuracy
-from jaxgan.metrics.features import (FeatureNetwork, clip_image_network, load_feature_network, quantize,
-                                     shapes_feature_network, uint8_to_unit)
+from jaxgan.metrics.features import (FeatureNetwork, clip_image_network, load_feature_network, shapes_feature_network)
 from jaxgan.metrics.inception_score import inception_score
 from jaxgan.metrics.kid import kernel_inception_distance
 from jaxgan.metrics.precision_recall import precision_recall_density_coverage
@@ -121,7 +121,7 @@ def drawn_real_source(source: ExampleSource, offset: int = 0, name: str | None =
     """Real images of a drawn source, examples [offset, offset + N) (the reference, or a ceiling)."""
 
     def make_images(_consts: Any, inputs: dict[str, jax.Array]) -> jax.Array:
-        return uint8_to_unit(inputs["image"])
+        return pixels.to_float(inputs["image"])
 
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:
         return {"image": source.draw(offset + start, size)["image"]}
@@ -145,11 +145,11 @@ def extract(source: ImageSource, count: int, networks: dict[str, FeatureNetwork]
             per_device: int = 64, progress: str | None = None) -> dict[str, np.ndarray]:
     """Runs ``source`` and every network on examples [0, count); outputs as ``"{net}/{key}"``.
 
-    Images are quantized to uint8 values before the networks see them (``features.quantize``).
+    Images are quantized to uint8 values before the networks see them (``pixels.quantize``).
     """
 
     def fn(consts: dict[str, Any], inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        images = quantize(source.make_images(consts["source"], inputs))
+        images = pixels.quantize(source.make_images(consts["source"], inputs))
         out = {}
         for name, net in networks.items():
             for key, value in net.apply(consts[name], images).items():

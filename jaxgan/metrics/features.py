@@ -2,7 +2,7 @@
 
 A ``FeatureNetwork`` is a pure function of (variables, images) plus what the protocol must
 pin about it: the hash of its weights and the resizer in front of it. Images arrive as float
-NHWC in [-1, 1] after quantisation to uint8 (``quantize``), so generated and real images
+NHWC in [-1, 1] after quantisation to uint8 (``jaxgan.pixels.quantize``), so generated and real images
 take the same path. Two networks exist:
 
 * ``shapes``: the shipped attribute classifier (``jaxgan/assets/attribute_classifier``),
@@ -24,6 +24,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxgan import pixels
 from jaxgan.data import shapes
 from jaxgan.errors import JaxganError
 from jaxgan.metrics import attributes, inception
@@ -63,21 +64,6 @@ class FeatureNetwork:
         """What the protocol records about the network: anything that changes a feature."""
         return {"name": self.name, "weights_sha256": self.weights_sha256, "resizer": self.resizer,
                 "feature_scale": self.feature_scale}
-
-
-def quantize(images: jax.Array) -> jax.Array:
-    """Generator output in [-1, 1] -> the float image its saved uint8 PNG would hold.
-
-    Real images are uint8 already; rounding generated ones the same way makes the two sets
-    differ only in content, as they would if the samples were written to disk and read back.
-    """
-    u8 = jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255)
-    return u8 / 127.5 - 1.0
-
-
-def uint8_to_unit(images: jax.Array) -> jax.Array:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return images.astype(jnp.float32) / 127.5 - 1.0
 
 
 def _joint(heads: list[jax.Array]) -> jax.Array:
@@ -121,7 +107,7 @@ def measure_feature_scale(path: str | Path | None = None, count: int = 10_000, s
     classifier = attributes.load_attribute_classifier(path)
     total, n = 0.0, 0
     for start in range(0, count, 500):
-        images = uint8_to_unit(jnp.asarray(shapes.batch(start, min(500, count - start), 32, seed, "train")["image"]))
+        images = pixels.to_float(jnp.asarray(shapes.batch(start, min(500, count - start), 32, seed, "train")["image"]))
         _, extra = classifier.module.apply({"params": classifier.params}, images, mutable=["intermediates"])
         f = extra["intermediates"]["features"][0]
         total += float(jnp.sum(jnp.square(f.astype(jnp.float32))))

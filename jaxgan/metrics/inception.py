@@ -45,6 +45,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxgan.errors import JaxganError
+from jaxgan.text.hf import to_flax_layout, torch_shape
 
 FORMAT = "jaxgan-fid-inception-v3"
 INPUT_SIZE = 299
@@ -299,20 +300,6 @@ def torch_name(key: str) -> str:
     return ".".join(modules + [_TORCH_LEAF[collection, leaf]])
 
 
-def _from_torch_layout(value: np.ndarray) -> np.ndarray:
-    if value.ndim == 4:  # conv [out, in, kh, kw] -> [kh, kw, in, out]
-        return value.transpose(2, 3, 1, 0)
-    if value.ndim == 2:  # linear [out, in] -> [in, out]
-        return value.T
-    return value
-
-
-def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    if len(shape) == 4:
-        return (shape[3], shape[2], shape[0], shape[1])
-    return shape[::-1] if len(shape) == 2 else shape
-
-
 def _more(names: list[str]) -> str:
     return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
 
@@ -363,10 +350,11 @@ def variables_from_torch_state_dict(state_dict: dict[str, Any], source: str = "s
     flat = {}
     for name, key in wanted.items():
         value = np.asarray(state_dict[name], dtype=np.float32)
-        expected = _torch_shape(variable_shapes()[key])
+        leaf = key.rsplit("/", 1)[-1]
+        expected = torch_shape(leaf, variable_shapes()[key])
         if value.shape != expected:
             raise InceptionWeightsError(f"{source}: {name} has shape {value.shape}, expected {expected}")
-        flat[key] = np.ascontiguousarray(_from_torch_layout(value))
+        flat[key] = np.ascontiguousarray(to_flax_layout(leaf, value))
     return _checked(flat, source)
 
 

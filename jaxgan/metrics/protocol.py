@@ -22,21 +22,21 @@ from typing import Any
 
 import numpy as np
 
+from jaxgan import paths
 from jaxgan.config import ConfigError
 from jaxgan.data import source_type
 from jaxgan.data.source import DataError
 from jaxgan.metrics.features import needs_attributes
 
 PROTOCOL_VERSION = 1
-# Images are rounded to uint8 before any feature network sees them (features.quantize).
+# Images are rounded to uint8 before any feature network sees them (pixels.quantize).
 QUANTIZATION = "uint8 round-trip"
 GENERATORS = ("ema", "raw")
 
 
 def default_cache_dir() -> Path:
-    """``$JAXGAN_CACHE/reference_stats``, else ``~/.cache/jaxgan/reference_stats``."""
-    root = os.environ.get("JAXGAN_CACHE") or Path.home() / ".cache" / "jaxgan"
-    return Path(root) / "reference_stats"
+    """``reference_stats`` under the cache root (``jaxgan.paths.cache_root``)."""
+    return paths.cache_dir(paths.REFERENCE_STATS)
 
 
 @dataclasses.dataclass(frozen=True)

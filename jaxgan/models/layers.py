@@ -172,6 +172,12 @@ class ResizeConv(nn.Module):
         return b * (h + 1) * (w + 1) * 4 * c * 4 * self.features
 
 
+def taps_inside(size_in: int, size_out: int, kernel: int, stride: int = 1, pad_lo: int = 0) -> int:
+    """(output position, kernel tap) pairs along one axis of a conv that read the image, not
+    its zero padding: what XLA's conv multiplies, and so what a layer's ``macs`` counts."""
+    return sum(0 <= o * stride - pad_lo + k < size_in for o in range(size_out) for k in range(kernel))
+
+
 def space_to_depth(x: jax.Array) -> jax.Array:
     """[B, 2H, 2W, C] -> [B, H, W, 4C], channels ordered (row parity, column parity, C)."""
     b, h, w, c = x.shape
@@ -215,8 +221,8 @@ class DownConv(nn.Module):
         that fall on the zero padding; the matmul form multiplies them too."""
         b, h, w, c = x.shape
         if self.impl == "conv":
-            taps = lambda n: sum(0 <= 2 * o - 1 + k < n for o in range(n // 2) for k in range(4))
-            return b * taps(h) * taps(w) * c * self.features
+            taps = taps_inside(h, h // 2, 4, stride=2, pad_lo=1) * taps_inside(w, w // 2, 4, stride=2, pad_lo=1)
+            return b * taps * c * self.features
         return b * (h // 2) * (w // 2) * 16 * c * self.features
 
 
@@ -243,11 +249,6 @@ class Upsample(nn.Module):
             return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding="SAME",
                                     use_bias=self.use_bias, dtype=self.dtype)(x)
         raise ValueError(f"unknown upsample mode {self.mode!r}; valid: resize_conv, conv_transpose")
-
-
-def _taps_inside(size_in: int, size_out: int, kernel: int, pad_lo: int) -> int:
-    """(output position, kernel tap) pairs along one axis of a stride-1 conv that read the image."""
-    return sum(0 <= o - pad_lo + k < size_in for o in range(size_out) for k in range(kernel))
 
 
 class Conv(nn.Module):
@@ -298,7 +299,7 @@ class Conv(nn.Module):
         k = self.kernel_size
         if self.impl == "conv" or k == 1:
             lo = k // 2 if self.padding == "SAME" else 0
-            taps = _taps_inside(h, y.shape[1], k, lo) * _taps_inside(w, y.shape[2], k, lo)
+            taps = taps_inside(h, y.shape[1], k, pad_lo=lo) * taps_inside(w, y.shape[2], k, pad_lo=lo)
         else:
             taps = y.shape[1] * y.shape[2] * k * k
         return b * taps * c * self.features

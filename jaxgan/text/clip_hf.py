@@ -65,7 +65,7 @@ def hf_from_params(params: Any) -> dict[str, np.ndarray]:
     out = {}
     for path, leaf in traverse_util.flatten_dict(jax.device_get(params)).items():
         value = np.asarray(leaf, np.float32)
-        out[hf_name(path)] = np.ascontiguousarray(hf.transpose_kernel(path[-1], value))
+        out[hf_name(path)] = np.ascontiguousarray(hf.to_torch_layout(path[-1], value))
     return out
 
 

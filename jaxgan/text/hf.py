@@ -3,7 +3,8 @@
 A directory holds config.json, model.safetensors (or an index of shards) and tokenizer files,
 as written by ``save_pretrained``. This module finds the directory (local, or a hub id),
 reads config.json and the tensors, loads the tokenizer, and turns named PyTorch tensors into
-a Flax param tree. How one model's tensor names map onto its Flax port lives beside that
+a Flax param tree. Its layout helpers (``to_flax_layout``, ``to_torch_layout``, ``torch_shape``)
+are the one place PyTorch layouts become Flax's, for the vision towers of the metrics too. How one model's tensor names map onto its Flax port lives beside that
 port (``clip_hf.py``, ``bert.py``, ``t5.py``).
 """
 
@@ -134,28 +135,48 @@ def flax_to_torch_name(path: tuple[str, ...]) -> str:
     return ".".join(parts + [LEAF_NAMES[path[-1]]])
 
 
-def transpose_kernel(leaf: str, value: np.ndarray) -> np.ndarray:
-    """PyTorch ``nn.Linear`` stores [out, in], ``nn.Dense`` [in, out]: kernels are transposed."""
-    return value.T if leaf == "kernel" else value
+# A Conv2d weight is [out, in, kh, kw]; nn.Conv's kernel is [kh, kw, in, out].
+_CONV_TO_FLAX = (2, 3, 1, 0)
+_CONV_TO_TORCH = (3, 2, 0, 1)
+
+
+def to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    """A PyTorch tensor in the layout of the Flax param named ``leaf`` it becomes.
+
+    Kernels change layout: a Linear weight [out, in] becomes a Dense kernel [in, out] and a
+    Conv2d weight [out, in, kh, kw] a Conv kernel [kh, kw, in, out]. Every other leaf (bias,
+    norm scale and statistics, embedding table) keeps PyTorch's layout.
+    """
+    if leaf != "kernel":
+        return value
+    return value.transpose(_CONV_TO_FLAX) if value.ndim == 4 else value.T
+
+
+def to_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    """A Flax param named ``leaf`` in PyTorch's layout: the inverse of ``to_flax_layout``."""
+    if leaf != "kernel":
+        return value
+    return value.transpose(_CONV_TO_TORCH) if value.ndim == 4 else value.T
 
 
 def torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The PyTorch shape of a Flax param of ``shape`` (the inverse of ``transpose_kernel``)."""
-    return shape[::-1] if leaf == "kernel" else shape
+    """The PyTorch shape of a Flax param named ``leaf`` of ``shape`` (as ``to_torch_layout``)."""
+    shape = tuple(shape)
+    if leaf != "kernel":
+        return shape
+    return tuple(shape[i] for i in _CONV_TO_TORCH) if len(shape) == 4 else shape[::-1]
 
 
 def params_from_tensors(abstract: Any, weights: dict[str, np.ndarray], name_of: Callable[[tuple[str, ...]], str],
-                        to_flax: Callable[[str, np.ndarray], np.ndarray] = transpose_kernel,
-                        hf_shape: Callable[[str, tuple[int, ...]], tuple[int, ...]] = torch_shape,
                         source: str = "weights", error: type[Exception] = ValueError) -> dict:
     """Flax params shaped like ``abstract`` from named PyTorch tensors (any ported model).
+
+    Tensors are brought to Flax's layout by ``to_flax_layout``.
 
     Args:
       abstract: the param tree's shapes (``jax.eval_shape`` of the init).
       weights: tensor name -> array, as read from the files.
       name_of: flattened Flax path -> tensor name.
-      to_flax: (leaf name, tensor) -> the Flax layout (e.g. a transposed Linear weight).
-      hf_shape: (leaf name, Flax shape) -> the tensor shape it comes from, for the message.
       source: what the tensors were read from, for the message.
       error: the exception raised, with one line naming the first missing or mis-shaped tensor.
     """
@@ -165,10 +186,10 @@ def params_from_tensors(abstract: Any, weights: dict[str, np.ndarray], name_of: 
         if name not in weights:
             missing.append(name)
             continue
-        value = to_flax(path[-1], np.asarray(weights[name], np.float32))
+        value = to_flax_layout(path[-1], np.asarray(weights[name], np.float32))
         if value.shape != leaf.shape:
             raise error(f"{source}: {name} has shape {tuple(weights[name].shape)}, "
-                        f"but config.json implies {tuple(hf_shape(path[-1], tuple(leaf.shape)))}")
+                        f"but config.json implies {torch_shape(path[-1], leaf.shape)}")
         params[path] = np.ascontiguousarray(value)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
