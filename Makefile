@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
 #   make demo   trains the default (shapes, 32x32, shipped text encoder) and writes samples
-#   make test   runs the test suite
+#   make test   lints (ruff) and runs the test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,9 +38,11 @@ demo: $(VENV)/.lib
 	$(BIN)/jaxgan alignment --workdir $(DEMO_DIR)
 	$(BIN)/jaxgan eval --workdir $(DEMO_DIR)
 
-# Two workers, one test file each at a time: XLA compiles on one thread, so the second core
-# would idle through most of a serial run.
+# Lint first (ruff, configured in pyproject.toml), then the suite. Two workers, one test file
+# each at a time: XLA compiles on one thread, so the second core would idle through most of a
+# serial run.
 test: $(VENV)/.test
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:

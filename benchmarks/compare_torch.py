@@ -14,12 +14,14 @@ badly when another process takes a core, so a busy machine mostly measures the c
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # Run as a script from anywhere: make the repository root importable (jaxgan, benchmarks).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -100,9 +102,7 @@ def _compile_and_first_step_s(result: dict[str, Any]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        import torch
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         print("error: PyTorch is not installed; the comparison needs it "
               "(pip install torch, or pip install -e '.[test]')", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ import os
 import statistics
 import time
 import warnings
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -141,7 +142,7 @@ class TorchStep:
             return self._step(batch, z)
         except Exception as e:  # noqa: BLE001 - any compiler error means: fall back to eager
             self.compile_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            warnings.warn(f"torch.compile failed, falling back to eager: {self.compile_error}")
+            warnings.warn(f"torch.compile failed, falling back to eager: {self.compile_error}", stacklevel=2)
             g, d, ema, g_opt, d_opt, self.step = saved
             self.generator.load_state_dict(g)
             self.discriminator.load_state_dict(d)

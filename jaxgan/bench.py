@@ -226,7 +226,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``jaxgan bench``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", dest="presets", action="append", help="preset to benchmark (repeatable; default: default)")
+    p.add_argument("--preset", dest="presets", action="append",
+                   help="preset to benchmark (repeatable; default: default)")
     p.add_argument("--batch-size", type=int, action="append", help="global batch size (repeatable: one row each)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), action="append", help="compute dtype (repeatable)")
     p.add_argument("--parallel", choices=("jit", "pmap"), help="data-parallel mode (default: the preset's)")

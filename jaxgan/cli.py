@@ -15,8 +15,9 @@ import dataclasses
 import io
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn
 
 from jaxgan import bench, pretrain_text, report, scaling, sweep
 from jaxgan.config import Config
@@ -24,9 +25,9 @@ from jaxgan.data import throughput
 from jaxgan.distributed import initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
 from jaxgan.evaluator import evaluate_workdir
-from jaxgan.metrics.evaluate import EvalResult, format_metrics
 from jaxgan.metrics import attributes, features, inception, sanity
 from jaxgan.metrics.alignment import alignment_of
+from jaxgan.metrics.evaluate import EvalResult, format_metrics
 from jaxgan.models import uses_word_attention
 from jaxgan.presets import PRESETS, config_help
 from jaxgan.train import train_and_evaluate

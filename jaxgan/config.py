@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from jaxgan.errors import JaxganError
 

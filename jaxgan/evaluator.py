@@ -27,8 +27,14 @@ from jaxgan.data.embeddings import EmbeddingTable, embedding_table
 from jaxgan.metrics import features
 from jaxgan.metrics.clip_score import text_tower_sha256
 from jaxgan.metrics.dataset_eval import EvalExamples, dataset_generator_source, dataset_real_source
-from jaxgan.metrics.evaluate import (EvalResult, ImageSource, drawn_real_source, evaluate, generator_source,
-                                     reference_stats)
+from jaxgan.metrics.evaluate import (
+    EvalResult,
+    ImageSource,
+    drawn_real_source,
+    evaluate,
+    generator_source,
+    reference_stats,
+)
 from jaxgan.metrics.protocol import EvalProtocol
 from jaxgan.metrics.sharded import evaluation_mesh
 from jaxgan.models import build_models, uses_word_attention

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 
 from jaxgan.config import Config
 from jaxgan.models import uses_word_attention
-from jaxgan.state import init_state
 from jaxgan.models.layers import taps_inside
+from jaxgan.state import init_state
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,7 +42,7 @@ class StopSignals:
             raise KeyboardInterrupt  # a second Ctrl-C: the user wants out now
         self.received = signal.Signals(signum).name
 
-    def install(self) -> "StopSignals":
+    def install(self) -> StopSignals:
         """Replaces the handlers of ``STOP_SIGNALS`` (a no-op off the main thread, where
         Python allows no handlers)."""
         if threading.current_thread() is threading.main_thread():
@@ -56,7 +56,7 @@ class StopSignals:
             signal.signal(sig, handler)
         self._previous.clear()
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         return self.install()
 
     def __exit__(self, *exc: Any) -> None:

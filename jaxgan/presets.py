@@ -14,11 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from jaxgan.config import (Config, ConfigError, ModelConfig, flat_fields, help_lines, parse_value, replace_field,
-                           split_override, validate)
 from jaxgan.augment import parse_policy
+from jaxgan.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    flat_fields,
+    help_lines,
+    parse_value,
+    replace_field,
+    split_override,
+    validate,
+)
 from jaxgan.models import ARCHITECTURES, DCGANConfig
 
 # The default run is a DCGAN with every field at its default.

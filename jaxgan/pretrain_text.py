@@ -20,8 +20,9 @@ import functools
 import os
 import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -34,9 +35,9 @@ from jaxgan.data import shapes
 from jaxgan.errors import UsageError
 from jaxgan.text import separation
 from jaxgan.text.clip import ClipTextConfig, ClipTextModel, init_params
-from jaxgan.text.encoder import TextEncoder, load_text_encoder
 from jaxgan.text.clip_hf import save_clip_text
-from jaxgan.text.tokenizer import COMMON_WORDS, EOS, BOS, PAD, build_word_tokenizer, save_tokenizer, words_of
+from jaxgan.text.encoder import TextEncoder, load_text_encoder
+from jaxgan.text.tokenizer import BOS, COMMON_WORDS, EOS, PAD, build_word_tokenizer, save_tokenizer, words_of
 
 # The held-out captions are the same for every training seed, so runs are comparable.
 HOLDOUT_SEED = 1234

@@ -8,7 +8,8 @@ the benchmark measures exactly the function training runs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

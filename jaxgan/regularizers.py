@@ -17,7 +17,7 @@ cast to float32 before any norm or power (float64, under ``jax_enable_x64``, is 
 from __future__ import annotations
 
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

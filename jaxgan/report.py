@@ -136,7 +136,8 @@ def build_report(workdir: str | Path) -> str:
                         f'<img alt="samples at {g.stem}" src="{_png(g)}"></figure>' for g in grids)
         parts.append(f'<section id="samples"><h2>Samples over time (EMA generator)</h2>'
                      f'{"<ol>" + prompt_list + "</ol>" if prompts else ""}{shots}</section>')
-    parts.append(f'<section id="config"><h2>Config</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre></section>')
+    parts.append(f'<section id="config"><h2>Config</h2>'
+                 f'<pre>{html.escape(json.dumps(config, indent=2))}</pre></section>')
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
              "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:2px 8px;"
              "text-align:left;font-size:13px}figure{display:inline-block;margin:.5em;vertical-align:top}"

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -84,7 +84,8 @@ def expected_step(config: Config, chips: int, link_gbps: float, peak_tflops: flo
     latency_s = hops * latency_us * 1e-6
     comm_s = sent / (link_gbps * 1e9 / 8) + latency_s
     return {"g_params_mb": params["g"] / 2**20, "d_params_mb": params["d"] / 2**20,
-            "bytes_per_chip_per_step": sent, "comm_ms": 1e3 * comm_s, "latency_ms": 1e3 * latency_s, "compute_ms": 1e3 * compute_s,
+            "bytes_per_chip_per_step": sent, "comm_ms": 1e3 * comm_s, "latency_ms": 1e3 * latency_s,
+            "compute_ms": 1e3 * compute_s,
             "step_ms": 1e3 * (compute_s + comm_s), "comm_fraction": comm_s / (compute_s + comm_s)}
 
 

@@ -17,7 +17,8 @@ from jaxgan.regularizers import DEFAULT_WEIGHTS
 class GANState(struct.PyTreeNode):
     """Everything a training step reads and writes; a checkpoint is exactly this pytree.
 
-    The optimizers' structure is static; their learning rates are leaves of their states (``optax.inject_hyperparams``), and so are the loss weights in
+    The optimizers' structure is static; their learning rates are leaves of their states
+    (``optax.inject_hyperparams``), and so are the loss weights in
     ``hparams``: values a researcher sweeps are data, so ``jax.vmap`` over a stacked state
     trains several GANs with different values in one compiled step (``jaxgan.sweep``). The
     frozen text encoder is not here.

@@ -13,7 +13,8 @@ generators with word attention, ``words`` [B, L, W] and ``word_mask`` bool [B, L
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

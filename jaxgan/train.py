@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgan import plots
-from jaxgan.checkpoint import CheckpointError, Checkpointer
+from jaxgan.checkpoint import Checkpointer, CheckpointError
 from jaxgan.config import Config, to_json
 from jaxgan.data import make_source
 from jaxgan.data.embeddings import EmbeddingTable, embedding_table, unknown_token_share
@@ -29,10 +29,10 @@ from jaxgan.errors import JaxganError
 from jaxgan.evaluator import Evaluator, evaluates
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.preemption import StopSignals
-from jaxgan.tensorboard import TensorBoardLog
 from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
 from jaxgan.state import GANState
+from jaxgan.tensorboard import TensorBoardLog
 from jaxgan.text import load_text_encoder
 
 
@@ -146,7 +146,7 @@ class _Timed:
     def __init__(self, iterable: Any):
         self._iterator, self.waited = iter(iterable), 0.0
 
-    def __iter__(self) -> "_Timed":
+    def __iter__(self) -> _Timed:
         return self
 
     def __next__(self) -> Any:

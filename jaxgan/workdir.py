@@ -7,18 +7,24 @@ sampling, ``jaxgan eval`` and ``jaxgan alignment`` read one back through this mo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.config import Config, ConfigError
-from jaxgan.presets import apply_overrides, from_dict, get_config
 from jaxgan.data.embeddings import EmbeddingTable
 from jaxgan.models import build_models, uses_word_attention
-from jaxgan.sampling import (apply_generator, make_generate_fn, sample_noise, save_attention_overlays, to_uint8,
-                             write_samples)
+from jaxgan.presets import apply_overrides, from_dict, get_config
+from jaxgan.sampling import (
+    apply_generator,
+    make_generate_fn,
+    sample_noise,
+    save_attention_overlays,
+    to_uint8,
+    write_samples,
+)
 from jaxgan.state import GANState, abstract_state
 from jaxgan.text import TextEncoder, load_text_encoder
 

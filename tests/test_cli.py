@@ -65,7 +65,8 @@ def _fake_command(monkeypatch, error):
 @pytest.mark.parametrize("error, line", [
     (ConfigError("bad value"), "error: bad value"),
     (CheckpointError("checkpoint 3 is corrupt"), "error: checkpoint 3 is corrupt"),
-    (FileNotFoundError(2, "No such file or directory"), "error: FileNotFoundError: [Errno 2] No such file or directory"),
+    (FileNotFoundError(2, "No such file or directory"),
+     "error: FileNotFoundError: [Errno 2] No such file or directory"),
 ])
 def test_one_wrapper_turns_expected_errors_into_one_line(monkeypatch, capsys, error, line):
     _fake_command(monkeypatch, error)

@@ -12,8 +12,14 @@ import transformers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from safetensors.numpy import load_file, save_file
 
-from jaxgan.metrics.clip_score import (ClipScoreError, aggregate_clip_scores, check_not_training_model,
-                                       clip_score, load_clip_scorer, text_tower_sha256)
+from jaxgan.metrics.clip_score import (
+    ClipScoreError,
+    aggregate_clip_scores,
+    check_not_training_model,
+    clip_score,
+    load_clip_scorer,
+    text_tower_sha256,
+)
 from jaxgan.text import load_clip_text, save_clip_text
 from jaxgan.text.tokenizer import BOS, EOS, PAD, build_word_tokenizer, save_tokenizer
 

@@ -20,7 +20,8 @@ def test_dfgan64_cpu_is_the_studys_command_as_a_preset():
                                     "train.g_lr=4e-4", "train.d_lr=8e-4", "train.batch_size=16",
                                     "train.penalty_every=4", "train.ema_decay=0.995"])
     assert get_config("dfgan64_cpu") == study
-    # docs/experiments/2026-11-30-word-attention-two-seeds.md: the word-attention runs are that preset plus one override.
+    # docs/experiments/2026-11-30-word-attention-two-seeds.md: the word-attention runs are that preset plus
+    # one override.
     assert get_config("dfgan64_cpu_attn") == get_config("dfgan64_cpu", ["model.word_attention=16"])
     assert get_config("dfgan64_cpu_attn").model.word_attention != get_config("dfgan64_cpu").model.word_attention
     for name in PRESETS:  # and every preset is a valid config
@@ -44,9 +45,11 @@ def test_overrides_are_typed():
     (["train.batch_size=0"], "train.batch_size must be positive"),
     (["model.width"], "not of the form key=value"),
     (["model.g_norm=layer", "model.arch=dfgan"], "model.g_norm must be one of none, batch"),
-    (["model.g_norm=batch"], "model.g_norm, model.g_shortcut, model.d_head_width and model.d_projection need model.arch=dfgan"),
+    (["model.g_norm=batch"],
+     "model.g_norm, model.g_shortcut, model.d_head_width and model.d_projection need model.arch=dfgan"),
     (["model.d_width=-8"], "model.d_width must not be negative, got -8"),
-    (["model.g_shortcut=bilinear"], "model.g_norm, model.g_shortcut, model.d_head_width and model.d_projection need model.arch=dfgan"),
+    (["model.g_shortcut=bilinear"],
+     "model.g_norm, model.g_shortcut, model.d_head_width and model.d_projection need model.arch=dfgan"),
     (["model.d_projection=true"], "model.d_projection need model.arch=dfgan"),
     (["model.d_head_width=-1", "model.arch=dfgan"], "model.d_head_width must not be negative, got -1"),
     (["model.g_shortcut=bicubic", "model.arch=dfgan"], "model.g_shortcut must be one of nearest, bilinear"),
@@ -94,7 +97,7 @@ def test_help_config_lists_every_key_with_its_type_default_and_meaning(capsys):
                                              for f in a.config.own_fields()}
     rows = {line.split()[0]: line.split(maxsplit=3)[1:] for line in lines if line.startswith("  ")}
     assert set(rows) == keys
-    for key, (kind, default, meaning) in rows.items():
+    for key, (kind, _default, meaning) in rows.items():
         assert kind in ("int", "float", "str", "bool") and meaning.strip(), key
     assert rows["train.steps"][:2] == ["int", "6000"] and rows["model.g_norm"][:2] == ["str", '"none"']
     assert "one of: none, batch" in rows["model.g_norm"][2]

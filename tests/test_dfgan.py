@@ -9,12 +9,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgan.models import build_models
-from jaxgan.models.dfgan import (Affine, DFBlock, DFDiscriminator, DFGenerator, GBlock, MatchingHead, dfgan_channels,
-                                 dfgan_d_channels)
 from jaxgan.losses import conditioning_kl
-from jaxgan.models.layers import (ConditioningAugmentation, Conv, SelfAttention, WordAttention, upsample_bilinear,
-                                  upsample_nearest)
+from jaxgan.models import build_models
+from jaxgan.models.dfgan import (
+    Affine,
+    DFBlock,
+    DFDiscriminator,
+    DFGenerator,
+    GBlock,
+    MatchingHead,
+    dfgan_channels,
+    dfgan_d_channels,
+)
+from jaxgan.models.layers import (
+    ConditioningAugmentation,
+    Conv,
+    SelfAttention,
+    WordAttention,
+    upsample_bilinear,
+    upsample_nearest,
+)
 from jaxgan.presets import apply_overrides, get_config
 
 Z, S, W, L = 16, 12, 10, 6  # noise, sentence, word dims; caption length
@@ -188,8 +202,8 @@ def test_df_block_with_norm_is_a_conditional_batchnorm():
     np.testing.assert_allclose(updates["batch_stats"]["norm"]["mean"], 0.1 * h.mean((0, 1, 2)), rtol=1e-4, atol=1e-6)
     # Inference uses them, so a sample does not depend on the rest of its batch.
     infer = _jit(lambda v, h, c: block.apply(v, h, c, train=False), variables, h, cond)
-    np.testing.assert_allclose(infer(variables, h, cond)[:3], infer(variables, jnp.concatenate([h[:3], -h[3:]]), cond)[:3],
-                               atol=1e-6)
+    np.testing.assert_allclose(infer(variables, h, cond)[:3],
+                               infer(variables, jnp.concatenate([h[:3], -h[3:]]), cond)[:3], atol=1e-6)
 
 
 def test_bilinear_shortcut_changes_only_how_the_shortcut_is_upsampled():
@@ -216,8 +230,9 @@ def test_discriminator_residual_gammas_start_at_zero(plain):
     p["trunk"]["block_1"]["conv_0"]["kernel"] = p["trunk"]["block_1"]["conv_0"]["kernel"] * 3.0
     np.testing.assert_array_equal(plain.disc(p, plain.x, plain.s), plain.disc(plain.dp, plain.x, plain.s))
     # head(features(x), s) is the same function as D(x, s), for reusing one trunk pass.
-    two_halves = lambda p, x, s: plain.d.apply({"params": p}, plain.d.apply({"params": p}, x, method="features"),
-                                               s, method="head")
+    def two_halves(p, x, s):
+        return plain.d.apply({"params": p}, plain.d.apply({"params": p}, x, method="features"), s, method="head")
+
     p = _perturb(plain.dp, 6, 0.05)
     np.testing.assert_allclose(_jit(two_halves, p, plain.x, plain.s)(p, plain.x, plain.s),
                                plain.disc(p, plain.x, plain.s), rtol=1e-5, atol=1e-6)
@@ -375,7 +390,9 @@ def test_bfloat16_is_close_to_float32_with_float32_params_and_outputs(full):
     assert {p.dtype for p in jax.tree.leaves(gv)} == {jnp.dtype(jnp.float32)}
     dv = jax.eval_shape(lambda: d16.init(jax.random.key(0), full.x, full.s, train=False))
     assert {p.dtype for p in jax.tree.leaves(dv)} == {jnp.dtype(jnp.float32)}
-    run = lambda p: g16.apply({"params": p}, full.z, full.s, full.words, MASK, train=False)
+    def run(p):
+        return g16.apply({"params": p}, full.z, full.s, full.words, MASK, train=False)
+
     assert "bf16" in str(jax.make_jaxpr(run)(full.gp))
     x16, x32 = _jit(run, full.gp)(full.gp), full.gen(full.gp, full.z, full.s, full.words, MASK)[0]
     assert x16.dtype == jnp.float32 and bool(jnp.isfinite(x16).all())
@@ -403,7 +420,9 @@ def test_jit_forward_and_backward_with_every_option_is_finite(full):
     def step(gp, dp, stats, key):
         (value, upd), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(gp, dp, stats, key)
         # The matching-aware gradient penalty needs D differentiable in the image and the sentence.
-        score = lambda x, t: jnp.sum(d.apply({"params": dp, "batch_stats": upd["batch_stats"]}, x, t, train=False))
+        def score(x, t):
+            return jnp.sum(d.apply({"params": dp, "batch_stats": upd["batch_stats"]}, x, t, train=False))
+
         return value, upd, grads, jax.grad(score, argnums=(0, 1))(full.x, full.s)
 
     args = (gp, dp, full.dv["batch_stats"], jax.random.key(3))

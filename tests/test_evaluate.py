@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_clip_score import clip_dir  # noqa: F401  (a tiny random CLIPModel directory)
 
 from jaxgan.config import ConfigError
 from jaxgan.metrics import evaluate as evaluate_lib
@@ -19,7 +20,6 @@ from jaxgan.metrics.sanity import constant, grey
 from jaxgan.metrics.sharded import evaluation_mesh
 from jaxgan.models import build_models
 from jaxgan.presets import get_config
-from test_clip_score import clip_dir  # noqa: F401  (a tiny random CLIPModel directory)
 
 N = 1024
 SMALL = dict(num_samples=N, num_reference=N, kid_subsets=10, kid_subset_size=500)
@@ -81,7 +81,8 @@ def test_metrics_are_identical_on_1_and_8_devices(tmp_path, network, tiny_genera
 def test_noise_is_a_function_of_seed_and_index_only():
     index = jnp.arange(10, dtype=jnp.int32)
     whole = evaluate_lib.protocol_noise(0, index, 8)
-    parts = jnp.concatenate([evaluate_lib.protocol_noise(0, index[:3], 8), evaluate_lib.protocol_noise(0, index[3:], 8)])
+    parts = jnp.concatenate([evaluate_lib.protocol_noise(0, index[:3], 8),
+                             evaluate_lib.protocol_noise(0, index[3:], 8)])
     np.testing.assert_array_equal(whole, parts)
     assert not np.allclose(whole, evaluate_lib.protocol_noise(1, index, 8))
     truncated = evaluate_lib.protocol_noise(0, jnp.arange(2000, dtype=jnp.int32), 8, truncation=0.5)
@@ -145,9 +146,8 @@ def test_bad_protocols_are_one_line_errors(bad, message):
 
 
 def test_clip_score_is_reported_and_refused_for_a_training_model(tmp_path, network, clip_dir):  # noqa: F811
-    from jaxgan.metrics.clip_score import ClipScoreError, load_clip_scorer
+    from jaxgan.metrics.clip_score import ClipScoreError, load_clip_scorer, text_tower_sha256
     from jaxgan.text import load_clip_text
-    from jaxgan.metrics.clip_score import text_tower_sha256
 
     scorer = load_clip_scorer(clip_dir[0])
     protocol = EvalProtocol(num_samples=64, num_reference=64, kid_subsets=2, kid_subset_size=32, is_splits=2)

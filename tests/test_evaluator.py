@@ -2,10 +2,10 @@
 
 import pytest
 
-from jaxgan.presets import get_config
 from jaxgan.data.folder import ImageFolderSource
 from jaxgan.data.shapes import ShapesSource
 from jaxgan.evaluator import Evaluator, evaluates, protocol_for
+from jaxgan.presets import get_config
 from jaxgan.text import load_text_encoder
 from jaxgan.train import train_and_evaluate
 

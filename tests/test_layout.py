@@ -4,6 +4,8 @@ batch rows, and the layout's refusals."""
 import jax
 import numpy as np
 import pytest
+from helpers import adam_reach, tree_max_abs_diff
+from test_multihost import LAYOUT_OPTIMIZER, OVERRIDES, _assert_same_training
 
 from jaxgan.config import ConfigError
 from jaxgan.data import make_source
@@ -13,8 +15,6 @@ from jaxgan.parallel import data_fsdp_parallel, fsdp_spec, make_mesh
 from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
-from helpers import adam_reach, tree_max_abs_diff
-from test_multihost import LAYOUT_OPTIMIZER, OVERRIDES, _assert_same_training
 
 STEPS = 3
 

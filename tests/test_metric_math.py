@@ -136,10 +136,10 @@ def test_feature_stats_merge_and_save_load(tmp_path):
 def test_feature_stats_errors(tmp_path):
     stats = fid.FeatureStats()
     with pytest.raises(ValueError, match="seen no features"):
-        stats.mean
+        _ = stats.mean
     stats.update(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="at least 2 samples"):
-        stats.covariance
+        _ = stats.covariance
     with pytest.raises(ValueError, match="does not match"):
         stats.update(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="2-D"):

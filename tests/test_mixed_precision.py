@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from jaxgan.presets import get_config
 from jaxgan.data import make_source
 from jaxgan.data.embeddings import EmbeddingTable
 from jaxgan.data.pipeline import Pipeline
+from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
 

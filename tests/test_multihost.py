@@ -18,8 +18,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-
 from helpers import tree_max_abs_diff
+
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.presets import get_config
 from jaxgan.program import build_train_program

@@ -32,7 +32,8 @@ def test_two_processes_train_on_an_image_folder_with_shared_caption_embeddings(t
     with ocp.CheckpointManager(tmp_path / "multi" / "checkpoints") as manager:
         position = manager.restore(3, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
     assert position["process_count"] == 2 and len(position["consumed"]) == 2
-    # 3 steps x 4 rows per process (a batch of 8 over 2 processes), plus whatever bad examples each process met in its shard.
+    # 3 steps x 4 rows per process (a batch of 8 over 2 processes), plus whatever bad examples each process met
+    # in its shard.
     assert all(n >= 12 for n in position["consumed"])
     (row,) = [json.loads(r) for r in (tmp_path / "multi" / "metrics.jsonl").read_text().splitlines()]
     assert row["data/skipped"] == sum(position["consumed"]) - 24 == position["stats"]["skipped"].get("corrupt", 0)

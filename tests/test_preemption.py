@@ -10,8 +10,8 @@ from pathlib import Path
 
 import jax
 import pytest
-
 from helpers import trees_bitwise_equal
+
 from jaxgan.preemption import StopSignals
 from jaxgan.presets import get_config
 from jaxgan.train import train_and_evaluate

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import random_batch, train_steps, tree_max_abs_diff
+
 from jaxgan.losses import LOSSES, matching_aware_d_loss
 from jaxgan.models import build_models
 from jaxgan.presets import get_config
@@ -123,5 +123,6 @@ def test_collapse_gauges_against_numpy():
     x = jnp.array([[-1.0, -0.995, -0.5, 0.0], [0.2, 0.98, 0.991, 1.0]])
     assert float(saturated_fraction(x)) == 4 / 8
     # pmap: the moments are averaged over the axis, so 2 devices x 3 give the 6-image value.
-    two = jax.pmap(lambda x: batch_spread(x, "d"), axis_name="d", devices=jax.devices()[:2])(images.reshape(2, 3, 4, 4, 3))
+    two = jax.pmap(lambda x: batch_spread(x, "d"), axis_name="d",
+                   devices=jax.devices()[:2])(images.reshape(2, 3, 4, 4, 3))
     np.testing.assert_allclose(two, [images.std(0).mean()] * 2, rtol=1e-5)

@@ -4,21 +4,21 @@ composed loss is the sum of its pieces, parallel modes agree, lazy penalties do 
 import jax
 import numpy as np
 import pytest
-
 from helpers import train_steps, tree_max_abs_diff
+
 from jaxgan.bench import synthetic_batch
 from jaxgan.losses import LOSSES, matching_aware_d_loss
 from jaxgan.models import build_models
-from jaxgan.presets import get_config
 from jaxgan.pixels import to_float
+from jaxgan.presets import get_config
 from jaxgan.regularizers import ma_gp
 from jaxgan.state import init_state
 from jaxgan.step import example_noise, make_train_step
 
 pytestmark = pytest.mark.usefixtures("quick_compiles")
 SENTENCE_DIM = 12
-DFGAN = ["model.arch=dfgan", "model.conv_impl=conv", "model.width=4", "model.text_dim=8", "train.batch_size=16", "train.loss=hinge",
-         "train.penalty=magp", "train.g_lr=2e-3", "train.d_lr=2e-3"]
+DFGAN = ["model.arch=dfgan", "model.conv_impl=conv", "model.width=4", "model.text_dim=8", "train.batch_size=16",
+         "train.loss=hinge", "train.penalty=magp", "train.g_lr=2e-3", "train.d_lr=2e-3"]
 # Layout comparisons train with plain SGD (see tests/test_step.py) at 10x the learning rate.
 LAYOUT = ["train.optimizer=sgd", "train.g_lr=2e-2", "train.d_lr=2e-2"]
 

@@ -5,8 +5,8 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-
 from helpers import tree_max_abs_diff
+
 from jaxgan import sweep
 from jaxgan.bench import synthetic_batch
 from jaxgan.config import ConfigError

@@ -30,7 +30,8 @@ def _save_tiny_bert(directory, hidden_act="gelu", model_class=transformers.BertM
                                      intermediate_size=37, max_position_embeddings=24, hidden_act=hidden_act)
     model = model_class(config).eval()
     model.save_pretrained(directory)
-    transformers.BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, model_max_length=20).save_pretrained(directory)
+    transformers.BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)},
+                               model_max_length=20).save_pretrained(directory)
     return model
 
 

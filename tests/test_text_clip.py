@@ -9,7 +9,7 @@ import torch
 import transformers
 from safetensors.numpy import load_file, save_file
 
-from jaxgan.text import (ClipTextConfig, TextEncoderError, init_params, load_clip_text, save_clip_text)
+from jaxgan.text import ClipTextConfig, TextEncoderError, init_params, load_clip_text, save_clip_text
 
 VOCAB, LENGTH = 99, 12
 

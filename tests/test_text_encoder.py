@@ -12,8 +12,7 @@ import transformers
 
 from jaxgan import pretrain_text
 from jaxgan.data import shapes
-from jaxgan.text import (SHAPES_ENCODER_DIR, HFTextEncoder, Pooling, TextEmbeddings, TextEncoderError,
-                         load_text_encoder)
+from jaxgan.text import SHAPES_ENCODER_DIR, HFTextEncoder, Pooling, TextEmbeddings, TextEncoderError, load_text_encoder
 
 
 @pytest.fixture(scope="module")

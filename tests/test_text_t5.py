@@ -119,7 +119,8 @@ def test_unsupported_configs_and_missing_tensors_are_clear_errors(tmp_path):
                                                r"position bias\); supported: t5, mt5"):
         load_t5(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "feed_forward_proj": "gated-silu"}))
-    with pytest.raises(TextEncoderError, match="unsupported feed_forward_proj 'gated-silu'; supported: relu, gated-gelu"):
+    with pytest.raises(TextEncoderError,
+                       match="unsupported feed_forward_proj 'gated-silu'; supported: relu, gated-gelu"):
         load_t5(tmp_path)
 
     (tmp_path / "config.json").write_text(json.dumps(config))

@@ -223,7 +223,8 @@ def test_errors_are_one_line(prepared, tmp_path):
     _one_line_error(r"no split 'dev'; splits: test, train", "mnist", "train[:50%]+dev", data_dir=data_dir)
     _one_line_error("is not a directory", "caltech_birds2011", data_dir=data_dir, captions_dir=str(tmp_path / "no"))
     (tmp_path / "empty" / "text_c10").mkdir(parents=True)
-    _one_line_error("no .txt caption files", "oxford_flowers102", data_dir=data_dir, captions_dir=str(tmp_path / "empty"))
+    _one_line_error("no .txt caption files", "oxford_flowers102", data_dir=data_dir,
+                    captions_dir=str(tmp_path / "empty"))
     _one_line_error("applies to caltech_birds2011 and oxford_flowers102 only", "mnist", data_dir=data_dir,
                     captions_dir=str(tmp_path))
 

@@ -17,15 +17,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 
+from helpers import random_batch, tree_max_abs_diff  # noqa: E402
+
 from benchmarks import compare_torch  # noqa: E402
-from benchmarks.torch_dcgan import (BatchNorm, build_torch_models, load_flax_params,  # noqa: E402
-                                    to_flax_batch_stats, to_flax_params)
+from benchmarks.torch_dcgan import BatchNorm, build_torch_models, load_flax_params, to_flax_batch_stats, to_flax_params  # noqa: E402
 from benchmarks.torch_step import TorchStep  # noqa: E402
 from jaxgan.models import build_models  # noqa: E402
 from jaxgan.presets import get_config  # noqa: E402
 from jaxgan.state import init_state  # noqa: E402
 from jaxgan.step import example_noise, make_train_step  # noqa: E402
-from helpers import random_batch, tree_max_abs_diff  # noqa: E402
 
 SENTENCE_DIM = 24
 FORWARD_CONFIGS = {  # name: (preset, overrides, torch subpixel resize-conv)

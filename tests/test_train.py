@@ -6,12 +6,12 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from helpers import trees_bitwise_equal
 from PIL import Image
 
-from helpers import trees_bitwise_equal
 from jaxgan import cli
-from jaxgan.presets import get_config
 from jaxgan.data.pipeline import Pipeline
+from jaxgan.presets import get_config
 from jaxgan.train import NonFiniteLossError, train_and_evaluate
 
 TINY = ["train.num_devices=1", "train.checkpoint_every=3", "train.log_every=1", "train.sample_every=3"]

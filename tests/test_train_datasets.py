@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from helpers import trees_bitwise_equal
 from PIL import Image
 
-from helpers import trees_bitwise_equal
 from jaxgan import cli
 from jaxgan.presets import get_config
 from jaxgan.train import train_and_evaluate

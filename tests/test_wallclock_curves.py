@@ -58,7 +58,8 @@ def test_the_zoomed_row_keeps_only_the_late_checkpoints(tmp_path):
 
 
 def test_window_means_average_only_the_checkpoints_written_inside_the_window(tmp_path, capsys):
-    from benchmarks.window_means import main as window_main, window_means
+    from benchmarks.window_means import main as window_main
+    from benchmarks.window_means import window_means
 
     w = _workdir(tmp_path, "run", [(500, 600, 5.0, 0.5), (1000, 1500, 0.4, 0.97), (1500, 1800, 0.2, 0.99),
                                    (2000, 2100, 0.1, 1.0)])

@@ -19,12 +19,14 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxgan import paths
 
@@ -79,7 +81,7 @@ class EmbeddingTable:
             self.word_mask = np.load(directory / _MASK, mmap_mode="r")
 
     @classmethod
-    def on_demand(cls, encoder: Any, with_words: bool = False) -> "EmbeddingTable":
+    def on_demand(cls, encoder: Any, with_words: bool = False) -> EmbeddingTable:
         """An empty in-memory table that encodes captions with ``encoder`` on first use."""
         table = cls.__new__(cls)
         table.directory, table.encoder, table.with_words = None, encoder, with_words
@@ -148,7 +150,8 @@ def encode_all(encoder: Any, captions: Sequence[str], devices: Sequence[jax.Devi
     Captions are grouped by token count and each group is encoded at the smallest power of two
     (at least 8) that holds its longest caption rather than at the encoder's ``max_length``:
     captions are short (a COCO caption is about a dozen tokens) while MiniLM pads to 256:
-    measured here, 2.4 ms a caption instead of 133 (``jaxgan.data.throughput``). Real tokens see the same inputs either way (padding is masked); word embeddings are
+    measured here, 2.4 ms a caption instead of 133 (``jaxgan.data.throughput``). Real tokens
+    see the same inputs either way (padding is masked); word embeddings are
     returned at ``max_length`` with zeros at the padding. One program is compiled per length.
     """
     devices = list(devices or jax.local_devices())

@@ -26,7 +26,8 @@ from __future__ import annotations
 import collections
 import logging
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class DataStats:
         self.repaired = collections.Counter(repaired or {})
         self.examples: dict[str, list[str]] = collections.defaultdict(list)
 
-    def copy(self) -> "DataStats":
+    def copy(self) -> DataStats:
         return DataStats(self.skipped, self.repaired)
 
     def note(self, item: dict[str, Any]) -> bool:
@@ -266,7 +267,7 @@ class _Flatten:
     def __init__(self, groups: Any):
         self.groups, self.current = groups, iter(())
 
-    def __iter__(self) -> "_Flatten":
+    def __iter__(self) -> _Flatten:
         return self
 
     def __next__(self) -> dict[str, Any]:
@@ -298,8 +299,9 @@ def _gather_ints(value: int, process_count: int) -> list[int]:
 def _sum_over_processes(stats: dict[str, dict[str, int]], process_count: int) -> dict[str, dict[str, int]]:
     if process_count == 1:
         return stats
-    from jax.experimental import multihost_utils
     import json
+
+    from jax.experimental import multihost_utils
 
     # Names differ between processes, so gather them as fixed-size JSON bytes.
     text = json.dumps(stats).encode()

@@ -14,11 +14,13 @@ is fixed because other tools (the attribute classifier, evaluation) read it:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from jaxgan.data.source import ExampleSource, example as raw_example
+from jaxgan.data.source import ExampleSource
+from jaxgan.data.source import example as raw_example
 
 NAME = "shapes"  # the value of data.dataset that names this dataset
 

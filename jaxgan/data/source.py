@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import abc
 import types
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 

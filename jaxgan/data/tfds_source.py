@@ -176,7 +176,8 @@ class TfdsSource(ExampleSource):
             import tensorflow_datasets as tfds
 
             if builder is None:
-                builder = self._registered_builder() if self._registered else tfds.builder_from_directory(self._builder_dir)
+                builder = (self._registered_builder() if self._registered
+                           else tfds.builder_from_directory(self._builder_dir))
             features = builder.info.features
             skip = {k: tfds.decode.SkipDecoding() for k, f in features.items() if isinstance(f, tfds.features.Image)}
             if self._registered:

@@ -17,17 +17,17 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from jaxgan.presets import get_config
 from jaxgan.data.embeddings import embedding_table
 from jaxgan.data.folder import ImageFolderSource
 from jaxgan.data.images import load_image
 from jaxgan.data.pipeline import Pipeline
+from jaxgan.presets import get_config
 from jaxgan.text import load_text_encoder
 
 

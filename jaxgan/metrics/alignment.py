@@ -8,7 +8,7 @@ prints and writes ``W/alignment.json``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

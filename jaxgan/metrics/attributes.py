@@ -18,8 +18,9 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import flax.serialization

@@ -9,7 +9,8 @@ samples than examples, as CUB and COCO evaluations do), drawn from the protocol'
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +29,11 @@ from jaxgan.data.source import ExampleSource
 from jaxgan.metrics import clip_score as clip_lib
 from jaxgan.metrics import fid as fid_lib
 from jaxgan.metrics.attributes import attribute_accuracy
-from jaxgan.metrics.features import (FeatureNetwork, clip_image_network, load_feature_network, shapes_feature_network)
+from jaxgan.metrics.features import FeatureNetwork, clip_image_network, load_feature_network, shapes_feature_network
 from jaxgan.metrics.inception_score import inception_score
 from jaxgan.metrics.kid import kernel_inception_distance
 from jaxgan.metrics.precision_recall import precision_recall_density_coverage
-from jaxgan.metrics.protocol import (EvalProtocol, ReferenceStats, ResolvedProtocol, default_cache_dir,
-                                     reference_path)
+from jaxgan.metrics.protocol import EvalProtocol, ReferenceStats, ResolvedProtocol, default_cache_dir, reference_path
 from jaxgan.metrics.sharded import ShardedMap, evaluation_mesh
 from jaxgan.sampling import apply_generator
 

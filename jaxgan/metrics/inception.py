@@ -35,8 +35,9 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

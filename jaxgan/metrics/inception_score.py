@@ -8,7 +8,7 @@ attribute classifier, whose four heads become one joint distribution over 432 cl
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -189,7 +189,7 @@ class ReferenceStats:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> "ReferenceStats":
+    def load(cls, path: Path) -> ReferenceStats:
         """Reads a file written by ``save``; a broken file raises ``ValueError`` naming it."""
         try:
             with np.load(path, allow_pickle=False) as f:

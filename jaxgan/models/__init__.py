@@ -8,14 +8,14 @@ holding the options only it has) and a build function, and is registered below b
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import flax.linen as nn
 
 from jaxgan.config import ModelConfig
 from jaxgan.models.dcgan import DCGANConfig, Discriminator, Generator, build_dcgan
-from jaxgan.models.dfgan import (DFDiscriminator, DFGANConfig, DFGenerator, build_dfgan, dfgan_channels,
-                                 dfgan_d_channels)
+from jaxgan.models.dfgan import DFDiscriminator, DFGANConfig, DFGenerator, build_dfgan, dfgan_channels, dfgan_d_channels
 from jaxgan.models.layers import DTYPES, resolve_conv_impl
 
 

@@ -39,9 +39,20 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.config import ConfigError, ModelConfig, arch_option, option
-from jaxgan.models.layers import (DTYPES, BatchNorm, ConditioningAugmentation, Conv, DownConv, ResizeConv,
-                                  SelfAttention, WordAttention, maybe_spectral_norm, resolve_conv_impl,
-                                  upsample_bilinear, upsample_nearest)
+from jaxgan.models.layers import (
+    DTYPES,
+    BatchNorm,
+    ConditioningAugmentation,
+    Conv,
+    DownConv,
+    ResizeConv,
+    SelfAttention,
+    WordAttention,
+    maybe_spectral_norm,
+    resolve_conv_impl,
+    upsample_bilinear,
+    upsample_nearest,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,16 @@ of the shipped shapes encoder.
 from jaxgan.text.bert import BertConfig, BertModel, BertOutput, load_bert
 from jaxgan.text.clip import ClipTextConfig, ClipTextModel, ClipTextOutput, init_params, pool_at_eos
 from jaxgan.text.clip_hf import load_clip_text, save_clip_text
-from jaxgan.text.encoder import (SHAPES_ENCODER_DIR, SUPPORTED_MODEL_TYPES, ClipTextEncoder, HFTextEncoder,
-                                 TextEmbeddings, TextEncoder, check_captions, load_text_encoder)
+from jaxgan.text.encoder import (
+                                 SHAPES_ENCODER_DIR,
+                                 SUPPORTED_MODEL_TYPES,
+                                 ClipTextEncoder,
+                                 HFTextEncoder,
+                                 TextEmbeddings,
+                                 TextEncoder,
+                                 check_captions,
+                                 load_text_encoder,
+)
 from jaxgan.text.errors import TextEncoderError, TextEncoderNotFoundError
 from jaxgan.text.pooling import Pooling
 from jaxgan.text.t5 import T5Config, T5EncoderModel, T5EncoderOutput, load_t5

@@ -13,8 +13,9 @@ description; the parity tests compare it with the PyTorch model.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import flax.struct

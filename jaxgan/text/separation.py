@@ -9,7 +9,7 @@ per combination should be the caption of its own combination. Pure numpy on give
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
