@@ -142,7 +142,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", choices=("train", "test"), default=None,
                    help="score real images of this split instead of the generator (the ceiling)")
     p.add_argument("--devices", type=int, default=0, help="devices to use (default: all)")
-    p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/jaxgan)")
+    p.add_argument("--cache-dir", default=None, help="reference statistics cache (default: under $JAXGAN_CACHE, "
+                   "else $XDG_CACHE_HOME/jaxgan, else ~/.cache/jaxgan)")
     p.add_argument("--out", default=None, help="JSON path (default WORKDIR/eval/step_N-HASH.json)")
     p.add_argument("--no-progress", action="store_true")
     return p

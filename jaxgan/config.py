@@ -163,7 +163,8 @@ class DataConfig:
     captions_dir: str = option("", "caltech_birds2011 / oxford_flowers102: Reed et al.'s text_c10 captions")
     fit: str = option("crop", "non-square images: centre crop or pad to a square", choices=("crop", "pad"))
     workers: int = option(-1, "decoding processes; -1: half the cores (none on <= 2); 0: in the main process")
-    embedding_cache: str = option("", "frozen caption embeddings; empty: ~/.cache/jaxgan/embeddings")
+    embedding_cache: str = option("", "frozen caption embeddings; empty: CACHE/embeddings, CACHE being $JAXGAN_CACHE, "
+                                  "else $XDG_CACHE_HOME/jaxgan, else ~/.cache/jaxgan")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,13 +16,13 @@ from jaxgan.checkpoint import Checkpointer
 from jaxgan.config import Config, ConfigError
 from jaxgan.data.embeddings import EmbeddingTable
 from jaxgan.models import build_models, uses_word_attention
+from jaxgan.pixels import to_uint8
 from jaxgan.presets import apply_overrides, from_dict, get_config
 from jaxgan.sampling import (
     apply_generator,
     make_generate_fn,
     sample_noise,
     save_attention_overlays,
-    to_uint8,
     write_samples,
 )
 from jaxgan.state import GANState, abstract_state
