@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from jaxgan import bench, pretrain_text, report, scaling, sweep
 from jaxgan.config import Config
-from jaxgan.data import throughput
+from jaxgan.data import source_type, throughput
 from jaxgan.distributed import initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
 from jaxgan.evaluator import evaluate_workdir
@@ -176,7 +176,11 @@ def alignment_parser() -> argparse.ArgumentParser:
 
 def _alignment(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
-    generator = TrainedGenerator(resolve_config(workdir), workdir, args.step)
+    config = saved_config(workdir)
+    if not source_type(config.data.dataset).attributes:
+        raise UsageError(f"alignment reads attribute labels, which {config.data.dataset} does not have; "
+                         "jaxgan eval scores text alignment with CLIP (--clip DIR)")
+    generator = TrainedGenerator(config, workdir, args.step)
     result = {"step": generator.step, **alignment_of(generator, args.per_combination, args.seed)}
     (workdir / "alignment.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"text alignment at step {result['step']} ({result['samples']} samples, "

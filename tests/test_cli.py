@@ -110,3 +110,16 @@ def test_check_command_parses_and_resolves_without_running(tmp_path):
         cli.check_command(["train", "--set", "model.colour=red"])
     with pytest.raises(UsageError, match="unknown command 'trian'"):
         cli.check_command(["trian"])
+
+
+def test_alignment_asks_the_dataset_for_attribute_labels(tmp_path, capsys):
+    from jaxgan.config import to_json
+    from jaxgan.presets import get_config
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(to_json(get_config("tiny", [f"data.dataset={tmp_path / 'images'}"])))
+    assert cli.main(["alignment", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "attribute labels" in err[0], err
+    assert not (workdir / "alignment.json").exists()
