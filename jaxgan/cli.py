@@ -51,7 +51,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--help-config", action="store_true",
                    help="print every config key with its type, default and meaning, and exit")
-    d = p.add_argument_group("multi-process (every process runs the same command; see README)")
+    d = p.add_argument_group("multi-process (every process runs the same command; see docs/multihost.md)")
     d.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordination service")
     d.add_argument("--num-processes", type=int, help="processes in the run")
     d.add_argument("--process-id", type=int, help="this process's index, 0 .. N-1")

@@ -201,7 +201,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     evaluating = run.evaluator is not None
     if config.eval.every and not evaluating and primary:
         tqdm.write(f"note: no periodic evaluation: on {config.data.dataset} it needs "
-                   "--set eval.features=inception:FILE (see README, Evaluation protocol)")
+                   "--set eval.features=inception:FILE (see docs/evaluation.md, 'Evaluating on a dataset')")
     board = TensorBoardLog(workdir / "tensorboard", enabled=primary and config.train.tensorboard, resume_step=start)
     if start == 0:
         board.text("config", "```\n" + to_json(config) + "\n```", 0)
