@@ -8,12 +8,43 @@ from pathlib import Path
 import numpy as np
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a metrics.jsonl file (an empty list if it does not exist)."""
+def read_jsonl(path: str | Path) -> tuple[list[dict], str]:
+    """The rows of a metrics.jsonl or eval.jsonl file, and its partial last line ("" if none).
+
+    A process killed while writing a row (a preemption whose grace period ran out) leaves an
+    unterminated last line that does not parse; it is returned apart, not as a row.
+
+    Raises:
+      ValueError: a line other than an unterminated last one does not parse.
+
+    Example:
+        rows, partial = read_jsonl("runs/demo/metrics.jsonl")
+    """
     path = Path(path)
     if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [], ""
+    text = path.read_text()
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline, as every complete row does
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {n}, is not a JSON row ({e.msg})") from None
+    if tail.strip():
+        try:
+            rows.append(json.loads(tail))
+            tail = ""  # a complete row whose newline was never written
+        except json.JSONDecodeError:
+            pass
+    return rows, tail.strip()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The complete rows of a metrics.jsonl file (an empty list if it does not exist)."""
+    return read_jsonl(path)[0]
 
 
 def plot_losses(metrics_path: str | Path, out_path: str | Path) -> Path | None:

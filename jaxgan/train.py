@@ -34,6 +34,11 @@ from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
 from jaxgan.state import GANState
 from jaxgan.tensorboard import TensorBoardLog
 from jaxgan.text import load_text_encoder
+from jaxgan.workdir import write_atomically
+
+
+class TrainingLogError(JaxganError, ValueError):
+    """A workdir's metrics.jsonl or eval.jsonl cannot be read back; one-line message."""
 
 
 class NonFiniteLossError(JaxganError, RuntimeError):
@@ -158,10 +163,16 @@ class _Timed:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drops rows past ``step``: a run that died after its last checkpoint logged them."""
-    rows = plots.read_metrics(path)
-    if any(r["step"] > step for r in rows):
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
+    """Drops rows past ``step`` (a run that died after its last checkpoint logged them) and a
+    partial last line (one killed while writing a row), with a notice for the latter."""
+    try:
+        rows, partial = plots.read_jsonl(path)
+    except ValueError as e:
+        raise TrainingLogError(f"{e}; fix or move the file to resume") from None
+    if partial:
+        tqdm.write(f"note: dropped a partial last line of {path} (a run killed while writing it): {partial[:80]!r}")
+    if partial or any(r["step"] > step for r in rows):
+        write_atomically(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
 
 def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True, **pieces: Any) -> GANState:
@@ -187,9 +198,11 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
     run = _Run(config, workdir, pieces)
-    if primary:
-        (workdir / "config.json").write_text(to_json(config) + "\n")
     state, start = run.restore_or_init()
+    if primary:
+        # Only after the restore accepted this config: a refused resume must leave the
+        # workdir's config.json (which sampling and evaluation read) as it was.
+        write_atomically(workdir / "config.json", to_json(config) + "\n")
     total = config.train.steps
     host = run.parallel.to_host  # collective under FSDP: every process calls it
     metrics_path, eval_path = workdir / "metrics.jsonl", workdir / "eval.jsonl"

@@ -7,6 +7,7 @@ sampling, ``jaxgan eval`` and ``jaxgan alignment`` read one back through this mo
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def resolve_config(workdir: str | Path, preset: str | None = None, overrides: Se
             raise ConfigError(f"{saved} is not a valid jaxgan config ({e})") from None
         return apply_overrides(base, list(overrides))
     return get_config(preset or "default", list(overrides))
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``, so that a reader,
+    or a process killed mid-write, sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def saved_config(workdir: str | Path) -> Config:

@@ -193,6 +193,31 @@ def test_resume_refuses_a_different_data_position(trained, tmp_path, capsys):
     assert sorted(p.name for p in (other / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
 
 
+def test_a_refused_resume_leaves_config_json_and_sampling_as_they_were(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    saved = (other / "config.json").read_bytes()
+    args = ["--workdir", str(other), "--preset", "tiny", "--set", "model.width=16", "--no-progress"]
+    assert cli.train_main(args) == 2
+    assert "model.width: checkpoint 8 vs config 16" in _error_line(capsys)
+    assert (other / "config.json").read_bytes() == saved
+    assert not list(other.glob(".config.json.tmp-*"))
+    assert cli.sample_main(["--workdir", str(other), "--prompt", "a red circle", "--num-per-prompt", "1",
+                            "--out", str(tmp_path / "samples")]) == 0
+
+
+def test_a_partial_last_metrics_line_is_dropped_on_resume_with_a_notice(trained, tmp_path, capsys):
+    # What a process killed while writing a row leaves behind.
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    with open(other / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "d_lo')
+    assert cli.train_main(["--workdir", str(other), "--steps", "7", "--no-progress"]) == 0
+    assert "dropped a partial last line" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 8))
+
+
 def test_periodic_evaluation_is_logged_with_the_protocol_hash(trained):
     rows = [json.loads(line) for line in (trained / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6]
