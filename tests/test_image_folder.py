@@ -44,6 +44,20 @@ def near(pixel, expected, tol: int) -> bool:
 # --- images: refused ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("data", [
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke\n%%EOF\n",
+    b"\xc5\xd0\xd3\xc6" + bytes(28) + b"%!PS-Adobe-3.0 EPSF-3.0\n",  # DOS EPS binary header
+], ids=["eps", "dos-eps"])
+def test_a_postscript_file_renamed_jpg_never_reaches_a_postscript_parser(tmp_path, data):
+    # PIL knows EPS and would hand it to Ghostscript; only raster formats are opened.
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    with pytest.raises(ImageError) as e:
+        load_image(path, 32)
+    assert e.value.reason == "corrupt"
+    assert "not a JPEG, PNG, WEBP, GIF, BMP, TIFF image" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_corrupt_jpeg_is_refused_as_corrupt():
     data = b"\xff\xd8\xff\xe0" + np.random.default_rng(1).bytes(4000)
     with pytest.raises(ImageError) as e:

@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from jaxgan.errors import JaxganError
 
@@ -41,6 +41,11 @@ REASONS = {
 }
 
 FITS = ("crop", "pad")
+
+# The only formats PIL may parse, whatever a file's extension says: the raster formats of image
+# folders and TFDS datasets. Without the list, a PostScript file renamed .jpg would reach PIL's
+# EPS plugin, which runs Ghostscript on it.
+RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 # Resampling: bicubic is antialiased in PIL (its support widens when reducing). reducing_gap
 # first box-reduces by an integer factor while staying >= 3x the target, which PIL documents
@@ -117,7 +122,7 @@ def _decode(data: bytes, resolution: int, issues: list[str]) -> Image.Image:
     """Decoded, oriented RGB. PIL raises a grab bag of exception types on hostile input, so
     everything raised while PIL parses is mapped to a reason here and nowhere else."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
         _check_size(image.size)
         if getattr(image, "is_animated", False):
             issues.append("first_frame")
@@ -129,6 +134,9 @@ def _decode(data: bytes, resolution: int, issues: list[str]) -> Image.Image:
         raise
     except Image.DecompressionBombError as e:
         raise ImageError("too_large", str(e).split(".")[0]) from None
+    except UnidentifiedImageError:
+        raise ImageError("corrupt", f"not a {', '.join(RASTER_FORMATS)} image (another format, or a damaged "
+                         "header)") from None
     except Exception as e:  # see the docstring
         # ImageFile.load's own message for data that ends early; anything else is damage.
         reason = "truncated" if "image file is truncated" in str(e) else "corrupt"
