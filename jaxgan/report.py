@@ -14,6 +14,7 @@ import argparse
 import base64
 import html
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,14 @@ def _png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _figure_png(draw: Any, out_dir: Path, name: str) -> str | None:
-    path = draw(out_dir / name)
+def _figure_png(draw: Any, out_dir: Path, name: str, notes: list[str]) -> str | None:
+    """A figure drawn by ``draw(path)`` as a data: URI; None (with a note) if the logs it plots
+    hold rows of the wrong shape."""
+    try:
+        path = draw(out_dir / name)
+    except (KeyError, TypeError, ValueError) as e:
+        notes.append(f"{name}: not drawn, its log rows are malformed ({type(e).__name__}: {e})")
+        return None
     return _png(Path(path)) if path else None
 
 
@@ -77,6 +84,40 @@ def training_panels(rows: list[dict], out_path: Path) -> Path | None:
     return out_path
 
 
+# The page runs no script and loads nothing: its images are data: URIs and its style is inline,
+# so a hostile string that escaped escaping still could not fetch or execute anything.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_GRID_NAME = re.compile(r"step_\d+\.png")
+
+
+def _rows(path: Path, notes: list[str]) -> list[dict]:
+    """The complete rows of a jsonl log; a malformed file is noted and read as empty."""
+    try:
+        rows = plots.read_metrics(path)
+    except (ValueError, OSError) as e:
+        notes.append(f"{path.name}: {e}")
+        return []
+    good = [r for r in rows if isinstance(r, dict)]
+    if len(good) < len(rows):
+        notes.append(f"{path.name}: {len(rows) - len(good)} rows that are not JSON objects")
+    return good
+
+
+def _json(path: Path, kind: type, default: Any, notes: list[str]) -> Any:
+    """``path``'s JSON if it is a ``kind``; otherwise ``default``, with a note (absent: no note)."""
+    if not path.is_file():
+        return default
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        notes.append(f"{path.name}: not readable JSON ({e})")
+        return default
+    if not isinstance(value, kind):
+        notes.append(f"{path.name}: a JSON {type(value).__name__}, not a {kind.__name__}")
+        return default
+    return value
+
+
 def _table(rows: list[tuple[str, Any]]) -> str:
     cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<table>{cells}</table>"
@@ -96,11 +137,11 @@ def build_report(workdir: str | Path) -> str:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise ReportError(f"{config_path} is not valid JSON ({e})") from None
-    metrics = plots.read_metrics(workdir / "metrics.jsonl")
-    evals = plots.read_metrics(workdir / "eval.jsonl")
-    grids = sorted((workdir / "samples").glob("step_*.png"))
-    prompts_path = workdir / "samples" / "prompts.json"
-    prompts = json.loads(prompts_path.read_text()) if prompts_path.is_file() else []
+    notes: list[str] = []  # inputs skipped as malformed: the report still renders the rest
+    metrics = _rows(workdir / "metrics.jsonl", notes)
+    evals = _rows(workdir / "eval.jsonl", notes)
+    grids = sorted(g for g in (workdir / "samples").glob("step_*.png") if _GRID_NAME.fullmatch(g.name))
+    prompts = _json(workdir / "samples" / "prompts.json", list, [], notes)
     protocols = sorted((workdir / "eval").glob("*.json"))
 
     parts = [f"<h1>jaxgan run: {html.escape(workdir.resolve().name)}</h1>"]
@@ -111,38 +152,46 @@ def build_report(workdir: str | Path) -> str:
     parts.append(f'<section id="summary"><h2>Summary</h2>{_table(summary)}</section>')
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        losses = _figure_png(lambda p: plots.plot_losses(workdir / "metrics.jsonl", p), out, "losses.png")
-        panels = _figure_png(lambda p: training_panels(metrics, p), out, "panels.png")
-        eval_png = _figure_png(lambda p: plots.plot_eval(workdir / "eval.jsonl", p), out, "eval.png")
+        losses = metrics and _figure_png(lambda p: plots.plot_losses(workdir / "metrics.jsonl", p), out,
+                                         "losses.png", notes)
+        panels = metrics and _figure_png(lambda p: training_panels(metrics, p), out, "panels.png", notes)
+        eval_png = evals and _figure_png(lambda p: plots.plot_eval(workdir / "eval.jsonl", p), out, "eval.png",
+                                         notes)
     if losses:
         parts.append(f'<section id="losses"><h2>Losses and logits</h2><img alt="loss curves" src="{losses}"></section>')
     if panels:
         parts.append(f'<section id="metrics"><h2>Training metrics over steps</h2>'
                      f'<img alt="training metrics" src="{panels}">'
-                     f'<h3>Last logged values (step {last.get("step")})</h3>'
+                     f'<h3>Last logged values (step {html.escape(str(last.get("step")))})</h3>'
                      f'{_table([(k, _number(v)) for k, v in last.items() if k != "step"])}</section>')
     if evals:
         latest = evals[-1]
-        parts.append(f'<section id="evaluation"><h2>Evaluation</h2><img alt="evaluation curves" src="{eval_png}">'
-                     f'<h3>Step {latest["step"]}, protocol {html.escape(str(latest.get("protocol_hash")))}</h3>'
+        curves = f'<img alt="evaluation curves" src="{eval_png}">' if eval_png else ""
+        parts.append(f'<section id="evaluation"><h2>Evaluation</h2>{curves}'
+                     f'<h3>Step {html.escape(str(latest.get("step")))}, protocol '
+                     f'{html.escape(str(latest.get("protocol_hash")))}</h3>'
                      f'{_table([(k, _number(v)) for k, v in latest.items() if k not in ("step",)])}</section>')
-    if protocols:
-        newest = json.loads(protocols[-1].read_text())
+    newest = _json(protocols[-1], dict, None, notes) if protocols else None
+    if newest is not None:
         parts.append(f'<section id="protocol"><h2>Evaluation protocol ({html.escape(protocols[-1].name)})</h2>'
                      f'{_table(sorted(newest.get("protocol", {}).items()))}</section>')
     if grids:
-        prompt_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts)
+        prompt_list = "".join(f"<li>{html.escape(str(p))}</li>" for p in prompts)
         shots = "".join(f'<figure><figcaption>step {int(g.stem.split("_")[1])}</figcaption>'
-                        f'<img alt="samples at {g.stem}" src="{_png(g)}"></figure>' for g in grids)
+                        f'<img alt="samples at {html.escape(g.stem)}" src="{_png(g)}"></figure>' for g in grids)
         parts.append(f'<section id="samples"><h2>Samples over time (EMA generator)</h2>'
                      f'{"<ol>" + prompt_list + "</ol>" if prompts else ""}{shots}</section>')
     parts.append(f'<section id="config"><h2>Config</h2>'
                  f'<pre>{html.escape(json.dumps(config, indent=2))}</pre></section>')
+    if notes:
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+        parts.append(f'<section id="notes"><h2>Skipped inputs</h2><ul>{items}</ul></section>')
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
              "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:2px 8px;"
              "text-align:left;font-size:13px}figure{display:inline-block;margin:.5em;vertical-align:top}"
              "pre{background:#f6f6f6;padding:1em;font-size:12px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>jaxgan report</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\"><title>jaxgan report</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 
 
