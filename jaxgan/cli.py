@@ -49,6 +49,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.width=64 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take the workdir's lock from a run on another host that is known to be gone")
     p.add_argument("--help-config", action="store_true",
                    help="print every config key with its type, default and meaning, and exit")
     d = p.add_argument_group("multi-process (every process runs the same command; see docs/multihost.md)")
@@ -77,7 +79,8 @@ def _train(args: argparse.Namespace) -> int:
     initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
                timeout_s=args.coordinator_timeout)
     workdir = Path(args.workdir)
-    state = train_and_evaluate(train_config(args), workdir, progress=not args.no_progress)
+    state = train_and_evaluate(train_config(args), workdir, progress=not args.no_progress,
+                               break_lock=args.break_lock)
     if is_primary():
         print(f"trained to step {int(state.step)}; outputs in {workdir}")
     return 0

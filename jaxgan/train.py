@@ -34,7 +34,7 @@ from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
 from jaxgan.state import GANState
 from jaxgan.tensorboard import TensorBoardLog
 from jaxgan.text import load_text_encoder
-from jaxgan.workdir import write_atomically
+from jaxgan.workdir import WorkdirLock, write_atomically
 
 
 class TrainingLogError(JaxganError, ValueError):
@@ -175,7 +175,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
 
-def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True, **pieces: Any) -> GANState:
+def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True, break_lock: bool = False,
+                       **pieces: Any) -> GANState:
     """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
 
     Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png``,
@@ -188,6 +189,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     the run after the current step with a checkpoint at that step; calling again resumes.
     ``pieces`` (``loss``, ``penalty``, ``augment``: pure functions of one's own) replace the
     config's choices in the step, as in ``make_train_step``; the config does not record them.
+    The run holds ``workdir``'s lock (``jaxgan.workdir.WorkdirLock``) throughout; ``break_lock``
+    takes it from a holder that cannot be checked (another host).
 
     Example:
         state = train_and_evaluate(get_config("tiny"), "runs/tiny")   # again: resumes
@@ -195,8 +198,15 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     """
     workdir = Path(workdir)
     primary = is_primary()  # in a multi-process run, process 0 alone writes files
-    if primary:
-        workdir.mkdir(parents=True, exist_ok=True)
+    if not primary:
+        return _train(config, workdir, progress, pieces)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir, break_lock=break_lock, notice=tqdm.write):
+        return _train(config, workdir, progress, pieces)
+
+
+def _train(config: Config, workdir: Path, progress: bool, pieces: dict[str, Any]) -> GANState:
+    primary = is_primary()
     run = _Run(config, workdir, pieces)
     state, start = run.restore_or_init()
     if primary:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import socket
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.config import Config, ConfigError
 from jaxgan.data.embeddings import EmbeddingTable
+from jaxgan.errors import JaxganError
 from jaxgan.models import build_models, uses_word_attention
 from jaxgan.pixels import to_uint8
 from jaxgan.presets import apply_overrides, from_dict, get_config
@@ -47,6 +51,72 @@ def resolve_config(workdir: str | Path, preset: str | None = None, overrides: Se
             raise ConfigError(f"{saved} is not a valid jaxgan config ({e})") from None
         return apply_overrides(base, list(overrides))
     return get_config(preset or "default", list(overrides))
+
+
+class WorkdirLockedError(JaxganError, RuntimeError):
+    """Another run holds the workdir; one-line message naming it."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir for one training run: ``WORKDIR/.lock``, holding the
+    holder's host, pid and start time.
+
+    Two runs on one workdir would interleave metrics.jsonl and race on the checkpoints. A lock
+    left by a run on this host whose process is gone (killed) is taken over with a notice; one
+    from another host cannot be checked from here, so it is refused unless ``break_lock``.
+
+    Example:
+        with WorkdirLock(Path("runs/demo")):
+            ...  # train
+    """
+
+    def __init__(self, workdir: Path, break_lock: bool = False, notice: Callable[[str], Any] = print):
+        self.path = Path(workdir) / ".lock"
+        self.break_lock, self.notice = break_lock, notice
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+
+    def __enter__(self) -> WorkdirLock:
+        for _ in range(2):  # a second try after removing a stale lock; losing that race refuses
+            try:
+                with open(self.path, "x") as f:
+                    json.dump(self.me, f)
+                return self
+            except FileExistsError:
+                self._take_over_or_refuse()
+        raise WorkdirLockedError(f"{self.path.parent} was locked again while a stale lock was removed; retry")
+
+    def _take_over_or_refuse(self) -> None:
+        try:
+            holder = json.loads(self.path.read_text())
+            host, pid, since = str(holder["host"]), int(holder["pid"]), float(holder["since"])
+        except (OSError, ValueError, KeyError, TypeError):
+            host, pid, since = "?", -1, time.time()  # unreadable: treated as another host's
+        age = f"{(time.time() - since) / 60:.0f} min"
+        if host == self.me["host"] and not _alive(pid):
+            self.notice(f"note: took over {self.path.parent}'s lock from pid {pid} on {host}, which has ended")
+        elif self.break_lock:
+            self.notice(f"note: broke {self.path.parent}'s lock held by pid {pid} on {host} for {age}")
+        else:
+            hint = "" if host == self.me["host"] else "; if that run is gone, pass --break-lock"
+            raise WorkdirLockedError(f"{self.path.parent} is in use by pid {pid} on {host} (for {age}){hint}")
+        self.path.unlink(missing_ok=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if json.loads(self.path.read_text()).get("pid") == self.me["pid"]:
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass  # already gone, or broken by another run: not ours to remove
 
 
 def write_atomically(path: str | Path, text: str) -> None:

@@ -1,7 +1,12 @@
 """End to end: train.py's loop, exact resume, sample.py, and clean errors on bad input."""
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -216,6 +221,42 @@ def test_a_partial_last_metrics_line_is_dropped_on_resume_with_a_notice(trained,
     assert "dropped a partial last line" in capsys.readouterr().out
     rows = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 8))
+
+
+def _lock(workdir, host, pid):
+    (workdir / ".lock").write_text(json.dumps({"host": host, "pid": pid, "since": time.time() - 120}))
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused_naming_the_holder(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    rows = (other / "metrics.jsonl").read_bytes()
+    _lock(other, socket.gethostname(), os.getpid())  # a live process on this host
+    assert cli.train_main(["--workdir", str(other), "--steps", "7", "--no-progress"]) == 2
+    err = _error_line(capsys)
+    assert f"is in use by pid {os.getpid()} on {socket.gethostname()} (for 2 min)" in err
+    assert (other / "metrics.jsonl").read_bytes() == rows  # nothing written
+    assert sorted(p.name for p in (other / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+
+    # Another host's lock cannot be checked from here: refused, unless broken explicitly.
+    _lock(other, "elsewhere", 1)
+    assert cli.train_main(["--workdir", str(other), "--steps", "7", "--no-progress"]) == 2
+    err = _error_line(capsys)
+    assert "in use by pid 1 on elsewhere" in err and "pass --break-lock" in err
+    assert cli.train_main(["--workdir", str(other), "--steps", "7", "--no-progress", "--break-lock"]) == 0
+    assert "broke" in capsys.readouterr().out
+    assert not (other / ".lock").exists()  # released at the end
+
+
+def test_a_lock_left_by_a_killed_run_on_this_host_is_taken_over(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _lock(other, socket.gethostname(), gone.pid)
+    assert cli.train_main(["--workdir", str(other), "--steps", "7", "--no-progress"]) == 0
+    assert f"took over {other}'s lock from pid {gone.pid}" in capsys.readouterr().out
+    assert not (other / ".lock").exists()
 
 
 def test_periodic_evaluation_is_logged_with_the_protocol_hash(trained):
