@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxgan.models import discriminator_width
 from jaxgan.models.dcgan import DCGANConfig, discriminator_channels, generator_channels
 
 
@@ -135,7 +134,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: DCGANConfig, sentence_dim: int = 128):
         super().__init__()
-        chans = discriminator_channels(cfg.resolution, discriminator_width(cfg))
+        chans = discriminator_channels(cfg.resolution, cfg.discriminator_width)
         ins = [3] + chans[:-1]
         self.convs = nn.ModuleList(nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=(i == 0))
                                    for i, (cin, cout) in enumerate(zip(ins, chans)))

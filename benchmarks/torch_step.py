@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from benchmarks.torch_dcgan import build_torch_models, load_flax_params
 from jaxgan.config import Config
-from jaxgan.models import discriminator_width
 
 Batch = dict[str, torch.Tensor]
 
@@ -270,7 +269,7 @@ def benchmark_torch_step(config: Config, sentence_dim: int = 128, warmup: int = 
         "channels_last": channels_last, "dtype": config.model.dtype, "device": str(device),
         "adam": step.adam, "subpixel": step.subpixel, "num_threads": torch.get_num_threads(),
         "resolution": config.model.resolution, "width": config.model.width,
-        "d_width": discriminator_width(config.model),
+        "d_width": config.model.discriminator_width,
         "batch_size": config.train.batch_size,
         "compile_and_first_step_s": compile_and_first,
         "step_ms_median": 1e3 * median, "step_ms_min": 1e3 * min(times), "step_ms_max": 1e3 * max(times),

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxgan.config import Config
 from jaxgan.flops import WORDS_PER_CAPTION, step_flops
-from jaxgan.models import build_models, discriminator_width, uses_word_attention
+from jaxgan.models import build_models
 from jaxgan.presets import get_config
 from jaxgan.program import TrainProgram, build_train_program
 
@@ -53,7 +53,7 @@ def synthetic_batch(config: Config, sentence_dim: int, seed: int = 0) -> dict[st
     batch = {"image": rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8),
              "sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32),
              "wrong_sentence": rng.normal(size=(b, sentence_dim)).astype(np.float32)}
-    if uses_word_attention(config.model):
+    if config.model.uses_word_attention:
         batch["words"] = rng.normal(size=(b, WORDS_PER_CAPTION, sentence_dim)).astype(np.float32)
         batch["word_mask"] = np.arange(WORDS_PER_CAPTION)[None, :] < rng.integers(3, WORDS_PER_CAPTION, (b, 1))
     return batch
@@ -179,7 +179,7 @@ def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: in
     peak_all = peaks["peak_flops"] * parallel.num_devices
     return {
         "resolution": config.model.resolution, "width": config.model.width,
-        "d_width": discriminator_width(config.model),
+        "d_width": config.model.discriminator_width,
         "batch_size": config.train.batch_size, "dtype": config.model.dtype,
         "arch": config.model.arch, **config.model.arch_options(), "parallel": parallel.mode,
         "devices": parallel.num_devices,

@@ -28,7 +28,6 @@ from jaxgan.evaluator import evaluate_workdir
 from jaxgan.metrics import attributes, features, inception, sanity
 from jaxgan.metrics.alignment import alignment_of
 from jaxgan.metrics.evaluate import EvalResult, format_metrics
-from jaxgan.models import uses_word_attention
 from jaxgan.presets import PRESETS, config_help
 from jaxgan.train import train_and_evaluate
 from jaxgan.workdir import TrainedGenerator, generate_from_checkpoint, resolve_config, saved_config
@@ -109,7 +108,7 @@ def _sample(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     config = saved_config(workdir)
     out = Path(args.out) if args.out else workdir / "samples" / "cli"
-    if args.attention and not uses_word_attention(config.model):
+    if args.attention and not config.model.uses_word_attention:
         raise UsageError("--attention needs a model with word attention (this run has "
                          "model.word_attention empty)")
     manifest = generate_from_checkpoint(config, workdir, prompts, args.num_per_prompt, args.seed,

@@ -37,7 +37,7 @@ from jaxgan.metrics.evaluate import (
 )
 from jaxgan.metrics.protocol import EvalProtocol
 from jaxgan.metrics.sharded import evaluation_mesh
-from jaxgan.models import build_models, uses_word_attention
+from jaxgan.models import build_models
 from jaxgan.text import load_text_encoder
 from jaxgan.workdir import restore_state, saved_config
 
@@ -104,7 +104,7 @@ class Evaluator:
         # A drawn source draws its reference itself; a read one walks its split in the protocol's order.
         self.examples = None if self.source.drawn else EvalExamples(self.source, self.protocol)
         self.reference = None if self.examples is None else dataset_real_source(self.examples)
-        with_words = uses_word_attention(config.model)
+        with_words = config.model.uses_word_attention
         if self.source.embed_on_demand:
             self.table = table or EmbeddingTable.on_demand(encoder, with_words)
         else:

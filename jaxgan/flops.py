@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.config import Config
-from jaxgan.models import uses_word_attention
 from jaxgan.models.layers import taps_inside
 from jaxgan.state import init_state
 
@@ -131,7 +130,7 @@ def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, s
     s = jax.ShapeDtypeStruct((b, sentence_dim), jnp.float32)
     image = jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32)
     words = {}
-    if uses_word_attention(config.model):
+    if config.model.uses_word_attention:
         words = {"words": jax.ShapeDtypeStruct((b, WORDS_PER_CAPTION, sentence_dim), jnp.float32),
                  "word_mask": jax.ShapeDtypeStruct((b, WORDS_PER_CAPTION), bool)}
     f_g = forward_flops(trace_layers(generator, g_vars, z, s, **words, train=True, rngs={"ca": jax.random.key(0)}))

@@ -27,7 +27,7 @@ from jaxgan.data.source import DataError
 from jaxgan.distributed import is_primary
 from jaxgan.errors import JaxganError
 from jaxgan.evaluator import Evaluator, evaluates
-from jaxgan.models import build_models, uses_word_attention
+from jaxgan.models import build_models
 from jaxgan.preemption import StopSignals
 from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
@@ -55,7 +55,7 @@ class _Run:
         self.parallel = self.program.parallel
         # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
         self.sample_generator, _ = build_models(config.model)
-        with_words = uses_word_attention(config.model)
+        with_words = config.model.uses_word_attention
         rows = self.parallel.local_rows(config.train.batch_size)  # each process builds only its own rows
         source = make_source(config)
         if source.index_issues and is_primary():

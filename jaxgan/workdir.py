@@ -20,7 +20,7 @@ from jaxgan.checkpoint import Checkpointer
 from jaxgan.config import Config, ConfigError
 from jaxgan.data.embeddings import EmbeddingTable
 from jaxgan.errors import JaxganError
-from jaxgan.models import build_models, uses_word_attention
+from jaxgan.models import build_models
 from jaxgan.pixels import to_uint8
 from jaxgan.presets import apply_overrides, from_dict, get_config
 from jaxgan.sampling import (
@@ -170,7 +170,7 @@ class TrainedGenerator:
     def __init__(self, config: Config, workdir: str | Path, step: int | None = None):
         self.config = config
         self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
-        self.embed = EmbeddingTable.on_demand(self.encoder, with_words=uses_word_attention(config.model))
+        self.embed = EmbeddingTable.on_demand(self.encoder, with_words=config.model.uses_word_attention)
         self.generator, _ = build_models(config.model)
         state = restore_state(config, workdir, self.encoder, step)
         self.step = int(state.step)
@@ -188,7 +188,7 @@ class TrainedGenerator:
         The maps are those of the generator's word-attention blocks (``model.word_attention``);
         each token list has the prompt's real tokens (padding dropped), in map order.
         """
-        if not uses_word_attention(self.config.model):
+        if not self.config.model.uses_word_attention:
             raise ConfigError("--attention needs a model with word attention (train with "
                               "--set model.arch=dfgan --set model.word_attention=16)")
         text = self.embed.text(list(prompts))

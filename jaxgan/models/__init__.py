@@ -51,18 +51,6 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1,
     return arch.build(cfg, bn_groups, bn_axis_name)
 
 
-def discriminator_width(cfg: ModelConfig) -> int:
-    """D's base channel count: ``model.d_width``, or ``model.width`` when that is 0 (the same
-    as ``cfg.discriminator_width``)."""
-    return cfg.discriminator_width
-
-
-def uses_word_attention(cfg: ModelConfig) -> bool:
-    """Whether the generator takes word embeddings (and so needs them in every batch); the same
-    as ``cfg.uses_word_attention``, which each architecture's config answers."""
-    return cfg.uses_word_attention
-
-
 __all__ = ["ARCHITECTURES", "Architecture", "DCGANConfig", "DFGANConfig", "Generator", "Discriminator",
            "DFGenerator", "DFDiscriminator", "dfgan_channels", "dfgan_d_channels", "build_models",
-           "discriminator_width", "uses_word_attention", "resolve_conv_impl", "DTYPES"]
+           "resolve_conv_impl", "DTYPES"]
