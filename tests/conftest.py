@@ -33,3 +33,28 @@ def quick_compiles():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", before)
+
+
+# The fault-injection suite's counts (tests/faults.py): each xdist worker hands its tally to
+# the controller, which prints the sum once at the end of the run.
+from faults import TALLY  # noqa: E402
+
+
+class _FaultTallyController:
+    def pytest_testnodedown(self, node, error):
+        TALLY.add(getattr(node, "workeroutput", {}).get("fault_tally", {}))
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_FaultTallyController(), "jaxgan-fault-tally")
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):  # an xdist worker: report to the controller
+        session.config.workeroutput["fault_tally"] = TALLY.as_dict()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TALLY.inputs:
+        terminalreporter.write_line(TALLY.line())
