@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 
 from jaxgan.config import Config, ConfigError, to_dict
 from jaxgan.errors import JaxganError
+from jaxgan.paths import workdir_path
 from jaxgan.presets import from_dict
 
 
@@ -39,7 +40,7 @@ class Checkpointer:
     """Saves and restores training checkpoints under ``directory``."""
 
     def __init__(self, directory: str | Path, keep: int = 3, asynchronous: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = workdir_path(directory, absolute=True)  # gs:// stays a URI
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=asynchronous)
         self._manager = ocp.CheckpointManager(self.directory, options=options,

@@ -16,7 +16,6 @@ import io
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from jaxgan import bench, pretrain_text, report, scaling, sweep
@@ -28,6 +27,7 @@ from jaxgan.evaluator import evaluate_workdir
 from jaxgan.metrics import attributes, features, inception, sanity
 from jaxgan.metrics.alignment import alignment_of
 from jaxgan.metrics.evaluate import EvalResult, format_metrics
+from jaxgan.paths import workdir_path
 from jaxgan.presets import PRESETS, config_help
 from jaxgan.train import train_and_evaluate
 from jaxgan.workdir import TrainedGenerator, generate_from_checkpoint, resolve_config, saved_config
@@ -67,7 +67,7 @@ def train_config(args: argparse.Namespace) -> Config:
     """The config ``jaxgan train`` runs: the workdir's or the preset's, with the flags' overrides."""
     overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
     overrides += [f"data.dataset={args.dataset}"] if args.dataset is not None else []
-    return resolve_config(Path(args.workdir), args.preset, overrides)
+    return resolve_config(workdir_path(args.workdir), args.preset, overrides)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -77,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
     # Before anything touches a device: the runtime must start first.
     initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
                timeout_s=args.coordinator_timeout)
-    workdir = Path(args.workdir)
+    workdir = workdir_path(args.workdir)
     state = train_and_evaluate(train_config(args), workdir, progress=not args.no_progress,
                                break_lock=args.break_lock)
     if is_primary():
@@ -105,9 +105,9 @@ def _sample(args: argparse.Namespace) -> int:
         raise UsageError("empty prompt: every --prompt needs some text")
     if args.num_per_prompt < 1:
         raise UsageError(f"--num-per-prompt must be at least 1, got {args.num_per_prompt}")
-    workdir = Path(args.workdir)
+    workdir = workdir_path(args.workdir)
     config = saved_config(workdir)
-    out = Path(args.out) if args.out else workdir / "samples" / "cli"
+    out = workdir_path(args.out) if args.out else workdir / "samples" / "cli"
     if args.attention and not config.model.uses_word_attention:
         raise UsageError("--attention needs a model with word attention (this run has "
                          "model.word_attention empty)")
@@ -159,7 +159,8 @@ def _eval(args: argparse.Namespace) -> int:
         split=args.split, clip=args.clip)
     _print_result(result, step)
     name = f"step_{step:06d}" if step >= 0 else f"real_{args.real}"
-    out = Path(args.out) if args.out else Path(args.workdir) / "eval" / f"{name}-{result.protocol.hash}.json"
+    out = (workdir_path(args.out) if args.out
+           else workdir_path(args.workdir) / "eval" / f"{name}-{result.protocol.hash}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"step": step, **result.to_json()}, indent=2) + "\n")
     print(f"wrote {out}")
@@ -177,7 +178,7 @@ def alignment_parser() -> argparse.ArgumentParser:
 
 
 def _alignment(args: argparse.Namespace) -> int:
-    workdir = Path(args.workdir)
+    workdir = workdir_path(args.workdir)
     config = saved_config(workdir)
     if not source_type(config.data.dataset).attributes:
         raise UsageError(f"alignment reads attribute labels, which {config.data.dataset} does not have; "

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from etils import epath
+
+from jaxgan.paths import workdir_path
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict], str]:
@@ -20,7 +23,7 @@ def read_jsonl(path: str | Path) -> tuple[list[dict], str]:
     Example:
         rows, partial = read_jsonl("runs/demo/metrics.jsonl")
     """
-    path = Path(path)
+    path = workdir_path(path)
     if not path.exists():
         return [], ""
     text = path.read_text()
@@ -47,7 +50,7 @@ def read_metrics(path: str | Path) -> list[dict]:
     return read_jsonl(path)[0]
 
 
-def plot_losses(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+def plot_losses(metrics_path: str | Path, out_path: str | Path) -> epath.Path | None:
     """Plots D/G losses and D's mean logits against the step; returns the PNG path."""
     rows = read_metrics(metrics_path)
     if not rows:
@@ -69,16 +72,17 @@ def plot_losses(metrics_path: str | Path, out_path: str | Path) -> Path | None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    with workdir_path(out_path).open("wb") as f:  # a file object: matplotlib cannot write gs:// itself
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    return Path(out_path)
+    return workdir_path(out_path)
 
 
 EVAL_PANELS = (("fid", "FID (lower is better)"), ("kid", "KID"), ("is", "Inception Score (feature net)"),
                ("precision", "precision / recall"), ("alignment_all", "text alignment, all four"))
 
 
-def plot_eval(eval_path: str | Path, out_path: str | Path) -> Path | None:
+def plot_eval(eval_path: str | Path, out_path: str | Path) -> epath.Path | None:
     """Plots the periodic evaluation's metrics against the step; returns the PNG path."""
     rows = read_metrics(eval_path)
     if not rows:
@@ -104,6 +108,7 @@ def plot_eval(eval_path: str | Path, out_path: str | Path) -> Path | None:
     hashes = sorted({r.get("protocol_hash", "?") for r in rows})
     fig.suptitle(f"evaluation, protocol {', '.join(hashes)}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    with workdir_path(out_path).open("wb") as f:  # a file object: matplotlib cannot write gs:// itself
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    return Path(out_path)
+    return workdir_path(out_path)

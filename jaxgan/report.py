@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from jaxgan import plots
 from jaxgan.errors import JaxganError
+from jaxgan.paths import workdir_path
 
 # Panels of the training-metrics figure: (title, keys); a panel shows the keys the log has.
 PANELS = (("gradient norms", ("d_grad_norm", "g_grad_norm")),
@@ -129,7 +131,7 @@ def _number(value: Any) -> str:
 
 def build_report(workdir: str | Path) -> str:
     """The report of ``workdir`` as an HTML string."""
-    workdir = Path(workdir)
+    workdir = workdir_path(workdir)
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise ReportError(f"{workdir} is not a training workdir (no config.json)")
@@ -195,9 +197,9 @@ def build_report(workdir: str | Path) -> str:
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 
 
-def write_report(workdir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(workdir: str | Path, out: str | Path | None = None) -> epath.Path:
     """Writes ``build_report(workdir)`` to ``out`` (default ``WORKDIR/report.html``)."""
-    out = Path(out) if out else Path(workdir) / "report.html"
+    out = workdir_path(out) if out else workdir_path(workdir) / "report.html"
     out.write_text(build_report(workdir))
     return out
 

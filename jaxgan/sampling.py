@@ -15,8 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxgan.paths import workdir_path
 from jaxgan.pixels import to_uint8
 
 
@@ -89,27 +91,26 @@ def save_captioned_grid(images: np.ndarray, captions: Sequence[str], per_caption
         lines = textwrap.wrap(caption, 40)[: max(1, row_h // 12)]
         for j, line in enumerate(lines):
             draw.text((4, 2 + r * row_h + 12 * j), line, fill=(0, 0, 0), font=font)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    save_image(canvas, path)
 
 
 def write_samples(images: np.ndarray, prompts: Sequence[str], seeds: Sequence[int],
-                  out_dir: str | Path, per_prompt: int) -> Path:
+                  out_dir: str | Path, per_prompt: int) -> epath.Path:
     """Writes one PNG per sample, ``grid.png`` and ``manifest.jsonl``; returns the manifest."""
-    out = Path(out_dir)
+    out = workdir_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
-    with open(manifest, "w") as f:
+    with manifest.open("w") as f:
         for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):
             name = f"{i // per_prompt:03d}_{i % per_prompt:03d}.png"
-            Image.fromarray(np.asarray(image)).save(out / name)
+            save_image(Image.fromarray(np.asarray(image)), out / name)
             f.write(json.dumps({"file": name, "prompt": prompt, "seed": int(seed)}) + "\n")
     save_captioned_grid(np.asarray(images), list(prompts)[::per_prompt], per_prompt, out / "grid.png")
     return manifest
 
 
 def save_attention_overlays(image: np.ndarray, maps: dict[int, np.ndarray], tokens: list[str],
-                            path: str | Path, scale: int | None = None) -> Path:
+                            path: str | Path, scale: int | None = None) -> epath.Path:
     """One sample's attention as a PNG: per attention block, a row of the image with each
     token's map overlaid in red (brighter = more attention), the token written below.
 
@@ -141,7 +142,15 @@ def save_attention_overlays(image: np.ndarray, maps: dict[int, np.ndarray], toke
         draw.text((4, y), f"{size}x{size}", fill=(0, 0, 0), font=font)
         for j, token in enumerate(tokens):
             draw.text(((j + 1) * (side + 4) + 4, y), token[:12], fill=(0, 0, 0), font=font)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return Path(path)
+    return save_image(canvas, path)
+
+
+def save_image(image: Image.Image, path: str | Path) -> epath.Path:
+    """Writes ``image`` to ``path`` (local or in a bucket, ``jaxgan.paths``), creating its folder,
+    in the format its suffix names (PNG when the suffix names none); returns the path."""
+    path = workdir_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:  # a file object: PIL cannot open a gs:// name itself
+        image.save(f, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    return path
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from tqdm.auto import tqdm
 
 from jaxgan import plots
@@ -28,6 +29,7 @@ from jaxgan.distributed import is_primary
 from jaxgan.errors import JaxganError
 from jaxgan.evaluator import Evaluator, evaluates
 from jaxgan.models import build_models
+from jaxgan.paths import appending, workdir_path
 from jaxgan.preemption import StopSignals
 from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
@@ -48,7 +50,7 @@ class NonFiniteLossError(JaxganError, RuntimeError):
 class _Run:
     """What the loop needs about one run: models, step, pipeline, files."""
 
-    def __init__(self, config: Config, workdir: Path, pieces: dict[str, Any] | None = None):
+    def __init__(self, config: Config, workdir: epath.Path, pieces: dict[str, Any] | None = None):
         self.config, self.workdir = config, workdir
         self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
         self.program = build_train_program(config, **(pieces or {}))
@@ -106,7 +108,7 @@ class _Run:
         return {"step": int(state.step), "protocol_hash": result.protocol.hash, **result.metrics,
                 "eval_seconds": round(result.seconds, 2)}
 
-    def preview(self, state: GANState, name: str, per_prompt: int = 8) -> Path:
+    def preview(self, state: GANState, name: str, per_prompt: int = 8) -> epath.Path:
         prompts = self.prompts
         seeds = np.tile(np.arange(per_prompt), len(prompts))
         z = sample_noise(seeds, self.config.model.z_dim)
@@ -162,7 +164,7 @@ class _Timed:
             self.waited += time.perf_counter() - start
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def _truncate_metrics(path: epath.Path, step: int) -> None:
     """Drops rows past ``step`` (a run that died after its last checkpoint logged them) and a
     partial last line (one killed while writing a row), with a notice for the latter."""
     try:
@@ -196,7 +198,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
         state = train_and_evaluate(get_config("tiny"), "runs/tiny")   # again: resumes
         state = train_and_evaluate(config, "runs/smooth", loss=my_loss)
     """
-    workdir = Path(workdir)
+    workdir = workdir_path(workdir)
     primary = is_primary()  # in a multi-process run, process 0 alone writes files
     if not primary:
         return _train(config, workdir, progress, pieces)
@@ -205,7 +207,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
         return _train(config, workdir, progress, pieces)
 
 
-def _train(config: Config, workdir: Path, progress: bool, pieces: dict[str, Any]) -> GANState:
+def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str, Any]) -> GANState:
     primary = is_primary()
     run = _Run(config, workdir, pieces)
     state, start = run.restore_or_init()
@@ -259,7 +261,7 @@ def _train(config: Config, workdir: Path, progress: bool, pieces: dict[str, Any]
                 values.update(run.pipeline.stats_at(step))
                 last_log, last_time, last_wait = step, now, batches.waited
                 if primary:
-                    with open(metrics_path, "a") as f:
+                    with appending(metrics_path) as f:
                         f.write(json.dumps({"step": step, **values}) + "\n")
                 board.scalars(step, {**values, "lr/generator": t.g_lr, "lr/discriminator": t.d_lr})
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
@@ -272,7 +274,7 @@ def _train(config: Config, workdir: Path, progress: bool, pieces: dict[str, Any]
                 if at_eval:
                     row = run.evaluate(single)  # every process computes its share
                     if primary:
-                        with open(eval_path, "a") as f:
+                        with appending(eval_path) as f:
                             f.write(json.dumps(row) + "\n")
                         board.scalars(step, {k: v for k, v in row.items() if k != "step"}, prefix="eval/")
                         alignment = (f", alignment {100 * row['alignment_all']:.2f}%"

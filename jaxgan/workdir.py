@@ -12,15 +12,17 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from etils import epath
 
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.config import Config, ConfigError
 from jaxgan.data.embeddings import EmbeddingTable
 from jaxgan.errors import JaxganError
 from jaxgan.models import build_models
+from jaxgan.paths import is_remote, workdir_path
 from jaxgan.pixels import to_uint8
 from jaxgan.presets import apply_overrides, from_dict, get_config
 from jaxgan.sampling import (
@@ -43,7 +45,7 @@ def resolve_config(workdir: str | Path, preset: str | None = None, overrides: Se
     Example:
         config = resolve_config("runs/demo", None, ["train.steps=8000"])  # resume for longer
     """
-    saved = Path(workdir) / "config.json"
+    saved = workdir_path(workdir) / "config.json"
     if preset is None and saved.exists():
         try:
             base = from_dict(json.loads(saved.read_text()))
@@ -81,14 +83,14 @@ class WorkdirLock:
     """
 
     def __init__(self, workdir: Path, break_lock: bool = False, notice: Callable[[str], Any] = print):
-        self.path = Path(workdir) / ".lock"
+        self.path = workdir_path(workdir) / ".lock"
         self.break_lock, self.notice = break_lock, notice
         self.me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
 
     def __enter__(self) -> WorkdirLock:
         for _ in range(2):  # a second try after removing a stale lock; losing that race refuses
             try:
-                with open(self.path, "x") as f:
+                with _create_new(self.path) as f:
                     json.dump(self.me, f)
                 return self
             except FileExistsError:
@@ -119,10 +121,28 @@ class WorkdirLock:
             pass  # already gone, or broken by another run: not ours to remove
 
 
+def _create_new(path: epath.Path) -> IO[str]:
+    """``path`` created and open for writing; FileExistsError if it exists.
+
+    Locally the creation is exclusive (``O_EXCL``). A bucket has no exclusive create through
+    epath, so there the check and the write are two requests: two runs that start within the
+    same moment may both pass it (docs/training.md, "Workdirs in a bucket").
+    """
+    if not is_remote(path):
+        return open(path, "x")
+    if path.exists():
+        raise FileExistsError(str(path))
+    return path.open("w")
+
+
 def write_atomically(path: str | Path, text: str) -> None:
     """Writes ``text`` to ``path`` through a temporary file and ``os.replace``, so that a reader,
-    or a process killed mid-write, sees the old file or the new one, never half of one."""
-    path = Path(path)
+    or a process killed mid-write, sees the old file or the new one, never half of one. In a
+    bucket, where one object write is already atomic (and a rename is a copy), it writes directly."""
+    path = workdir_path(path)
+    if is_remote(path):
+        path.write_text(text)
+        return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -135,7 +155,7 @@ def saved_config(workdir: str | Path) -> Config:
       ConfigError: ``workdir`` has no ``config.json`` (it is not a training workdir), or an
         invalid one.
     """
-    workdir = Path(workdir)
+    workdir = workdir_path(workdir)
     if not (workdir / "config.json").exists():
         raise ConfigError(f"{workdir} is not a training workdir (no config.json)")
     return resolve_config(workdir)
@@ -151,7 +171,7 @@ def restore_state(config: Config, workdir: str | Path, encoder: TextEncoder, ste
     """
     generator, discriminator = build_models(config.model)
     abstract = abstract_state(config, generator, discriminator, encoder.sentence_dim, encoder.word_dim)
-    checkpoints = Checkpointer(Path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
+    checkpoints = Checkpointer(workdir_path(workdir) / "checkpoints", keep=config.train.keep_checkpoints)
     try:
         state, _ = checkpoints.restore(abstract, config, step=step)
     finally:
@@ -205,7 +225,7 @@ class TrainedGenerator:
 
 def generate_from_checkpoint(config: Config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,
                              seed: int, out_dir: str | Path, step: int | None = None,
-                             attention: bool = False) -> Path:
+                             attention: bool = False) -> epath.Path:
     """Writes samples of ``workdir``'s EMA generator for ``prompts``; returns the manifest path.
 
     Sample j of every prompt uses seed ``seed + j``. With ``attention``, also writes
@@ -222,5 +242,5 @@ def generate_from_checkpoint(config: Config, workdir: str | Path, prompts: Seque
         images, maps, tokens = generate.attention(all_prompts, seeds)
         for i in range(len(all_prompts)):
             save_attention_overlays(images[i], {k: v[i] for k, v in maps.items()}, tokens[i],
-                                    Path(out_dir) / f"attention_{i // per_prompt:03d}_{i % per_prompt:03d}.png")
+                                    workdir_path(out_dir) / f"attention_{i // per_prompt:03d}_{i % per_prompt:03d}.png")
     return write_samples(generate(all_prompts, seeds), all_prompts, seeds, out_dir, per_prompt)
