@@ -88,11 +88,6 @@ class ConfigChanges:
     applied: tuple[tuple[str, Any, Any], ...] = ()
     noted: tuple[tuple[str, Any, Any], ...] = ()
 
-    def lines(self) -> list[str]:
-        """One human-readable line per applied or noted change."""
-        return ([f"{k}: {old!r} -> {new!r} (applied to the restored state)" for k, old, new in self.applied]
-                + [f"{k}: {old!r} -> {new!r}" for k, old, new in self.noted])
-
 
 def _flat_saved(saved: Any) -> dict[str, Any]:
     """A checkpoint's saved config as flat ``{dotted key: value}``, read as config.json is read."""

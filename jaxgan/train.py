@@ -117,8 +117,18 @@ class _Run:
             moved = self.checkpoints.set_aside(resumed.newer, f"newer-than-{resumed.step}")
             notes.append(f"resuming from step {resumed.step}: the newer checkpoints "
                          f"{', '.join(map(str, resumed.newer))} were moved to {moved[0].parent} (kept)")
-        state, _ = with_hyperparams(resumed.state, self.config)
-        notes += [f"config change on resume at step {resumed.step}: {line}" for line in resumed.changes.lines()]
+        state, changed = with_hyperparams(resumed.state, self.config)
+        lines = []
+        for key, old, new in resumed.changes.applied:
+            name = key.removeprefix("train.")
+            effect = ("applied to the restored state" if changed.pop(name, None) else
+                      "no effect: this config does not use it")  # penalty none, no CA
+            lines.append(f"{key}: {old!r} -> {new!r} ({effect})")
+        # A state value that differs although the saved config agrees: said, never silent.
+        lines += [f"state's {name}: {old:.6g} -> {new:.6g} (set from the config)"
+                  for name, (old, new) in changed.items()]
+        lines += [f"{key}: {old!r} -> {new!r}" for key, old, new in resumed.changes.noted]
+        notes += [f"config change on resume at step {resumed.step}: {line}" for line in lines]
         self.resume_notes = notes
         return self.parallel.to_step_layout(state), next_step
 

@@ -142,7 +142,8 @@ def test_a_refused_resume_keeps_config_json_and_sampling(run, tmp_path):
 def test_a_changed_learning_rate_reaches_the_state_from_the_restored_step(run, tmp_path):
     workdir = _copy(run, tmp_path)
     overrides = ["train.num_devices=1", "train.checkpoint_every=2", "train.log_every=1", "train.sample_every=2",
-                 "train.tensorboard=false", "train.steps=5", "train.g_lr=5e-5", "train.ema_decay=0.9"]
+                 "train.tensorboard=false", "train.steps=5", "train.g_lr=5e-5", "train.ema_decay=0.9",
+                 "train.kl_weight=0.5"]
     state = train_and_evaluate(get_config("tiny", overrides), workdir, progress=False)
     assert int(state.step) == 5
     assert np.float32(state.g_opt_state.hyperparams["learning_rate"]) == np.float32(5e-5)
@@ -151,6 +152,8 @@ def test_a_changed_learning_rate_reaches_the_state_from_the_restored_step(run, t
     log = (workdir / "resume.log").read_text()
     assert "train.g_lr: 0.0002 -> 5e-05 (applied to the restored state)" in log
     assert "train.ema_decay: 0.998 -> 0.9 (applied" in log and "train.steps: 4 -> 5" in log
+    # The tiny model has no conditioning augmentation, so its KL weight is 0 in the state.
+    assert "train.kl_weight: 0.015625 -> 0.5 (no effect" in log and float(state.hparams["kl_weight"]) == 0.0
 
 
 @pytest.mark.parametrize("preset", [["--preset", "tiny"], []], ids=["preset", "no-preset"])
