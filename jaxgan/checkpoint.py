@@ -202,13 +202,22 @@ class Checkpointer:
         Raises ``CheckpointError`` when there is none, when its model or text config differs
         from ``config``'s, or when its arrays cannot be read or do not fit.
         """
-        step = self.latest_step() if step is None else step
+        latest = step is None
+        step = self.latest_step() if latest else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
-        meta = self._read_meta(step)
-        changes = compare_configs(meta.config, config)
-        self._refuse(step, [c for c in changes.refused if c[0].startswith(("model.", "text."))])
-        return self._read_state(step, abstract_state), dict(meta.data)
+        try:
+            meta = self._read_meta(step)
+            changes = compare_configs(meta.config, config)
+            self._refuse(step, [c for c in changes.refused if c[0].startswith(("model.", "text."))])
+            return self._read_state(step, abstract_state), dict(meta.data)
+        except UnreadableCheckpointError as e:
+            others = [s for s in self.all_steps() if s != step]
+            if not (latest and others):
+                raise
+            # Reading leaves the workdir alone (a training resume falls back and sets it aside).
+            raise UnreadableCheckpointError(f"{e}; other checkpoints: {', '.join(map(str, others))} "
+                                            "(choose one with --step)") from None
 
     def restore_for_resume(self, abstract_state: Any, config: Config, from_step: int | None = None) -> Resumed:
         """The checkpoint a training run resumes from, compared field by field with ``config``.

@@ -34,7 +34,7 @@ from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
 from jaxgan.state import GANState, with_hyperparams
 from jaxgan.tensorboard import TensorBoardLog
 from jaxgan.text import load_text_encoder
-from jaxgan.workdir import WorkdirLock, write_atomically
+from jaxgan.workdir import WorkdirLock, check_new_workdir, write_atomically
 
 
 class TrainingLogError(JaxganError, ValueError):
@@ -224,7 +224,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     The run holds ``workdir``'s lock (``jaxgan.workdir.WorkdirLock``) throughout; ``break_lock``
     takes it from a holder that cannot be checked (another host). A resume starts from the
     newest checkpoint that can be read, or from ``from_step``; how it treats a changed config
-    is ``jaxgan.checkpoint.RESUME_RULES`` (docs/training.md, "Resuming").
+    is ``jaxgan.checkpoint.RESUME_RULES`` (docs/training.md, "Resuming"). A ``workdir`` with
+    files in it that is not a jaxgan workdir is refused (``WorkdirError``).
 
     Example:
         state = train_and_evaluate(get_config("tiny"), "runs/tiny")   # again: resumes
@@ -234,6 +235,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     primary = is_primary()  # in a multi-process run, process 0 alone writes files
     if not primary:
         return _train(config, workdir, progress, pieces, from_step)
+    check_new_workdir(workdir)  # never fill a home or data folder given by mistake
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir, break_lock=break_lock, notice=tqdm.write):
         return _train(config, workdir, progress, pieces, from_step)

@@ -75,6 +75,11 @@ def test_an_unreadable_latest_checkpoint_falls_back_and_is_kept(run, tmp_path, d
     workdir = _copy(run, tmp_path)
     damage(workdir / "checkpoints" / "4")
     before = snapshot(workdir)
+    # Sampling only reads: it names the damaged checkpoint and the others, and moves nothing.
+    sample = run_cli(["sample", "--workdir", str(workdir), "--prompt", "a red circle"])
+    assert sample.code == 2 and "checkpoints/4 is corrupt" in sample.one_line_error()
+    assert "other checkpoints: 2 (choose one with --step)" in sample.err
+    assert_nothing_lost(before, snapshot(workdir))
     # Trains on past the set-aside step: the new checkpoint 4 must not meet the damaged one.
     outcome = run_cli(["train", "--workdir", str(workdir), "--steps", "4", "--no-progress"])
     assert outcome.code == 0, outcome.err

@@ -1,6 +1,8 @@
 """Resume rules: how each config field is compared with a checkpoint's, and new-run workdirs."""
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +10,7 @@ from jaxgan.checkpoint import APPLY, NOTE, REFUSE, RESUME_RULES, compare_configs
 from jaxgan.config import flat_fields, to_dict
 from jaxgan.models import ARCHITECTURES
 from jaxgan.presets import get_config
+from jaxgan.train import train_and_evaluate
 from jaxgan.workdir import WorkdirError, check_new_workdir, resolve_config
 
 
@@ -57,3 +60,21 @@ def test_an_empty_or_missing_folder_or_a_workdir_may_start_a_run(tmp_path):
     (tmp_path / "data" / "img.png").write_bytes(b"")
     with pytest.raises(WorkdirError, match="is not empty .* not a jaxgan workdir"):
         check_new_workdir(tmp_path / "data")
+
+
+def test_the_documented_table_is_the_code_table():
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    documented = {}
+    for rule in (REFUSE, APPLY, NOTE):
+        row = re.search(rf"^\| {rule}d? \| (.*?) \|", text.replace("refused", "refuse").replace("applied", "apply")
+                        .replace("noted", "note"), re.M)
+        assert row, rule
+        documented |= {key.removesuffix("*"): rule for key in re.findall(r"`([^`]+)`", row.group(1))}
+    assert documented == RESUME_RULES
+
+
+def test_the_library_refuses_a_folder_that_is_not_a_workdir(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    with pytest.raises(WorkdirError, match="not a jaxgan workdir"):
+        train_and_evaluate(get_config("tiny"), tmp_path, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["photo.jpg"]
