@@ -245,11 +245,16 @@ class Checkpointer:
                 meta = self._read_meta(step)
                 changes = compare_configs(meta.config, config)
                 self._refuse(step, changes.refused)  # a plain CheckpointError: no fallback
-                state = self._read_state(step, abstract_state)
+                state, error = self._read_state(step, abstract_state), None
             except UnreadableCheckpointError as e:
+                error = e
+            # Each process reads its own shards: all of them fall back together, or none does.
+            if not _everywhere(error is None):
+                error = error or UnreadableCheckpointError(f"{self._where(step)} cannot be read by another process")
+            if error is not None:
                 if from_step is not None:
-                    raise
-                unreadable[step] = str(e)
+                    raise error
+                unreadable[step] = str(error)
                 continue
             return Resumed(state, dict(meta.data), step, unreadable,
                            [s for s in steps if s > step] if from_step is not None else [], changes)
@@ -334,6 +339,13 @@ def _placed(abstract_state: Any) -> Any:
         return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device)
 
     return jax.tree.map(place, abstract_state)
+
+
+def _everywhere(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process (a collective when there are several)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
 def _short(error: Exception) -> str:
