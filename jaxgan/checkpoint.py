@@ -350,7 +350,9 @@ def _everywhere(flag: bool) -> bool:
 
 def _short(error: Exception) -> str:
     text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]
+    # TensorStore appends a repr of a bound method where its details would be.
+    line = (text[0] if text else type(error).__name__).split(" See full TensorStore details")[0]
+    return line[:200]
 
 
 
