@@ -141,7 +141,7 @@ def with_hyperparams(state: GANState, config: Config) -> tuple[GANState, dict[st
 
     Example:
         state, changed = with_hyperparams(restored, get_config("tiny", ["train.g_lr=1e-4"]))
-        changed  # {"g_lr": (0.0002, 0.0001)}
+        changed  # {"g_lr": (0.0002, 0.0001)}, as float32 values
     """
     changed: dict[str, tuple[float, float]] = {}
 
