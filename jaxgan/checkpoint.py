@@ -2,20 +2,29 @@
 
 Orbax ``CheckpointManager`` with asynchronous saves and keep-last-N. Each checkpoint holds
 three items: ``state`` (the GANState pytree), ``data`` (where the input pipeline resumes)
-and ``config`` (to refuse resuming a different model). Every failure to read one becomes a
-``CheckpointError`` with a one-line message naming the checkpoint.
+and ``config`` (what a resume compares field by field, ``RESUME_RULES``). Every failure to
+read one becomes a ``CheckpointError`` with a one-line message naming the checkpoint.
+
+A resume (``Checkpointer.restore_for_resume``) falls back past checkpoints that cannot be
+read to the newest one that can; ``Checkpointer.set_aside`` then moves the skipped ones out of
+orbax's sight into ``WORKDIR/checkpoints_set_aside`` (kept, never deleted), so that a later
+save at the same step, or keep-last-N, cannot collide with or remove them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
 
-from jaxgan.config import Config, ConfigError, to_dict
+from jaxgan.config import Config, ConfigError, flat_fields, to_dict
+from jaxgan.distributed import is_primary
 from jaxgan.errors import JaxganError
 from jaxgan.paths import workdir_path
 from jaxgan.presets import from_dict
@@ -23,6 +32,128 @@ from jaxgan.presets import from_dict
 
 class CheckpointError(JaxganError, RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model; one-line message."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A checkpoint's files cannot be read (truncated, corrupt): a resume may fall back past it."""
+
+
+REFUSE, APPLY, NOTE = "refuse", "apply", "note"
+
+# What a resume does with a config field whose value differs from the checkpoint's saved
+# config. A key ending in "." covers its whole section; a field named nowhere is refused, and
+# tests/test_resume.py checks that every field of every architecture has a rule.
+#   refuse: the field is compiled into the step, shapes the state or changes the data stream,
+#     so the checkpoint cannot continue under it (one-line diff, nothing written);
+#   apply: the value lives in the state (GANState's optimizer hyperparams and ``hparams``) and
+#     is written into the restored state from the restored step on (notice: old -> new);
+#   note: a setting of the run around the step (length, logging, layout, evaluation), taken
+#     as given and listed in a notice.
+RESUME_RULES: dict[str, str] = {
+    "model.": REFUSE,  # the networks
+    "text.": REFUSE,  # the frozen encoder whose embeddings the networks were trained on
+    "data.dataset": REFUSE, "data.seed": REFUSE, "data.split": REFUSE,
+    "data.captions_dir": REFUSE, "data.fit": REFUSE,  # which examples, in which order, how cropped
+    # Where the same data is read from and how fast: a moved dataset or cache still resumes.
+    "data.data_dir": NOTE, "data.embedding_cache": NOTE, "data.workers": NOTE,
+    "train.batch_size": REFUSE, "train.seed": REFUSE, "train.optimizer": REFUSE,
+    "train.beta1": REFUSE, "train.beta2": REFUSE,  # Adam's betas are constants of the step
+    "train.loss": REFUSE, "train.penalty": REFUSE, "train.penalty_power": REFUSE,
+    "train.penalty_every": REFUSE, "train.augment": REFUSE,
+    "train.g_lr": APPLY, "train.d_lr": APPLY,  # opt_state.hyperparams["learning_rate"]
+    "train.penalty_weight": APPLY, "train.kl_weight": APPLY, "train.ema_decay": APPLY,  # state.hparams
+    "train.steps": NOTE, "train.max_skips": NOTE, "train.log_every": NOTE, "train.sample_every": NOTE,
+    "train.checkpoint_every": NOTE, "train.keep_checkpoints": NOTE, "train.tensorboard": NOTE,
+    # A checkpoint restores onto any mesh, device count or process count.
+    "train.parallel": NOTE, "train.num_devices": NOTE, "train.fsdp": NOTE,
+    "eval.": NOTE,  # every eval.jsonl row carries its protocol hash
+}
+
+
+def resume_rule(key: str) -> str:
+    """``RESUME_RULES``' rule for the dotted config ``key``: its own entry, else its section's,
+    else ``REFUSE``."""
+    if key in RESUME_RULES:
+        return RESUME_RULES[key]
+    return RESUME_RULES.get(key.partition(".")[0] + ".", REFUSE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigChanges:
+    """The fields where a requested config differs from a checkpoint's, by ``RESUME_RULES`` class.
+
+    Each entry is ``(dotted key, checkpoint's value, requested value)``.
+    """
+
+    refused: tuple[tuple[str, Any, Any], ...] = ()
+    applied: tuple[tuple[str, Any, Any], ...] = ()
+    noted: tuple[tuple[str, Any, Any], ...] = ()
+
+
+def _flat_saved(saved: Any) -> dict[str, Any]:
+    """A checkpoint's saved config as flat ``{dotted key: value}``, read as config.json is read."""
+    if not isinstance(saved, dict):
+        return {}
+    try:
+        # A field added after this checkpoint was written is missing from it and compares as
+        # its default (new fields default to what the code did before they existed); a
+        # checkpoint from before each architecture had its own config also holds the other
+        # architectures' fields, at their defaults, which are dropped.
+        return {k: v for k, (v, _) in flat_fields(from_dict(saved)).items()}
+    except ConfigError:
+        pass  # compared as written: the diff names what differs
+    flat: dict[str, Any] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(saved, "")
+    return flat
+
+
+def compare_configs(saved: Any, config: Config) -> ConfigChanges:
+    """Every field where ``config`` differs from a checkpoint's saved config dict, classified
+    by ``RESUME_RULES``.
+
+    Example:
+        changes = compare_configs(saved, get_config("tiny", ["train.g_lr=1e-4"]))
+        changes.applied  # (("train.g_lr", 0.0002, 0.0001),)
+    """
+    old = _flat_saved(saved)
+    new = {k: v for k, (v, _) in flat_fields(config).items()}
+    missing = object()
+    by_rule: dict[str, list] = {REFUSE: [], APPLY: [], NOTE: []}
+    for key in list(new) + sorted(k for k in old if k not in new):
+        before, after = old.get(key, missing), new.get(key, missing)
+        if before != after:
+            by_rule[resume_rule(key)].append((key, None if before is missing else before,
+                                              None if after is missing else after))
+    return ConfigChanges(tuple(by_rule[REFUSE]), tuple(by_rule[APPLY]), tuple(by_rule[NOTE]))
+
+
+@dataclasses.dataclass
+class Resumed:
+    """What ``Checkpointer.restore_for_resume`` found; nothing on disk has changed yet.
+
+    Attributes:
+      state: the restored state, in the structure and shardings of the abstract state.
+      position: the data position saved with it.
+      step: the restored checkpoint's step.
+      unreadable: newer checkpoints skipped because they cannot be read, step -> why.
+      newer: checkpoints newer than ``step`` that a chosen ``from_step`` leaves behind.
+      changes: how the requested config differs from the checkpoint's (none refused).
+    """
+
+    state: Any
+    position: dict[str, Any]
+    step: int
+    unreadable: dict[int, str]
+    newer: list[int]
+    changes: ConfigChanges
 
 
 def _shape_mismatch(abstract: Any, restored: Any) -> str | None:
@@ -50,6 +181,10 @@ class Checkpointer:
         """The newest complete checkpoint's step, or None."""
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """Every complete checkpoint's step, oldest first."""
+        return sorted(self._manager.all_steps())
+
     def save(self, step: int, state: Any, data_position: dict[str, Any], config: Config) -> None:
         """Starts an (asynchronous) save of ``state``; returns before the write finishes."""
         self._manager.save(step, args=ocp.args.Composite(
@@ -62,46 +197,127 @@ class Checkpointer:
         """Restores (state, data position) into the structure of ``abstract_state``.
 
         Leaves of ``abstract_state`` that carry a sharding are restored with it (any mesh,
-        any number of processes); the others onto this process's first device.
-        Raises ``CheckpointError`` when there is none, when its model config differs from
-        ``config``'s, or when its arrays cannot be read or do not fit.
+        any number of processes); the others onto this process's first device. Only the
+        fields that shape what the generator computes (``model.*``, ``text.*``) are compared:
+        what sampling and evaluation need; a training resume uses ``restore_for_resume``.
+        Raises ``CheckpointError`` when there is none, when its model or text config differs
+        from ``config``'s, or when its arrays cannot be read or do not fit.
         """
-        step = self.latest_step() if step is None else step
+        latest = step is None
+        step = self.latest_step() if latest else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
-        where = f"checkpoint {self.directory / str(step)}"
         try:
-            meta = self._manager.restore(step, args=ocp.args.Composite(
+            meta = self._read_meta(step)
+            changes = compare_configs(meta.config, config)
+            self._refuse(step, [c for c in changes.refused if c[0].startswith(("model.", "text."))])
+            return self._read_state(step, abstract_state), dict(meta.data)
+        except UnreadableCheckpointError as e:
+            others = [s for s in self.all_steps() if s != step]
+            if not (latest and others):
+                raise
+            # Reading leaves the workdir alone (a training resume falls back and sets it aside).
+            raise UnreadableCheckpointError(f"{e}; other checkpoints: {', '.join(map(str, others))} "
+                                            "(choose one with --step)") from None
+
+    def restore_for_resume(self, abstract_state: Any, config: Config, from_step: int | None = None) -> Resumed:
+        """The checkpoint a training run resumes from, compared field by field with ``config``.
+
+        Without ``from_step``, the newest checkpoint that can be read: newer ones whose files
+        cannot be read are skipped and reported in ``Resumed.unreadable``. With it, exactly
+        that checkpoint; newer ones are reported in ``Resumed.newer``. Nothing is moved here
+        (``set_aside`` does that once the caller has accepted the resume).
+
+        Raises:
+          CheckpointError: no checkpoint; ``from_step`` is not one (the message lists those
+            there are); a field ``RESUME_RULES`` refuses differs (one-line diff); no
+            checkpoint can be read (nothing is moved or deleted).
+        """
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint found in {self.directory}")
+        if from_step is not None and from_step not in steps:
+            raise CheckpointError(f"no checkpoint at step {from_step} in {self.directory}; "
+                                  f"available steps: {', '.join(map(str, steps))}")
+        candidates = [from_step] if from_step is not None else steps[::-1]
+        unreadable: dict[int, str] = {}
+        for step in candidates:
+            try:
+                meta = self._read_meta(step)
+                changes = compare_configs(meta.config, config)
+                self._refuse(step, changes.refused)  # a plain CheckpointError: no fallback
+                state, error = self._read_state(step, abstract_state), None
+            except UnreadableCheckpointError as e:
+                error = e
+            # Each process reads its own shards: all of them fall back together, or none does.
+            if not _everywhere(error is None):
+                error = error or UnreadableCheckpointError(f"{self._where(step)} cannot be read by another process")
+            if error is not None:
+                if from_step is not None:
+                    raise error
+                unreadable[step] = str(error)
+                continue
+            return Resumed(state, dict(meta.data), step, unreadable,
+                           [s for s in steps if s > step] if from_step is not None else [], changes)
+        detail = "; ".join(unreadable.values())
+        raise CheckpointError(f"no checkpoint in {self.directory} can be read, nothing was moved or deleted: "
+                              f"{detail}")
+
+    def set_aside(self, steps: list[int], reason: str) -> list[epath.Path]:
+        """Moves checkpoints ``steps`` to ``DIRECTORY/../checkpoints_set_aside/STEP-REASON``
+        (a numbered suffix if that exists); returns the new paths.
+
+        They leave orbax's view, so a later save at the same step, or keep-last-N, can
+        neither collide with nor delete them; their files are kept as they were. Process 0
+        moves; every process then re-reads the directory.
+        """
+        aside = self.directory.parent / "checkpoints_set_aside"
+        moved = []
+        for step in steps:
+            target = aside / f"{step}-{reason}"
+            k = 1
+            while target.exists():
+                k += 1
+                target = aside / f"{step}-{reason}-{k}"
+            if is_primary():
+                aside.mkdir(exist_ok=True)
+                (self.directory / str(step)).rename(target)  # same workdir: a rename, local or gs://
+            moved.append(target)
+        if steps:
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("jaxgan checkpoints set aside")
+            self._manager.reload()
+        return moved
+
+    def _read_meta(self, step: int) -> Any:
+        """The checkpoint's config and data position; ``UnreadableCheckpointError`` if they cannot be read."""
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(
                 data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many types for unreadable files
-            raise CheckpointError(f"{where} is corrupt: cannot read its metadata ({_short(e)})") from None
-        saved_model = meta.config.get("model") if isinstance(meta.config, dict) else None
-        if isinstance(saved_model, dict):
-            # Read the saved model config as config.json is read: a model field added after
-            # this checkpoint was written is missing from it, and new fields default to what
-            # the code did before they existed, so it compares as its default; a checkpoint
-            # from before each architecture had its own config also holds the other
-            # architectures' fields, at their defaults, which are dropped.
-            try:
-                saved_model = to_dict(from_dict({"model": saved_model}))["model"]
-            except ConfigError:
-                pass  # compared as written: the diff below names what differs
-        wanted = to_dict(config)["model"]
-        if saved_model != wanted:
-            keys = list(wanted) + [k for k in (saved_model or {}) if k not in wanted]
-            diff = sorted(k for k in keys if (saved_model or {}).get(k) != wanted.get(k))
-            detail = ", ".join(f"model.{k}: checkpoint {(saved_model or {}).get(k)!r} vs config {wanted.get(k)!r}"
-                               for k in diff)
-            raise CheckpointError(f"{where} is incompatible with the config ({detail})")
+            raise UnreadableCheckpointError(
+                f"{self._where(step)} is corrupt: cannot read its metadata ({_short(e)})") from None
+
+    def _refuse(self, step: int, refused: Any) -> None:
+        if refused:
+            detail = ", ".join(f"{k}: checkpoint {old!r} vs config {new!r}" for k, old, new in refused)
+            raise CheckpointError(f"{self._where(step)} is incompatible with the config ({detail})")
+
+    def _read_state(self, step: int, abstract_state: Any) -> Any:
+        where = self._where(step)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_placed(abstract_state))))
         except Exception as e:
-            raise CheckpointError(f"{where} is corrupt or incompatible ({_short(e)})") from None
+            # The config has been compared already, so a state that does not read is damaged.
+            raise UnreadableCheckpointError(f"{where} is corrupt or incompatible ({_short(e)})") from None
         mismatch = _shape_mismatch(abstract_state, restored.state)
         if mismatch:
             raise CheckpointError(f"{where} is incompatible: {mismatch}")
-        return restored.state, dict(meta.data)
+        return restored.state
+
+    def _where(self, step: int) -> str:
+        return f"checkpoint {self.directory / str(step)}"
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
@@ -126,10 +342,20 @@ def _placed(abstract_state: Any) -> Any:
     return jax.tree.map(place, abstract_state)
 
 
+def _everywhere(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process (a collective when there are several)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+
+
 def _short(error: Exception) -> str:
     text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]
+    # TensorStore appends a repr of a bound method where its details would be.
+    line = (text[0] if text else type(error).__name__).split(" See full TensorStore details")[0]
+    return line[:200]
 
 
 
-__all__ = ["Checkpointer", "CheckpointError"]
+__all__ = ["APPLY", "NOTE", "REFUSE", "RESUME_RULES", "Checkpointer", "CheckpointError", "ConfigChanges",
+           "Resumed", "UnreadableCheckpointError", "compare_configs", "resume_rule"]

@@ -48,6 +48,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.width=64 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--from-step", type=int, default=None, metavar="N",
+                   help="resume from checkpoint N instead of the newest; newer checkpoints are moved to "
+                   "WORKDIR/checkpoints_set_aside (kept)")
     p.add_argument("--break-lock", action="store_true",
                    help="take the workdir's lock from a run on another host that is known to be gone")
     p.add_argument("--help-config", action="store_true",
@@ -79,7 +82,7 @@ def _train(args: argparse.Namespace) -> int:
                timeout_s=args.coordinator_timeout)
     workdir = workdir_path(args.workdir)
     state = train_and_evaluate(train_config(args), workdir, progress=not args.no_progress,
-                               break_lock=args.break_lock)
+                               break_lock=args.break_lock, from_step=args.from_step)
     if is_primary():
         print(f"trained to step {int(state.step)}; outputs in {workdir}")
     return 0

@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -128,3 +129,36 @@ def abstract_state(config: Config, generator: nn.Module, discriminator: nn.Modul
                    sentence_dim: int, word_dim: int | None = None) -> GANState:
     """The state's shapes and dtypes (no arrays allocated): the target a checkpoint restores into."""
     return jax.eval_shape(lambda: init_state(config, generator, discriminator, sentence_dim, word_dim))
+
+
+def with_hyperparams(state: GANState, config: Config) -> tuple[GANState, dict[str, tuple[float, float]]]:
+    """``state`` with its sweepable values set from ``config``: both learning rates (in the
+    optimizer states) and ``hparams`` (``initial_hparams``); what a resume under changed
+    values trains with from the restored step on.
+
+    Returns the state and ``{name: (old, new)}`` for each value that changed. A replaced leaf
+    keeps the dtype and sharding of the one it replaces; unchanged leaves are the same arrays.
+
+    Example:
+        state, changed = with_hyperparams(restored, get_config("tiny", ["train.g_lr=1e-4"]))
+        changed  # {"g_lr": (0.0002, 0.0001)}, as float32 values
+    """
+    changed: dict[str, tuple[float, float]] = {}
+
+    def put(name: str, leaf: jax.Array, value: float) -> jax.Array:
+        new = np.asarray(value, leaf.dtype)
+        old = np.asarray(leaf.addressable_data(0))  # replicated scalar: any local copy is all of it
+        if old == new:
+            return leaf
+        changed[name] = (float(old), float(new))
+        return jax.make_array_from_callback(new.shape, leaf.sharding, lambda index: new[index])
+
+    def with_lr(opt_state: Any, name: str, value: float) -> Any:
+        hyper = dict(opt_state.hyperparams)
+        hyper["learning_rate"] = put(name, hyper["learning_rate"], value)
+        return opt_state._replace(hyperparams=hyper)
+
+    hparams = {k: put(k, state.hparams[k], float(v)) for k, v in initial_hparams(config).items()}
+    state = state.replace(g_opt_state=with_lr(state.g_opt_state, "g_lr", config.train.g_lr),
+                          d_opt_state=with_lr(state.d_opt_state, "d_lr", config.train.d_lr), hparams=hparams)
+    return state, changed

@@ -33,10 +33,10 @@ from jaxgan.paths import appending, workdir_path
 from jaxgan.preemption import StopSignals
 from jaxgan.program import build_train_program
 from jaxgan.sampling import make_generate_fn, sample_noise, save_captioned_grid
-from jaxgan.state import GANState
+from jaxgan.state import GANState, with_hyperparams
 from jaxgan.tensorboard import TensorBoardLog
 from jaxgan.text import load_text_encoder
-from jaxgan.workdir import WorkdirLock, write_atomically
+from jaxgan.workdir import WorkdirLock, check_new_workdir, write_atomically
 
 
 class TrainingLogError(JaxganError, ValueError):
@@ -87,19 +87,51 @@ class _Run:
         self.evaluator = (Evaluator(config, self.encoder, mesh=self.parallel.flat_mesh, table=self.table)
                           if evaluates(config) else None)
 
-    def restore_or_init(self) -> tuple[GANState, int]:
-        """(state in the step's layout, data position): the latest checkpoint's, or a fresh
-        state at position 0. A checkpoint restores onto this run's devices and processes,
-        whatever the layout it was saved from."""
+    def restore_or_init(self, from_step: int | None = None) -> tuple[GANState, int]:
+        """(state in the step's layout, data position): the latest readable checkpoint's (or
+        ``from_step``'s), or a fresh state at position 0. A checkpoint restores onto this
+        run's devices and processes, whatever the layout it was saved from.
+
+        The config is compared with the checkpoint's field by field (``RESUME_RULES``):
+        refused fields raise before anything on disk changes; learning rates and loss
+        weights are written into the restored state; the rest is noted. Checkpoints skipped
+        as unreadable, or newer than ``from_step``, are then set aside (kept). What changed
+        is in ``self.resume_notes``, for the run's logs.
+        """
+        self.resume_notes: list[str] = []
         if self.checkpoints.latest_step() is None:
+            if from_step is not None:
+                raise CheckpointError(f"no checkpoint at step {from_step}: {self.checkpoints.directory} has none")
             return self.program.init_placed_state(self.encoder.sentence_dim, self.encoder.word_dim), 0
         abstract = self.parallel.abstract_with_shardings(
             self.program.abstract_state(self.encoder.sentence_dim, self.encoder.word_dim))
-        state, position = self.checkpoints.restore(abstract, self.config)
+        resumed = self.checkpoints.restore_for_resume(abstract, self.config, from_step)
         try:
-            next_step = self.pipeline.resume(position)
+            next_step = self.pipeline.resume(resumed.position)
         except DataError as e:
             raise CheckpointError(str(e)) from None
+        # The resume is accepted: only now does anything on disk change.
+        notes = []
+        for step, why in resumed.unreadable.items():
+            where, = self.checkpoints.set_aside([step], "unreadable")
+            notes.append(f"skipped checkpoint {step}, which cannot be read ({why}); moved to {where}")
+        if resumed.newer:
+            moved = self.checkpoints.set_aside(resumed.newer, f"newer-than-{resumed.step}")
+            notes.append(f"resuming from step {resumed.step}: the newer checkpoints "
+                         f"{', '.join(map(str, resumed.newer))} were moved to {moved[0].parent} (kept)")
+        state, changed = with_hyperparams(resumed.state, self.config)
+        lines = []
+        for key, old, new in resumed.changes.applied:
+            name = key.removeprefix("train.")
+            effect = ("applied to the restored state" if changed.pop(name, None) else
+                      "no effect: this config does not use it")  # penalty none, no CA
+            lines.append(f"{key}: {old!r} -> {new!r} ({effect})")
+        # A state value that differs although the saved config agrees: said, never silent.
+        lines += [f"state's {name}: {old:.6g} -> {new:.6g} (set from the config)"
+                  for name, (old, new) in changed.items()]
+        lines += [f"{key}: {old!r} -> {new!r}" for key, old, new in resumed.changes.noted]
+        notes += [f"config change on resume at step {resumed.step}: {line}" for line in lines]
+        self.resume_notes = notes
         return self.parallel.to_step_layout(state), next_step
 
     def evaluate(self, state: GANState) -> dict[str, Any]:
@@ -178,7 +210,7 @@ def _truncate_metrics(path: epath.Path, step: int) -> None:
 
 
 def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True, break_lock: bool = False,
-                       **pieces: Any) -> GANState:
+                       from_step: int | None = None, **pieces: Any) -> GANState:
     """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
 
     Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png``,
@@ -192,7 +224,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     ``pieces`` (``loss``, ``penalty``, ``augment``: pure functions of one's own) replace the
     config's choices in the step, as in ``make_train_step``; the config does not record them.
     The run holds ``workdir``'s lock (``jaxgan.workdir.WorkdirLock``) throughout; ``break_lock``
-    takes it from a holder that cannot be checked (another host).
+    takes it from a holder that cannot be checked (another host). A resume starts from the
+    newest checkpoint that can be read, or from ``from_step``; how it treats a changed config
+    is ``jaxgan.checkpoint.RESUME_RULES`` (docs/training.md, "Resuming"). A ``workdir`` with
+    files in it that is not a jaxgan workdir is refused (``WorkdirError``).
 
     Example:
         state = train_and_evaluate(get_config("tiny"), "runs/tiny")   # again: resumes
@@ -201,20 +236,29 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     workdir = workdir_path(workdir)
     primary = is_primary()  # in a multi-process run, process 0 alone writes files
     if not primary:
-        return _train(config, workdir, progress, pieces)
+        return _train(config, workdir, progress, pieces, from_step)
+    check_new_workdir(workdir)  # never fill a home or data folder given by mistake
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir, break_lock=break_lock, notice=tqdm.write):
-        return _train(config, workdir, progress, pieces)
+        return _train(config, workdir, progress, pieces, from_step)
 
 
-def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str, Any]) -> GANState:
+def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str, Any],
+           from_step: int | None = None) -> GANState:
     primary = is_primary()
     run = _Run(config, workdir, pieces)
-    state, start = run.restore_or_init()
+    state, start = run.restore_or_init(from_step)
     if primary:
         # Only after the restore accepted this config: a refused resume must leave the
         # workdir's config.json (which sampling and evaluation read) as it was.
         write_atomically(workdir / "config.json", to_json(config) + "\n")
+        if run.resume_notes:
+            # Printed, and kept in the workdir where a later reader of the run finds them.
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with appending(workdir / "resume.log") as f:
+                f.writelines(f"{stamp} {note}\n" for note in run.resume_notes)
+            for note in run.resume_notes:
+                tqdm.write(f"note: {note}")
     total = config.train.steps
     host = run.parallel.to_host  # collective under FSDP: every process calls it
     metrics_path, eval_path = workdir / "metrics.jsonl", workdir / "eval.jsonl"
@@ -231,6 +275,8 @@ def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str
     if start == 0:
         board.text("config", "```\n" + to_json(config) + "\n```", 0)
         board.text("sample prompts", "\n\n".join(run.prompts), 0)
+    elif run.resume_notes:
+        board.text("resume", "\n\n".join(run.resume_notes), start)
     bar = tqdm(total=total, initial=start, disable=not (progress and primary), dynamic_ncols=True, unit="step")
     last_log, last_time = start, time.perf_counter()
     previous = None  # the last step's skip streak, read one step late so dispatch stays ahead

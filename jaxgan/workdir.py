@@ -42,9 +42,15 @@ def resolve_config(workdir: str | Path, preset: str | None = None, overrides: Se
     ``overrides`` (``"section.key=value"``) apply on top of either. A workdir without a
     ``config.json`` (a new run) gets the preset, ``"default"`` when none is named.
 
+    Raises:
+      ConfigError: an unknown preset or key, an invalid value or ``config.json``.
+      WorkdirError: ``workdir`` is a folder with files in it that is not a jaxgan workdir
+        (``check_new_workdir``).
+
     Example:
         config = resolve_config("runs/demo", None, ["train.steps=8000"])  # resume for longer
     """
+    check_new_workdir(workdir)
     saved = workdir_path(workdir) / "config.json"
     if preset is None and saved.exists():
         try:
@@ -53,6 +59,35 @@ def resolve_config(workdir: str | Path, preset: str | None = None, overrides: Se
             raise ConfigError(f"{saved} is not a valid jaxgan config ({e})") from None
         return apply_overrides(base, list(overrides))
     return get_config(preset or "default", list(overrides))
+
+
+class WorkdirError(JaxganError, ValueError):
+    """A workdir path that a run must not write into; one-line message."""
+
+
+# What a run leaves in a workdir before its config.json exists (a run that died at start).
+_STARTUP_FILES = (".lock", ".config.json.tmp-")
+
+
+def check_new_workdir(workdir: str | Path) -> None:
+    """Refuses a folder that has files in it but is not a jaxgan workdir (no ``config.json``,
+    no ``checkpoints/``): a home or data folder given as ``--workdir`` by mistake, which a
+    new run would fill with its logs. A missing or empty folder, or a workdir, passes.
+
+    Example:
+        check_new_workdir(Path.home())  # WorkdirError: ... is not empty and not a jaxgan workdir
+    """
+    workdir = workdir_path(workdir)
+    if not workdir.is_dir() or (workdir / "config.json").exists() or (workdir / "checkpoints").is_dir():
+        return
+    try:
+        # A generator, so a huge folder is not listed in full.
+        foreign = next((p.name for p in workdir.iterdir() if not p.name.startswith(_STARTUP_FILES)), None)
+    except OSError as e:
+        raise WorkdirError(f"cannot list workdir {workdir}: {e.strerror or e}") from None
+    if foreign is not None:
+        raise WorkdirError(f"{workdir} is not empty (it holds {foreign!r}, ...) and is not a jaxgan workdir "
+                           "(no config.json or checkpoints/); give a new or empty folder as --workdir")
 
 
 class WorkdirLockedError(JaxganError, RuntimeError):

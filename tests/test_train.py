@@ -194,7 +194,7 @@ def test_resume_refuses_a_different_data_position(trained, tmp_path, capsys):
     args = ["--workdir", str(other), "--steps", "9", "--no-progress", "--set", "train.batch_size=8"]
     assert cli.train_main(args) == 2
     err = _error_line(capsys)
-    assert "saved with data position" in err and "'batch_size': 16" in err
+    assert "is incompatible with the config (train.batch_size: checkpoint 16 vs config 8)" in err
     assert sorted(p.name for p in (other / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
 
 
