@@ -46,8 +46,9 @@ def resolve_config(workdir: str | Path, preset: str | None = None, overrides: Se
     saved = Path(workdir) / "config.json"
     if preset is None and saved.exists():
         try:
-            base = from_dict(json.loads(saved.read_text()))
-        except (json.JSONDecodeError, ConfigError) as e:
+            base = from_dict(json.loads(saved.read_bytes().decode("utf-8")))
+        # ValueError: not UTF-8 or not JSON; RecursionError: JSON nested thousands deep.
+        except (ValueError, RecursionError) as e:
             raise ConfigError(f"{saved} is not a valid jaxgan config ({e})") from None
         return apply_overrides(base, list(overrides))
     return get_config(preset or "default", list(overrides))
