@@ -22,6 +22,7 @@ from typing import NoReturn
 from jaxgan import bench, pretrain_text, report, scaling, sweep
 from jaxgan.config import Config
 from jaxgan.data import source_type, throughput
+from jaxgan.data.captions import clean_caption
 from jaxgan.distributed import initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
 from jaxgan.evaluator import evaluate_workdir
@@ -100,9 +101,12 @@ def sample_parser() -> argparse.ArgumentParser:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    prompts = [p.strip() for p in args.prompt]
-    if any(not p for p in prompts):
-        raise UsageError("empty prompt: every --prompt needs some text")
+    # Cleaned as training captions are: control characters (NUL, CR, a terminal's ESC) become
+    # spaces, so a prompt is plain text wherever it goes (encoder, manifest, grid labels).
+    prompts = [clean_caption(p) for p in args.prompt]
+    if not all(prompts):
+        raise UsageError(f"empty prompt: every --prompt needs some text (--prompt {prompts.index('') + 1} has none "
+                         "but spaces or control characters)")
     if args.num_per_prompt < 1:
         raise UsageError(f"--num-per-prompt must be at least 1, got {args.num_per_prompt}")
     workdir = Path(args.workdir)

@@ -206,16 +206,21 @@ class TrainedGenerator:
 
 def generate_from_checkpoint(config: Config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,
                              seed: int, out_dir: str | Path, step: int | None = None,
-                             attention: bool = False) -> Path:
+                             attention: bool = False, notice: Callable[[str], Any] = print) -> Path:
     """Writes samples of ``workdir``'s EMA generator for ``prompts``; returns the manifest path.
 
     Sample j of every prompt uses seed ``seed + j``. With ``attention``, also writes
     ``attention_P_J.png`` per sample: its word-attention maps over the image, one per token.
+    A prompt longer than the text encoder's ``max_length`` tokens is cut to that length, as
+    training captions are, and ``notice`` is told which.
 
     Example:
         generate_from_checkpoint(config, "runs/demo", ["a red circle"], 4, seed=0, out_dir="samples")
     """
     generate = TrainedGenerator(config, workdir, step)
+    for i in np.flatnonzero(generate.encoder.overflows(list(prompts))):
+        notice(f"note: prompt {i + 1} is longer than the text encoder's {generate.encoder.max_length} tokens; "
+               "the generator sees its beginning only")
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + j for _ in prompts for j in range(per_prompt)]
     if attention:

@@ -96,21 +96,28 @@ def _refused(key: str, what: str, call: Callable[..., object], *args: object) ->
 CASES = [(name, key) for name in BASES for key in flat_fields(_base(name))]
 
 
+@pytest.fixture(scope="module")
+def json_workdir(tmp_path_factory) -> Path:
+    # One folder for every case (they run one after another in a process): a tmp_path each
+    # would cost more than the case.
+    return tmp_path_factory.mktemp("config_json")
+
+
 @pytest.mark.parametrize("base, key", CASES, ids=[f"{n}-{k}" for n, k in CASES])
-def test_every_field_refuses_bad_values_with_one_line_naming_it(base, key, tmp_path):
+def test_every_field_refuses_bad_values_with_one_line_naming_it(base, key, json_workdir):
     preset, arch = BASES[base]
     config = _base(base)
     kind = flat_fields(config)[key][1]
     for text in _set_inputs(config, key, kind):
         _refused(key, f"--preset {preset} --set model.arch={arch} --set {key}={text}",
                  get_config, preset, [f"model.arch={arch}", f"{key}={text}"])
-    saved = tmp_path / "config.json"
+    saved = json_workdir / "config.json"
     for bad in _json_inputs(config, key, kind):
         data = to_dict(config)
         section, name = key.split(".")
         data[section][name] = bad
         saved.write_text(json.dumps(data))
-        _refused(key, f"config.json with {key}={bad!r}", resolve_config, tmp_path)
+        _refused(key, f"config.json with {key}={bad!r}", resolve_config, json_workdir)
 
 
 def test_every_numeric_field_declares_its_range():
