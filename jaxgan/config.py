@@ -365,8 +365,8 @@ def check_type(key: str, value: Any, kind: type) -> None:
 
 def validate(config: Config) -> None:
     """Raises ``ConfigError`` for the first invalid field: a value of the wrong type, a float
-    that is not finite, a value outside its field's choices or range (``option``), or a
-    combination the fields' declarations cannot express.
+    that is not finite, a value outside its field's choices or range (``option``), text with
+    control characters, or a combination the fields' declarations cannot express.
 
     Example:
         validate(get_config())  # None: the default is valid
@@ -385,6 +385,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
         if bounds is not None and not bounds.admits(value):
             raise ConfigError(f"{key} {bounds.violation(value, kind)}, got {value!r}")
+        # Every text field is a name, a path or a list: a NUL would reach the OS as part of a
+        # path (a ValueError deep in a reader), a newline would split the one-line messages.
+        if kind is str and any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+            raise ConfigError(f"{key} must not hold control characters, got {value!r}")
         if kind is int and abs(value) > INT_LIMIT:
             raise ConfigError(f"{key} must fit an int32 (at most {INT_LIMIT} either side of 0), got {value}")
     config.model.validate()

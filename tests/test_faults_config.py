@@ -23,7 +23,8 @@ from jaxgan.workdir import resolve_config
 BASES = {f"{preset}-{arch}": (preset, arch) for preset in ("default", "tiny") for arch in ARCHITECTURES}
 
 # Free-text fields whose text is checked when the config is: a value each refuses. The others
-# (paths, encoder and dataset names) are checked when what they name is opened.
+# (paths, encoder and dataset names) are checked when what they name is opened, and here only
+# for control characters.
 BAD_TEXT = {"data.dataset": " ", "train.augment": "sparkle", "model.word_attention": "16,x", "model.arch": "gan"}
 
 
@@ -45,10 +46,10 @@ def _out_of_range(config, key: str, kind: type) -> list:
     choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
     if choices:
         return [48] if kind is int else ["not-a-choice"]
-    if key in BAD_TEXT:
-        return [BAD_TEXT[key]]
-    if kind not in (int, float):
-        return []  # a bool, or free text: nothing is out of range
+    if kind is str:  # no text field may hold control characters; some check their text too
+        return ["bad\x00name", "two\nlines"] + ([BAD_TEXT[key]] if key in BAD_TEXT else [])
+    if kind is bool:
+        return []  # nothing is out of range
     step = 1 if kind is int else 0.5
     values = [kind(INT_LIMIT + 1)] if kind is int else []
     if bounds.at_least is not None:
