@@ -221,6 +221,20 @@ def test_a_caption_index_in_utf16_or_utf32_is_read_whole(tmp_path, encoding):
     assert source.index_issues == {"index_malformed": 1, "caption_not_utf8": 2}
 
 
+def test_a_caption_csv_with_nul_bytes_and_mixed_encodings_is_repaired_line_by_line(tmp_path):
+    root = tmp_path / "csv"
+    root.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (root / name).write_bytes(_encode("PNG", (8, 8)))
+    (root / "captions.csv").write_bytes(b'file,caption\na.png,a red\x00 bird\nb.png,"caf\xe9, \x1b[1mbold"\n'
+                                        b"\x00\x00\x00\nc.png,\xff\xfe\n")
+    count_input(4)
+    source = ImageFolderSource(root)
+    assert [source.captions(i) for i in range(3)] == [["a red bird"], ["café, [1mbold"], ["ÿþ"]]
+    assert [source[i]["issues"] for i in range(3)] == [[], ["caption_not_utf8"], ["caption_not_utf8"]]
+    assert source.index_issues == {"index_malformed": 1, "caption_not_utf8": 2}
+
+
 # --- report inputs with HTML in every string -------------------------------------------------
 
 
