@@ -86,6 +86,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# One more than the largest seed ``jaxgan.sampling.sample_noise`` takes (a uint32).
+SEED_LIMIT = 2**32
+
+
 def sample_parser() -> argparse.ArgumentParser:
     """The flags of ``jaxgan sample`` (and ``python sample.py``)."""
     p = argparse.ArgumentParser(description="Generate images from prompts with a trained EMA generator.")
@@ -109,6 +113,10 @@ def _sample(args: argparse.Namespace) -> int:
                          "but spaces or control characters)")
     if args.num_per_prompt < 1:
         raise UsageError(f"--num-per-prompt must be at least 1, got {args.num_per_prompt}")
+    if not 0 <= args.seed <= SEED_LIMIT - args.num_per_prompt:
+        # Noise keys are uint32: seeds S .. S + N - 1 must all be one.
+        raise UsageError(f"--seed must be in [0, {SEED_LIMIT - args.num_per_prompt}] for --num-per-prompt "
+                         f"{args.num_per_prompt}, got {args.seed}")
     workdir = Path(args.workdir)
     config = saved_config(workdir)
     out = Path(args.out) if args.out else workdir / "samples" / "cli"

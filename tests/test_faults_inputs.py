@@ -48,6 +48,18 @@ def test_a_prompt_without_text_is_refused_before_loading_anything(workdir, promp
     assert not (workdir / "samples").exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed must be in [0, 4294967292] for --num-per-prompt 4, got -1"),
+    (["--seed", str(2**32 - 2)], "--seed must be in [0, 4294967292]"),
+    (["--num-per-prompt", "0"], "--num-per-prompt must be at least 1"),
+])
+def test_bad_sample_flags_are_one_line_before_loading_anything(workdir, flags, message):
+    # Noise keys are uint32: a seed outside them was an OverflowError traceback after loading.
+    outcome = run_cli(["sample", "--workdir", str(workdir), "--prompt", "a red circle", *flags])
+    assert outcome.code == 2 and message in outcome.one_line_error()
+    assert not (workdir / "samples").exists()
+
+
 HOSTILE_PROMPTS = {
     "long": "a small red circle in the top left " * 300,  # 10,500 characters
     "nul": "a red\x00 circle",
