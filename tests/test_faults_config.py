@@ -9,6 +9,7 @@ model is built, so each input costs well under a millisecond. A few cases go thr
 import dataclasses
 import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,3 +176,21 @@ def test_a_bad_set_is_one_line_before_anything_is_written(override, tmp_path):
     assert outcome.code == 2
     assert override.split("=")[0] in outcome.one_line_error()
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--truncation", "nan"], "truncation must be 0 (off) or a positive finite number, got nan"),
+    (["--truncation", "inf"], "truncation must be 0 (off) or a positive finite number, got inf"),
+    (["--seed", "-1"], "seed must be in [0, 2**31), got -1"),
+])
+def test_bad_eval_flags_are_one_line_before_any_evaluation(flags, message, tmp_path):
+    # jaxgan eval's flags fill the evaluation protocol, not the config: the same checks apply.
+    # Before: NaN or inf truncation evaluated noise of NaNs and wrote an eval file; --seed -1
+    # was a numpy ValueError traceback.
+    workdir = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "workdir_dcgan", workdir)
+    before = snapshot(workdir)
+    outcome = run_cli(["eval", "--workdir", str(workdir), "--no-progress", "--num-samples", "16", *flags])
+    assert outcome.code == 2 and message in outcome.one_line_error()
+    assert_nothing_lost(before, snapshot(workdir))
+    assert not (workdir / "eval").exists()
