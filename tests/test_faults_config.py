@@ -155,7 +155,8 @@ def test_help_config_shows_the_ranges(capsys):
     ('{"data": {"dataset": 5}}', "config key data.dataset: 5 (a number) is not a valid str"),
     ("[" * 100_000 + "]" * 100_000, "is not a valid jaxgan config"),
     (b"\xff\xfe{\x00}\x00", "is not a valid jaxgan config"),
-])
+], ids=["not-json", "list", "string", "empty", "section-list", "unknown-key", "unknown-section", "steps-ten",
+        "lr-nan", "bool-yes", "dataset-number", "nested-100k-deep", "utf16"])
 def test_a_broken_config_json_is_one_line_and_left_as_it_was(text, message, tmp_path):
     # Through the whole command: train resolves the workdir's config before touching anything.
     saved = tmp_path / "config.json"
@@ -182,7 +183,7 @@ def test_a_bad_set_is_one_line_before_anything_is_written(override, tmp_path):
     (["--truncation", "nan"], "truncation must be 0 (off) or a positive finite number, got nan"),
     (["--truncation", "inf"], "truncation must be 0 (off) or a positive finite number, got inf"),
     (["--seed", "-1"], "seed must be in [0, 2**31), got -1"),
-])
+], ids=["truncation-nan", "truncation-inf", "seed-negative"])
 def test_bad_eval_flags_are_one_line_before_any_evaluation(flags, message, tmp_path):
     # jaxgan eval's flags fill the evaluation protocol, not the config: the same checks apply.
     # Before: NaN or inf truncation evaluated noise of NaNs and wrote an eval file; --seed -1
