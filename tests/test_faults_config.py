@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from faults import assert_nothing_lost, count_input, count_traceback, run_cli, snapshot
 
-from jaxgan.config import INT_LIMIT, ConfigError, flat_fields, replace_field, to_dict
+from jaxgan.config import INT_LIMIT, ConfigError, flat_fields, to_dict
 from jaxgan.models import ARCHITECTURES
-from jaxgan.presets import get_config
+from jaxgan.presets import config_help, get_config
 from jaxgan.workdir import resolve_config
 
 BASES = {f"{preset}-{arch}": (preset, arch) for preset in ("default", "tiny") for arch in ARCHITECTURES}
@@ -130,12 +130,9 @@ def test_every_numeric_field_declares_its_range():
             f = _field(config, key)
             if kind in (int, float):
                 assert f.metadata.get("choices") or f.metadata.get("bounds"), key
-    assert replace_field(get_config(), "train.g_lr", 1e-3).train.g_lr == 1e-3  # the JSON route's setter
 
 
-def test_help_config_shows_the_ranges(capsys):
-    from jaxgan.presets import config_help
-
+def test_help_config_shows_the_ranges():
     rows = {line.split()[0]: line for line in config_help().splitlines() if line.startswith("  ")}
     assert "(range: [0, 1))" in rows["train.beta1"] and "(range: >= 16)" in rows["eval.num_samples"]
     assert "(range: > 0)" in rows["train.penalty_power"] and "(range: >= 0)" in rows["train.g_lr"]
