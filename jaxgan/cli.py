@@ -21,6 +21,7 @@ from typing import NoReturn
 from jaxgan import bench, pretrain_text, report, scaling, sweep
 from jaxgan.config import Config
 from jaxgan.data import source_type, throughput
+from jaxgan.data.captions import clean_caption
 from jaxgan.distributed import initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
 from jaxgan.evaluator import evaluate_workdir
@@ -88,6 +89,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# One more than the largest seed ``jaxgan.sampling.sample_noise`` takes (a uint32).
+SEED_LIMIT = 2**32
+
+
 def sample_parser() -> argparse.ArgumentParser:
     """The flags of ``jaxgan sample`` (and ``python sample.py``)."""
     p = argparse.ArgumentParser(description="Generate images from prompts with a trained EMA generator.")
@@ -103,11 +108,18 @@ def sample_parser() -> argparse.ArgumentParser:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    prompts = [p.strip() for p in args.prompt]
-    if any(not p for p in prompts):
-        raise UsageError("empty prompt: every --prompt needs some text")
+    # Cleaned as training captions are: control characters (NUL, CR, a terminal's ESC) become
+    # spaces, so a prompt is plain text wherever it goes (encoder, manifest, grid labels).
+    prompts = [clean_caption(p) for p in args.prompt]
+    if not all(prompts):
+        raise UsageError(f"empty prompt: every --prompt needs some text (--prompt {prompts.index('') + 1} has none "
+                         "but spaces or control characters)")
     if args.num_per_prompt < 1:
         raise UsageError(f"--num-per-prompt must be at least 1, got {args.num_per_prompt}")
+    if not 0 <= args.seed <= SEED_LIMIT - args.num_per_prompt:
+        # Noise keys are uint32: seeds S .. S + N - 1 must all be one.
+        raise UsageError(f"--seed must be in [0, {SEED_LIMIT - args.num_per_prompt}] for --num-per-prompt "
+                         f"{args.num_per_prompt}, got {args.seed}")
     workdir = workdir_path(args.workdir)
     config = saved_config(workdir)
     out = workdir_path(args.out) if args.out else workdir / "samples" / "cli"

@@ -22,8 +22,10 @@ from jaxgan.config import (
     Config,
     ConfigError,
     ModelConfig,
+    check_type,
     flat_fields,
     help_lines,
+    json_type,
     parse_value,
     replace_field,
     split_override,
@@ -33,6 +35,8 @@ from jaxgan.models import ARCHITECTURES, DCGANConfig
 
 # The default run is a DCGAN with every field at its default.
 DEFAULT = Config(model=DCGANConfig())
+# The sections of a config (and of config.json): model, train, data, text, eval.
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 
 _DFGAN: dict[str, Any] = {
     "model.arch": "dfgan", "model.width": 32, "train.loss": "hinge", "train.penalty": "magp",
@@ -88,15 +92,21 @@ def apply_overrides(config: Config, overrides: Sequence[str] | dict[str, Any]) -
 
     ``model.*`` keys resolve against the architecture the result names: ``model.arch``
     (wherever it stands among the overrides) picks the config class, the other model fields
-    carry over, and a key of another architecture must be at its default.
+    carry over, and a key of another architecture must be at its default. A string value of
+    a non-string field is parsed as ``--set`` parses it; other values must have the field's type.
 
     Example:
         config = apply_overrides(get_config(), {"model.width": 64, "train.loss": "hinge"})
     """
     items = list(overrides.items()) if isinstance(overrides, dict) else [split_override(o) for o in overrides]
+    return _apply(config, items, parse=True)
+
+
+def _apply(config: Config, items: list[tuple[str, Any]], parse: bool) -> Config:
+    """``apply_overrides`` of (key, value) pairs; ``parse``: strings of non-string fields are parsed."""
     arches = [value for key, value in items if key == "model.arch"]
     arch = arches[-1] if arches else config.model.arch
-    if arch not in ARCHITECTURES:
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise ConfigError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
     target = ARCHITECTURES[arch].config
     known = flat_fields(dataclasses.replace(config, model=target()))
@@ -109,8 +119,12 @@ def apply_overrides(config: Config, overrides: Sequence[str] | dict[str, Any]) -
         kind = known[key][1] if key in known else _foreign_type(key)
         if kind is None:
             raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")
-        if isinstance(value, str) and kind is not str:
+        if parse and isinstance(value, str) and kind is not str:
             value = parse_value(key, value, kind)
+        # Checked here too, before the value meets any code: a foreign key's value is compared
+        # with its default, and an int of a float field is stored as a float.
+        check_type(key, value, kind)
+        value = float(value) if kind is float else value
         if key.startswith("model."):
             model[key.removeprefix("model.")] = value
         else:
@@ -120,27 +134,28 @@ def apply_overrides(config: Config, overrides: Sequence[str] | dict[str, Any]) -
     return config
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Inverse of ``to_dict``; unknown keys raise ``ConfigError``.
+def from_dict(data: Any) -> Config:
+    """Inverse of ``to_dict``: a config from the sections of a parsed ``config.json``.
 
-    Also reads a config written before each architecture had its own class, whose model
+    Unknown sections or keys, a section that is not an object, and a value of the wrong JSON
+    type (``"steps": "ten"``, ``"bn_sync": "yes"``) raise a one-line ``ConfigError`` naming the
+    key. Also reads a config written before each architecture had its own class, whose model
     section holds every architecture's fields: those of other architectures are dropped when
     at their defaults (as they always were: the old validation refused anything else).
 
     Example:
         config = from_dict(json.loads(Path("workdir/config.json").read_text()))
     """
-    flat = {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v
-
-    walk(data, "")
-    return apply_overrides(DEFAULT, flat)
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config is a JSON object of sections ({', '.join(SECTIONS)}), got {json_type(data)}")
+    items = []
+    for name, section in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown config section {name!r}; valid sections: {', '.join(SECTIONS)}")
+        if not isinstance(section, dict):
+            raise ConfigError(f"config section {name} must be an object of keys, got {json_type(section)}")
+        items += [(f"{name}.{key}", value) for key, value in section.items()]
+    return _apply(DEFAULT, items, parse=False)
 
 
 def config_help() -> str:

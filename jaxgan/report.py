@@ -136,9 +136,11 @@ def build_report(workdir: str | Path) -> str:
     if not config_path.is_file():
         raise ReportError(f"{workdir} is not a training workdir (no config.json)")
     try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads(config_path.read_bytes().decode("utf-8"))
+    except ValueError as e:  # not UTF-8, or not JSON
         raise ReportError(f"{config_path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ReportError(f"{config_path} is a JSON {type(config).__name__}, not an object of config sections")
     notes: list[str] = []  # inputs skipped as malformed: the report still renders the rest
     metrics = _rows(workdir / "metrics.jsonl", notes)
     evals = _rows(workdir / "eval.jsonl", notes)
@@ -148,9 +150,9 @@ def build_report(workdir: str | Path) -> str:
 
     parts = [f"<h1>jaxgan run: {html.escape(workdir.resolve().name)}</h1>"]
     last = metrics[-1] if metrics else {}
-    summary = [("steps logged", last.get("step", 0)), ("dataset", config.get("data", {}).get("dataset", "?")),
-               ("architecture", config.get("model", {}).get("arch", "?")),
-               ("resolution", config.get("model", {}).get("resolution", "?"))]
+    data, model = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("data", "model"))
+    summary = [("steps logged", last.get("step", 0)), ("dataset", data.get("dataset", "?")),
+               ("architecture", model.get("arch", "?")), ("resolution", model.get("resolution", "?"))]
     parts.append(f'<section id="summary"><h2>Summary</h2>{_table(summary)}</section>')
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -174,6 +176,9 @@ def build_report(workdir: str | Path) -> str:
                      f'{html.escape(str(latest.get("protocol_hash")))}</h3>'
                      f'{_table([(k, _number(v)) for k, v in latest.items() if k not in ("step",)])}</section>')
     newest = _json(protocols[-1], dict, None, notes) if protocols else None
+    if newest is not None and not isinstance(newest.get("protocol", {}), dict):
+        notes.append(f"{protocols[-1].name}: its protocol is not a JSON object")
+        newest = None
     if newest is not None:
         parts.append(f'<section id="protocol"><h2>Evaluation protocol ({html.escape(protocols[-1].name)})</h2>'
                      f'{_table(sorted(newest.get("protocol", {}).items()))}</section>')

@@ -54,8 +54,9 @@ def resolve_config(workdir: str | Path, preset: str | None = None, overrides: Se
     saved = workdir_path(workdir) / "config.json"
     if preset is None and saved.exists():
         try:
-            base = from_dict(json.loads(saved.read_text()))
-        except (json.JSONDecodeError, ConfigError) as e:
+            base = from_dict(json.loads(saved.read_bytes().decode("utf-8")))
+        # ValueError: not UTF-8 or not JSON; RecursionError: JSON nested thousands deep.
+        except (ValueError, RecursionError) as e:
             raise ConfigError(f"{saved} is not a valid jaxgan config ({e})") from None
         return apply_overrides(base, list(overrides))
     return get_config(preset or "default", list(overrides))
@@ -260,16 +261,21 @@ class TrainedGenerator:
 
 def generate_from_checkpoint(config: Config, workdir: str | Path, prompts: Sequence[str], per_prompt: int,
                              seed: int, out_dir: str | Path, step: int | None = None,
-                             attention: bool = False) -> epath.Path:
+                             attention: bool = False, notice: Callable[[str], Any] = print) -> epath.Path:
     """Writes samples of ``workdir``'s EMA generator for ``prompts``; returns the manifest path.
 
     Sample j of every prompt uses seed ``seed + j``. With ``attention``, also writes
     ``attention_P_J.png`` per sample: its word-attention maps over the image, one per token.
+    A prompt longer than the text encoder's ``max_length`` tokens is cut to that length, as
+    training captions are, and ``notice`` is told which.
 
     Example:
         generate_from_checkpoint(config, "runs/demo", ["a red circle"], 4, seed=0, out_dir="samples")
     """
     generate = TrainedGenerator(config, workdir, step)
+    for i in np.flatnonzero(generate.encoder.overflows(list(prompts))):
+        notice(f"note: prompt {i + 1} is longer than the text encoder's {generate.encoder.max_length} tokens; "
+               "the generator sees its beginning only")
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + j for _ in prompts for j in range(per_prompt)]
     if attention:

@@ -1,26 +1,39 @@
 """Caption text files: decoding that never fails on bad bytes, and one caption per line.
 
 Caption releases (Reed et al.'s CUB and flowers captions, user folders) are mostly UTF-8 but
-not always; a file that is not is read as Windows-1252 (which maps almost every byte) or, failing
-that, with replacement characters, and the example records the repair so that it is counted.
+not always; a file that is not is read as UTF-16 or UTF-32 when it starts with their byte-order
+mark, else as Windows-1252 (which maps almost every byte) or, failing that, with replacement
+characters, and the example records the repair so that it is counted. Control characters (NUL,
+CR, a terminal's escape codes) count as whitespace: a caption is plain text.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import re
 from pathlib import Path
 from typing import NamedTuple
 
 NOT_UTF8 = "caption_not_utf8"
+# Unicode's control characters (category Cc): C0, DEL and C1.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# UTF-32's marks first: UTF-32-LE's begins with UTF-16-LE's.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 def decode_caption_bytes(data: bytes) -> tuple[str, list[str]]:
-    """(text, issues): UTF-8 (a BOM is dropped), else cp1252, else UTF-8 with U+FFFD."""
+    """(text, issues): UTF-8 (a BOM is dropped), else UTF-16/32 after their BOM, else cp1252,
+    else UTF-8 with U+FFFD; any but UTF-8 adds the issue ``caption_not_utf8``."""
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError:
         pass
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace"), [NOT_UTF8]
     try:
         return data.decode("cp1252"), [NOT_UTF8]
     except UnicodeDecodeError:
@@ -28,8 +41,8 @@ def decode_caption_bytes(data: bytes) -> tuple[str, list[str]]:
 
 
 def split_captions(text: str) -> list[str]:
-    """Non-empty lines, whitespace collapsed: one caption per line."""
-    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    """Non-empty lines, cleaned (``clean_caption``): one caption per line."""
+    return [c for c in map(clean_caption, text.splitlines()) if c]
 
 
 def read_caption_file(path: str | Path) -> tuple[list[str], list[str]]:
@@ -60,14 +73,24 @@ class CaptionEntry(NamedTuple):
 
 
 def clean_caption(text: str) -> str:
-    """A caption with its whitespace (newlines included) collapsed to single spaces."""
-    return " ".join(text.split())
+    """A caption (or a prompt) as plain text: control characters become spaces and whitespace
+    (newlines included) collapses to single spaces.
+
+    Example:
+        clean_caption("\x1b[31ma red\r\n circle\x00")  # "[31ma red circle"
+    """
+    return " ".join(_CONTROL.sub(" ", text).split())
 
 
 def _decoded_lines(path: Path) -> list[tuple[str, bool]]:
+    data = Path(path).read_bytes()
+    if data.startswith(tuple(bom for bom, _ in _BOMS)):
+        # A UTF-16/32 file's line breaks are several bytes: decode it whole, then split.
+        text, _ = decode_caption_bytes(data)
+        return [(line, True) for line in text.splitlines(keepends=True)]
     # bytes.splitlines splits only on \n, \r and \r\n, which no UTF-8 or cp1252 character holds.
     lines = []
-    for raw in Path(path).read_bytes().splitlines(keepends=True):
+    for raw in data.splitlines(keepends=True):
         text, issues = decode_caption_bytes(raw)
         lines.append((text, bool(issues)))
     return lines

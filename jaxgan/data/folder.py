@@ -14,7 +14,10 @@ from the first of these that exists:
 Paths in an index are relative to the root with "/" separators. Bad caption data is counted,
 not fatal: malformed index lines and lines naming files that are not there go to
 ``index_issues`` (with one warning naming the first); an image without captions is kept
-with captions [] and an issue (the pipeline skips and counts it).
+with captions [] and an issue (the pipeline skips and counts it). A name with an image
+extension that is not a regular file (a symlink loop or a broken link, a FIFO, which would
+block a reader forever, a device) is left out at the scan and counted as ``not_a_file``; a
+folder named like an image is a folder.
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ class ImageFolderSource(ExampleSource):
     Attributes:
       name: names the dataset in logs and metrics.
       caption_source: "captions.jsonl", "captions.csv" or "sidecar .txt".
-      index_issues: counts of problems in the caption index: "index_malformed" (lines or rows
-        skipped), "index_unknown_file" (lines naming no image of the folder),
-        "caption_not_utf8" (index lines repaired).
+      index_issues: counts of problems met before any image is read: "index_malformed" (caption
+        index lines or rows skipped), "index_unknown_file" (index lines naming no image of the
+        folder), "caption_not_utf8" (index lines repaired), "not_a_file" (image names that
+        are not regular files, left out).
     """
 
     def __init__(self, root: str | Path, name: str | None = None):
@@ -57,10 +61,14 @@ class ImageFolderSource(ExampleSource):
             raise DataError(f"image folder {path} is not a directory")
         self.root = str(path)
         self.name = name or path.resolve().name
-        self._files, sidecars = _scan(path)
+        self._files, sidecars, not_files = _scan(path)
         if not self._files:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}, any case) under {path}")
         self.index_issues: dict[str, int] = {}
+        self._count("not_a_file", len(not_files))
+        if not_files:
+            log.warning("%s: %d names with an image extension are not regular files and are left out "
+                        "(first: %s)", path, len(not_files), not_files[0])
         # Index captions and issues, by position; None for sidecar captions (read on demand).
         self._captions: list[tuple[str, ...]] | None = None
         self._issues: dict[int, tuple[str, ...]] = {}
@@ -162,12 +170,13 @@ def _relative(file: str) -> str:
     return posixpath.normpath(file.strip().replace("\\", "/"))
 
 
-def _scan(root: Path) -> tuple[list[str], int]:
-    """(sorted relative paths of the images, how many sidecar .txt files sit beside them).
+def _scan(root: Path) -> tuple[list[str], int, list[str]]:
+    """(sorted relative paths of the images, how many sidecar .txt files sit beside them, the
+    image names that are not regular files).
 
     Symlinked folders are followed once each (a link back up the tree would loop forever).
     """
-    files, sidecars, seen = [], 0, set()
+    files, sidecars, seen, not_files = [], 0, set(), []
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
@@ -180,7 +189,12 @@ def _scan(root: Path) -> tuple[list[str], int]:
         for name in names:
             stem, ext = os.path.splitext(name)
             if not name.startswith(".") and ext.lower() in IMAGE_EXTENSIONS:
-                files.append(name if relative == "." else f"{relative}/{name}")
+                path = name if relative == "." else f"{relative}/{name}"
+                # One stat per image: follows links, False for loops, broken links and FIFOs.
+                if not os.path.isfile(os.path.join(folder, name)):
+                    not_files.append(path)
+                    continue
+                files.append(path)
                 stems.add(stem)
         sidecars += sum(1 for name in names if name.endswith(".txt") and name[:-4] in stems)
-    return sorted(files), sidecars
+    return sorted(files), sidecars, sorted(not_files)

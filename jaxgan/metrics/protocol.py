@@ -112,8 +112,12 @@ class EvalProtocol:
             problems.append(f"is_splits={self.is_splits} is more than num_samples={self.num_samples}")
         if self.generator not in GENERATORS:
             problems.append(f"generator must be ema or raw, got {self.generator!r}")
-        if self.truncation < 0:
-            problems.append(f"truncation must be 0 (off) or positive, got {self.truncation}")
+        # "not >= 0" also refuses NaN, which every comparison is false for.
+        if not (self.truncation >= 0 and self.truncation != float("inf")):
+            problems.append(f"truncation must be 0 (off) or a positive finite number, got {self.truncation}")
+        for name in ("seed", "data_seed"):
+            if not 0 <= getattr(self, name) < 2**31:
+                problems.append(f"{name} must be in [0, 2**31), got {getattr(self, name)}")
         if problems:
             raise ConfigError(f"evaluation protocol: {problems[0]}")
 

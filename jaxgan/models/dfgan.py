@@ -65,7 +65,7 @@ class DFGANConfig(ModelConfig):
 
     arch: str = arch_option("dfgan")
     word_attention: str = option("", "word cross-attention (AttnGAN) in G at these feature-map sizes, e.g. 16,32")
-    self_attention: int = option(0, "a SAGAN block in G and D at this feature-map size; 0: none")
+    self_attention: int = option(0, "a SAGAN block in G and D at this feature-map size; 0: none", at_least=0)
     spectral_norm: bool = option(False, "spectral normalisation on D's layers")
     # "none" is the paper's generator, which collapses to an all-black image on the shapes
     # data (see DFBlock).
@@ -75,7 +75,8 @@ class DFGANConfig(ModelConfig):
     # "bilinear" keeps the previous scale's 2x2 tiles out of flat fills (see GBlock).
     g_shortcut: str = option("nearest", "how G's blocks upsample their shortcut: nearest (the paper) or bilinear",
                              choices=("nearest", "bilinear"))
-    d_head_width: int = option(0, "channels of D's matching-head joint conv; 0: 2 * D's width (the paper)")
+    d_head_width: int = option(0, "channels of D's matching-head joint conv; 0: 2 * D's width (the paper)",
+                               at_least=0)
     d_projection: bool = option(False, "add the projection discriminator's term to D's matching head "
                                 "(see MatchingHead)")
 
@@ -90,10 +91,8 @@ class DFGANConfig(ModelConfig):
         return tuple(parse_resolutions(self.word_attention))
 
     def validate(self) -> None:
-        """Raises ``ConfigError`` for a negative size or an attention size the model lacks."""
-        for name, value in (("self_attention", self.self_attention), ("d_head_width", self.d_head_width)):
-            if value < 0:
-                raise ConfigError(f"model.{name} must not be negative, got {value}")
+        """Raises ``ConfigError`` for an attention size the model lacks (the fields' ranges are
+        declared with them and checked by ``jaxgan.config.validate``)."""
         res = self.resolution
         for r in self.word_attention_sizes + ((self.self_attention,) if self.self_attention else ()):
             if not (8 <= r <= res and r & (r - 1) == 0):
