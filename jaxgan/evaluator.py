@@ -5,10 +5,9 @@ the CLIP model (when the protocol scores CLIP), the evaluation split's examples 
 embedding table of their captions, and the reference statistics (``prepare``, or the first
 evaluation). Building it loads the networks and checks the protocol, and training calls
 ``prepare`` before its first step, so a run with bad evaluation settings fails at once, not
-``eval.every`` steps in. What differs
-between datasets is asked of their source (``jaxgan.data.source``): a ``drawn`` source
-conditions sample ``i`` on its example ``i``, a read one on the split's examples in the
-protocol's order (``metrics.dataset_eval``).
+``eval.every`` steps in. What differs between datasets is asked of their source
+(``jaxgan.data.source``): a ``drawn`` source conditions sample ``i`` on its example ``i``, a
+read one on the split's examples in the protocol's order (``metrics.dataset_eval``).
 
     evaluator = Evaluator(config, encoder)
     result = evaluator.evaluate_state(state)        # result.metrics["fid"], result.protocol.hash

@@ -88,8 +88,6 @@ class _Run:
         # Built before the first step, so that bad evaluation settings stop the run at once.
         self.evaluator = (Evaluator(config, self.encoder, mesh=self.parallel.flat_mesh, table=self.table)
                           if evaluates(config) else None)
-        if self.evaluator is not None:
-            self.evaluator.prepare()  # the reference statistics too, rather than at step eval.every
 
     def restore_or_init(self) -> tuple[GANState, int]:
         """(state in the step's layout, data position): the latest checkpoint's, or a fresh
@@ -123,7 +121,7 @@ class _Run:
                 f"evaluation at step {step} failed: {cause}; checkpoint {step} is saved: fix the cause and run "
                 f"again to resume, then repeat this evaluation with jaxgan eval --workdir {self.workdir} "
                 f"--step {step}") from None
-        return {"step": int(state.step), "protocol_hash": result.protocol.hash, **result.metrics,
+        return {"step": step, "protocol_hash": result.protocol.hash, **result.metrics,
                 "eval_seconds": round(result.seconds, 2)}
 
     def preview(self, state: GANState, name: str, per_prompt: int = 8) -> Path:
@@ -238,6 +236,10 @@ def _train(config: Config, workdir: Path, progress: bool, pieces: dict[str, Any]
     primary = is_primary()
     run = _Run(config, workdir, pieces)
     state, start = run.restore_or_init()
+    if run.evaluator is not None:
+        # The reference statistics too, before the first step rather than at step eval.every;
+        # after the restore, whose refusal is cheaper to learn first.
+        run.evaluator.prepare()
     if primary:
         # Only after the restore accepted this config: a refused resume must leave the
         # workdir's config.json (which sampling and evaluation read) as it was.

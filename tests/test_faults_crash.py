@@ -208,3 +208,14 @@ def test_a_second_run_on_a_workdir_in_use_is_refused_naming_the_holder(straight)
     assert outcome.code == 2
     assert f"{workdir} is in use by pid {os.getpid()} on {socket.gethostname()}" in outcome.one_line_error()
     assert_nothing_lost(before, snapshot(workdir))
+
+
+def test_bad_evaluation_settings_on_a_resume_change_nothing(straight, tmp_path):
+    # Checked before config.json is rewritten and before any step: the finished run is as it was.
+    workdir = straight[0]
+    before = snapshot(workdir)
+    outcome = run_cli(["train", "--workdir", str(workdir), "--steps", "8", "--no-progress",
+                       "--set", "eval.every=1", "--set", "eval.num_samples=64",
+                       "--set", f"eval.clip={tmp_path / 'no-clip'}"])
+    assert outcome.code == 2 and "no-clip does not exist" in outcome.one_line_error()
+    assert_nothing_lost(before, snapshot(workdir))

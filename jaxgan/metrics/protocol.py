@@ -202,11 +202,11 @@ class ReferenceStats:
                             json.loads(str(f["spec"])))
         except Exception as e:  # zip, key and JSON errors all mean "not a reference file"
             raise ReferenceStatsError(f"reference statistics {path} are unreadable ({type(e).__name__}: {e}); "
-                             "delete the file to recompute them") from None
+                                      "delete the file to recompute them") from None
         d = stats.features.shape[1] if stats.features.ndim == 2 else -1
         if stats.mu.shape != (d,) or stats.sigma.shape != (d, d):
             raise ReferenceStatsError(f"reference statistics {path} have inconsistent shapes "
-                             f"{stats.features.shape}, {stats.mu.shape}, {stats.sigma.shape}")
+                                      f"{stats.features.shape}, {stats.mu.shape}, {stats.sigma.shape}")
         return stats
 
 
