@@ -14,6 +14,9 @@ save at the same step, or keep-last-N, cannot collide with or remove them.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,15 +170,57 @@ def _shape_mismatch(abstract: Any, restored: Any) -> str | None:
     return None
 
 
+class _NoOrbaxTracebacks(logging.Filter):
+    """Keeps the message of an error orbax logs from its save threads, without the traceback.
+
+    A failed save (a full disk, a lost mount) is reported once, as a ``CheckpointError``
+    from ``Checkpointer.save`` or ``wait``; orbax also logs the same exception from each of
+    its threads, with a traceback, which would bury that one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "orbax" in record.pathname:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_ORBAX_LOG_FILTER = _NoOrbaxTracebacks()
+
+
+def _closed_loop_quiet(hook: Any) -> Any:
+    """``hook`` (a ``sys.unraisablehook``), minus one harmless report: when a save fails,
+    orbax's event loop ends while tensorstore's other writes are in flight, and each of
+    their completion callbacks then finds the loop closed, which Python prints as an
+    unraisable RuntimeError with its traceback, once per array."""
+
+    def quiet(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            hook(unraisable)
+
+    quiet.closed_loop_quiet = True
+    return quiet
+
+
+def _quiet_failed_saves() -> None:
+    """Installs the filters above, once: a failed save then prints its one-line error only."""
+    logging.getLogger("absl").addFilter(_ORBAX_LOG_FILTER)  # added only if absent
+    if not getattr(sys.unraisablehook, "closed_loop_quiet", False):
+        sys.unraisablehook = _closed_loop_quiet(sys.unraisablehook)
+
+
 class Checkpointer:
     """Saves and restores training checkpoints under ``directory``."""
 
     def __init__(self, directory: str | Path, keep: int = 3, asynchronous: bool = True):
         self.directory = workdir_path(directory, absolute=True)  # gs:// stays a URI
+        _quiet_failed_saves()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=asynchronous)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("state", "data", "config"))
+        self._pending: int | None = None  # the step of the save that may still be in flight
+        self._failed = False  # a save failed and was reported
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -186,11 +231,21 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data_position: dict[str, Any], config: Config) -> None:
-        """Starts an (asynchronous) save of ``state``; returns before the write finishes."""
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_position),
-            config=ocp.args.JsonSave(to_dict(config))))
+        """Starts an (asynchronous) save of ``state``; returns before the write finishes.
+
+        Raises:
+          CheckpointError: this save, or the previous one still being written, failed (a full
+            disk, a lost mount); the checkpoints already complete are left as they were.
+        """
+        try:
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(data_position),
+                config=ocp.args.JsonSave(to_dict(config))))
+        except Exception as e:  # orbax first waits for the previous save: its error surfaces here
+            failed = self._pending if self._pending not in (None, self.latest_step()) else step
+            raise self._save_error(failed, e) from None
+        self._pending = step
 
     def restore(self, abstract_state: Any, config: Config, step: int | None = None,
                 ) -> tuple[Any, dict[str, Any]]:
@@ -320,12 +375,37 @@ class Checkpointer:
         return f"checkpoint {self.directory / str(step)}"
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are on disk.
+
+        Raises:
+          CheckpointError: the save in flight failed; the complete checkpoints are kept.
+        """
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._save_error(self._pending, e) from None
+        self._pending = None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        """Waits for the save in flight (raising ``CheckpointError`` if it failed, unless a
+        failure was already reported) and releases orbax's threads."""
+        if self._failed:
+            try:
+                self._manager.close()
+            except Exception:  # noqa: BLE001 - the same failed save again, already reported
+                pass
+            return
+        self.wait()
         self._manager.close()
+
+    def _save_error(self, step: int | None, error: Exception) -> CheckpointError:
+        self._failed, self._pending = True, None
+        cause = "the disk is full" if isinstance(error, OSError) and error.errno == errno.ENOSPC else _short(error)
+        latest = self.latest_step()
+        kept = f"the newest complete checkpoint is step {latest}" if latest is not None else "no checkpoint is complete"
+        which = f"checkpoint {step}" if step is not None else "a checkpoint"
+        return CheckpointError(f"{which} could not be written to {self.directory} ({cause}); {kept}, "
+                               "and the run can resume from it once the cause is fixed")
 
 
 def _placed(abstract_state: Any) -> Any:

@@ -1,12 +1,13 @@
 """The one evaluation of a run: what the training loop and ``jaxgan eval`` both call.
 
 An ``Evaluator`` holds what is built once per run: the resolved protocol, the feature network,
-the evaluation split's examples and the embedding table of their captions, and (after the
-first evaluation) the reference statistics. Building it loads the feature network and checks
-the protocol, so a run with bad evaluation settings fails before its first step. What differs
-between datasets is asked of their source (``jaxgan.data.source``): a ``drawn`` source
-conditions sample ``i`` on its example ``i``, a read one on the split's examples in the
-protocol's order (``metrics.dataset_eval``).
+the CLIP model (when the protocol scores CLIP), the evaluation split's examples and the
+embedding table of their captions, and the reference statistics (``prepare``, or the first
+evaluation). Building it loads the networks and checks the protocol, and training calls
+``prepare`` before its first step, so a run with bad evaluation settings fails at once, not
+``eval.every`` steps in. What differs between datasets is asked of their source
+(``jaxgan.data.source``): a ``drawn`` source conditions sample ``i`` on its example ``i``, a
+read one on the split's examples in the protocol's order (``metrics.dataset_eval``).
 
     evaluator = Evaluator(config, encoder)
     result = evaluator.evaluate_state(state)        # result.metrics["fid"], result.protocol.hash
@@ -25,7 +26,7 @@ from jaxgan.config import Config, ConfigError
 from jaxgan.data import make_source, source_type
 from jaxgan.data.embeddings import EmbeddingTable, embedding_table
 from jaxgan.metrics import features
-from jaxgan.metrics.clip_score import text_tower_sha256
+from jaxgan.metrics.clip_score import check_not_training_model, load_clip_scorer, text_tower_sha256
 from jaxgan.metrics.dataset_eval import EvalExamples, dataset_generator_source, dataset_real_source
 from jaxgan.metrics.evaluate import (
     EvalResult,
@@ -99,6 +100,10 @@ class Evaluator:
         # Through the module, so that a test can swap the loader.
         self.network = features.load_feature_network(self.protocol.features)
         self.text_hashes = training_text_hashes(encoder)
+        self.clip_scorer = None
+        if self.protocol.clip:
+            self.clip_scorer = load_clip_scorer(self.protocol.clip)
+            check_not_training_model(self.clip_scorer, self.text_hashes)
         self.generator, _ = build_models(config.model)
         self.source = make_source(config, split=self.protocol.split)
         # A drawn source draws its reference itself; a read one walks its split in the protocol's order.
@@ -143,16 +148,28 @@ class Evaluator:
                               f"({self.protocol.split}); got {split!r}")
         return dataset_real_source(self.examples, offset=offset)
 
-    def evaluate(self, source: ImageSource) -> EvalResult:
-        """Scores ``source`` under the protocol; the reference statistics are computed (or read
-        from the cache) at the first call and kept."""
-        start, first = time.perf_counter(), self._stats is None
-        if first:
+    def prepare(self) -> None:
+        """Computes the reference statistics (or reads them from the cache) unless already done.
+
+        Training calls it before its first step: a short split, an unreadable reference image or
+        a broken cache file then stops the run before it has trained anything.
+
+        Raises:
+          ReferenceStatsError: the cached statistics are unreadable or belong to another spec.
+          DataError: the evaluation split has too few usable images.
+        """
+        if self._stats is None:
             self._stats = reference_stats(self.protocol, self.network, self.mesh, self.cache_dir, self.progress,
                                           self.reference)
+
+    def evaluate(self, source: ImageSource) -> EvalResult:
+        """Scores ``source`` under the protocol; the reference statistics are computed (or read
+        from the cache) at the first call, unless ``prepare`` did it, and kept."""
+        start, first = time.perf_counter(), self._stats is None
+        self.prepare()
         result = evaluate(source, self.protocol, self.mesh, self.network, cache_dir=self.cache_dir,
-                          training_text_hashes=self.text_hashes, progress=self.progress, reference=self.reference,
-                          stats=self._stats)
+                          clip_scorer=self.clip_scorer, training_text_hashes=self.text_hashes,
+                          progress=self.progress, reference=self.reference, stats=self._stats)
         # The first evaluation's time includes the reference statistics, as evaluate's own does.
         return dataclasses.replace(result, seconds=time.perf_counter() - start) if first else result
 

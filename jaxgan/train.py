@@ -47,6 +47,10 @@ class NonFiniteLossError(JaxganError, RuntimeError):
     """Too many steps in a row had NaN/inf losses or gradients; the last good checkpoint is kept."""
 
 
+class EvaluationError(JaxganError, RuntimeError):
+    """A periodic evaluation failed; that step's checkpoint is on disk. One-line message."""
+
+
 class _Run:
     """What the loop needs about one run: models, step, pipeline, files."""
 
@@ -135,9 +139,23 @@ class _Run:
         return self.parallel.to_step_layout(state), next_step
 
     def evaluate(self, state: GANState) -> dict[str, Any]:
-        """Every metric of ``state``'s generator under the run's protocol, on the training mesh."""
-        result = self.evaluator.evaluate_state(state)
-        return {"step": int(state.step), "protocol_hash": result.protocol.hash, **result.metrics,
+        """Every metric of ``state``'s generator under the run's protocol, on the training mesh.
+
+        Raises:
+          EvaluationError: the evaluation failed with an expected error (an unreadable image of
+            the evaluation split, a file gone); the step's checkpoint, saved before, is waited for.
+        """
+        step = int(state.step)
+        try:
+            result = self.evaluator.evaluate_state(state)
+        except (JaxganError, OSError) as e:
+            self.checkpoints.wait()  # the message promises the checkpoint: make it true first
+            cause = " ".join(str(e).split()) or type(e).__name__
+            raise EvaluationError(
+                f"evaluation at step {step} failed: {cause}; checkpoint {step} is saved: fix the cause and run "
+                f"again to resume, then repeat this evaluation with jaxgan eval --workdir {self.workdir} "
+                f"--step {step}") from None
+        return {"step": step, "protocol_hash": result.protocol.hash, **result.metrics,
                 "eval_seconds": round(result.seconds, 2)}
 
     def preview(self, state: GANState, name: str, per_prompt: int = 8) -> epath.Path:
@@ -209,6 +227,12 @@ def _truncate_metrics(path: epath.Path, step: int) -> None:
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
 
+def _append_row(path: epath.Path, row: dict[str, Any]) -> None:
+    """Appends one JSON line to a log (``metrics.jsonl``, ``eval.jsonl``), local or in a bucket."""
+    with appending(path) as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True, break_lock: bool = False,
                        from_step: int | None = None, **pieces: Any) -> GANState:
     """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
@@ -216,7 +240,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
     Writes ``config.json``, ``metrics.jsonl``, ``losses.png``, ``samples/step_N.png``,
     TensorBoard event files under ``tensorboard/``, orbax
     checkpoints under ``checkpoints/`` and, every ``eval.every`` steps, ``eval.jsonl`` and
-    ``eval.png`` (FID, KID, IS, precision/recall, text alignment against the step). A step
+    ``eval.png`` (FID, KID, IS, precision/recall, text alignment against the step). Everything
+    the evaluation needs (feature network, CLIP model, reference statistics) is built before
+    the first step; an evaluation step is checkpointed before it evaluates, so an evaluation
+    that fails (``EvaluationError``) loses no training. A step
     with a NaN/inf loss or gradient is skipped (its update is not applied); after
     ``train.max_skips`` skips in a row ``NonFiniteLossError`` is raised, and no checkpoint is
     written from that point on. SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C) ends
@@ -248,6 +275,10 @@ def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str
     primary = is_primary()
     run = _Run(config, workdir, pieces)
     state, start = run.restore_or_init(from_step)
+    if run.evaluator is not None:
+        # The reference statistics too, before the first step rather than at step eval.every;
+        # after the restore, whose refusal is cheaper to learn first.
+        run.evaluator.prepare()
     if primary:
         # Only after the restore accepted this config: a refused resume must leave the
         # workdir's config.json (which sampling and evaluation read) as it was.
@@ -291,7 +322,11 @@ def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str
             _stop_after_skips(previous, step - 1, t.max_skips, run.checkpoints.latest_step(), host)
             previous = metrics["nonfinite_streak"]
             at_log = step % t.log_every == 0 or step == total
-            at_ckpt = step % t.checkpoint_every == 0 or step == total
+            at_sample = step % t.sample_every == 0 or step == total
+            at_eval = evaluating and (step % config.eval.every == 0 or step == total)
+            # An evaluation step is checkpointed too, before the evaluation: one that fails
+            # loses no training.
+            at_ckpt = step % t.checkpoint_every == 0 or step == total or at_eval
             # SIGTERM/SIGINT: this step is the last; it is checkpointed, not logged, so that
             # the resumed run's logs are those of an uninterrupted run.
             stopping = step < total and stop.should_stop(step)
@@ -307,12 +342,12 @@ def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str
                 values.update(run.pipeline.stats_at(step))
                 last_log, last_time, last_wait = step, now, batches.waited
                 if primary:
-                    with appending(metrics_path) as f:
-                        f.write(json.dumps({"step": step, **values}) + "\n")
+                    _append_row(metrics_path, {"step": step, **values})
                 board.scalars(step, {**values, "lr/generator": t.g_lr, "lr/discriminator": t.d_lr})
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
-            at_sample = step % t.sample_every == 0 or step == total
-            at_eval = evaluating and (step % config.eval.every == 0 or step == total)
+            if at_ckpt or stopping:
+                # Every process writes its shards; orbax coordinates the commit.
+                run.checkpoints.save(step, run.parallel.canonical(state), run.pipeline.position(step), config)
             if at_sample or at_eval:
                 single = host(state)
                 if at_sample and primary:
@@ -320,16 +355,12 @@ def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str
                 if at_eval:
                     row = run.evaluate(single)  # every process computes its share
                     if primary:
-                        with appending(eval_path) as f:
-                            f.write(json.dumps(row) + "\n")
+                        _append_row(eval_path, row)
                         board.scalars(step, {k: v for k, v in row.items() if k != "step"}, prefix="eval/")
                         alignment = (f", alignment {100 * row['alignment_all']:.2f}%"
                                      if "alignment_all" in row else "")
                         tqdm.write(f"step {step}: FID {row['fid']:.4f}, KID {row['kid']:.6f}, IS {row['is']:.3f}"
                                    f"{alignment} (protocol {row['protocol_hash']})")
-            if at_ckpt or stopping:
-                # Every process writes its shards; orbax coordinates the commit.
-                run.checkpoints.save(step, run.parallel.canonical(state), run.pipeline.position(step), config)
             if stopping:
                 break
         run.checkpoints.wait()

@@ -33,7 +33,14 @@ from jaxgan.metrics.features import FeatureNetwork, clip_image_network, load_fea
 from jaxgan.metrics.inception_score import inception_score
 from jaxgan.metrics.kid import kernel_inception_distance
 from jaxgan.metrics.precision_recall import precision_recall_density_coverage
-from jaxgan.metrics.protocol import EvalProtocol, ReferenceStats, ResolvedProtocol, default_cache_dir, reference_path
+from jaxgan.metrics.protocol import (
+    EvalProtocol,
+    ReferenceStats,
+    ReferenceStatsError,
+    ResolvedProtocol,
+    default_cache_dir,
+    reference_path,
+)
 from jaxgan.metrics.sharded import ShardedMap, evaluation_mesh
 from jaxgan.sampling import apply_generator
 
@@ -179,7 +186,7 @@ def reference_stats(protocol: EvalProtocol, network: FeatureNetwork, mesh: Mesh,
     if path.exists():
         stats = ReferenceStats.load(path)
         if stats.spec != spec:
-            raise ValueError(f"reference statistics {path} were computed for another spec; delete the file")
+            raise ReferenceStatsError(f"reference statistics {path} were computed for another spec; delete the file")
         return stats, path
     if real is None:
         real = drawn_real_source(drawn_source(protocol))

@@ -26,6 +26,7 @@ from jaxgan import paths
 from jaxgan.config import ConfigError
 from jaxgan.data import source_type
 from jaxgan.data.source import DataError
+from jaxgan.errors import JaxganError
 from jaxgan.metrics.features import needs_attributes
 
 PROTOCOL_VERSION = 1
@@ -167,6 +168,10 @@ def canonical_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class ReferenceStatsError(JaxganError, ValueError):
+    """A cached reference-statistics file is unreadable or belongs to another spec; one line."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ReferenceStats:
     """Real images' features (for KID and precision/recall) and their mean and covariance."""
@@ -194,18 +199,18 @@ class ReferenceStats:
 
     @classmethod
     def load(cls, path: Path) -> ReferenceStats:
-        """Reads a file written by ``save``; a broken file raises ``ValueError`` naming it."""
+        """Reads a file written by ``save``; a broken file raises ``ReferenceStatsError`` naming it."""
         try:
             with np.load(path, allow_pickle=False) as f:
                 stats = cls(np.asarray(f["features"]), np.asarray(f["mu"]), np.asarray(f["sigma"]),
                             json.loads(str(f["spec"])))
         except Exception as e:  # zip, key and JSON errors all mean "not a reference file"
-            raise ValueError(f"reference statistics {path} are unreadable ({type(e).__name__}: {e}); "
-                             "delete the file to recompute them") from None
+            raise ReferenceStatsError(f"reference statistics {path} are unreadable ({type(e).__name__}: {e}); "
+                                      "delete the file to recompute them") from None
         d = stats.features.shape[1] if stats.features.ndim == 2 else -1
         if stats.mu.shape != (d,) or stats.sigma.shape != (d, d):
-            raise ValueError(f"reference statistics {path} have inconsistent shapes "
-                             f"{stats.features.shape}, {stats.mu.shape}, {stats.sigma.shape}")
+            raise ReferenceStatsError(f"reference statistics {path} have inconsistent shapes "
+                                      f"{stats.features.shape}, {stats.mu.shape}, {stats.sigma.shape}")
         return stats
 
 
