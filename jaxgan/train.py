@@ -24,7 +24,7 @@ from jaxgan.data import make_source
 from jaxgan.data.embeddings import EmbeddingTable, embedding_table, unknown_token_share
 from jaxgan.data.pipeline import Pipeline
 from jaxgan.data.source import DataError
-from jaxgan.distributed import is_primary
+from jaxgan.distributed import check_same_config, is_primary, stops_when_a_process_is_lost
 from jaxgan.errors import JaxganError
 from jaxgan.evaluator import Evaluator, evaluates
 from jaxgan.models import build_models
@@ -205,7 +205,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
         return _train(config, workdir, progress, pieces)
 
 
+@stops_when_a_process_is_lost
 def _train(config: Config, workdir: Path, progress: bool, pieces: dict[str, Any]) -> GANState:
+    check_same_config(config)  # before any collective whose path depends on the config
     primary = is_primary()
     run = _Run(config, workdir, pieces)
     state, start = run.restore_or_init()
