@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults import TALLY, Outcome, count_input
+from faults import TALLY, Outcome, count_input, run_cli
 from test_multihost import ROOT, _env, _free_port
 
 from jaxgan.data import make_source
@@ -154,3 +154,10 @@ def test_an_entry_whose_rows_do_not_match_its_captions_is_refused(tmp_path, enco
     np.save(table.directory / "sentence.npy", np.asarray(table.sentence)[:-1])
     with pytest.raises(EmbeddingCacheError, match=r"has \[4\] rows for 5 captions; delete the entry"):
         EmbeddingTable(table.directory)
+
+
+def test_a_heartbeat_timeout_below_one_second_is_one_line(tmp_path):
+    outcome = run_cli(["train", "--workdir", str(tmp_path / "w"), "--heartbeat-timeout", "0"])
+    assert outcome.code == 2
+    assert "--heartbeat-timeout must be at least 1 second, got 0" in outcome.one_line_error()
+    assert not (tmp_path / "w").exists()
