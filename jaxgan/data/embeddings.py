@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingCacheError(JaxganError, ValueError):
-    """A cache entry whose rows do not add up to its captions, or one the processes of a
-    run cannot all read; one-line message."""
+    """A cache entry, or the processes' parts of a new one, whose rows do not add up to the
+    captions; one-line message."""
 
 _SENTENCE, _WORDS, _MASK = "sentence.npy", "words.npy", "word_mask.npy"
 _META = "meta.json"
