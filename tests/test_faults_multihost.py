@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from faults import TALLY, Outcome, count_input, run_cli
+from PIL import Image
 from test_multihost import ROOT, _env, _free_port
 
 from jaxgan.data import make_source
@@ -23,7 +24,7 @@ from jaxgan.presets import get_config
 from jaxgan.text import load_text_encoder
 
 TINY = ["--preset", "tiny", "--no-progress", "--set", "train.sample_every=1000"]
-# What JAX's exit handler prints when it aborts on a dead peer instead of a clean exit.
+# A Python traceback, or the C++ check failure JAX's client aborts with when a peer is gone.
 ABORT_MARKERS = ("Traceback (most recent call last)", "Check failure", "Terminating process")
 
 
@@ -66,8 +67,6 @@ def test_processes_with_different_configs_stop_naming_the_keys(tmp_path):
 
 
 def _folder(root: Path) -> Path:
-    from PIL import Image
-
     folder = root / "images"
     folder.mkdir()
     for i in range(4):
@@ -102,11 +101,13 @@ def test_when_a_process_is_killed_the_other_stops_within_a_bound(tmp_path):
         time.sleep(0.2)
     procs[1].send_signal(signal.SIGKILL)
     killed = time.monotonic()
+    procs[1].wait()
     outcome = _outcome(procs[0], timeout=90)
     waited = time.monotonic() - killed
     assert outcome.code == 2, outcome.err[-3000:]
     line = outcome.one_line_error()
-    assert "process 0 lost contact with another process of the run" in line and "Connection reset" in line, line
+    # Gloo's own first line says what it saw (on Linux: "Connection reset by peer").
+    assert "process 0 lost contact with another process of the run" in line and "Gloo" in line, line
     # Gloo reports the closed connection at once; the bound is what a user waits for.
     assert waited < 60, waited
 
