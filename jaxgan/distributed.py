@@ -227,9 +227,13 @@ def check_same_config(config: Config, exchange: tuple[Callable, Callable] = (bro
 # When a process dies, the others learn it at their next collective (gloo: at once, from the
 # closed connection) or from the coordination service's heartbeat check (``heartbeat_timeout_s``).
 # Either way the runtime cannot be shut down cleanly any more: JAX's exit handler waits at a
-# shutdown barrier for the dead process, then aborts with a C++ stack trace. So a process that
-# lost another leaves without that handler, right after its one-line error.
-_lost = False
+# shutdown barrier for every process (up to 5 minutes), then aborts with a C++ stack trace. The
+# same happens when one process stops on an error of its own (process 0 finds the workdir
+# locked) while the others wait for it in a collective. So a process that ends a run with an
+# error first meets the others at a short barrier of its own: if all of them come (they all
+# raised the same error), JAX's clean shutdown follows; if not, the process leaves without it.
+_EXIT_MEETING_S = 10
+_exit = {"code": None, "meet": False}
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 # Phrases of the runtime errors that a dead or unreachable peer causes (gloo's socket errors
 # and timeouts, NCCL's, the coordination service's).
@@ -237,27 +241,44 @@ _PEER_FAILURES = ("gloo", "nccl", "connection reset", "connection closed", "brok
                   "unavailable", "deadline_exceeded", "timed out", "socket closed")
 
 
-def _leave_without_shutdown() -> None:
-    if _lost:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(2)
+def _leave() -> None:
+    if _exit["code"] is None:
+        return
+    if _exit["meet"]:
+        try:
+            multihost.get_barrier_sync_fn()(key="jaxgan_exit", timeout_ms=_EXIT_MEETING_S * 1000)
+            return  # every process is leaving: JAX's shutdown will not wait in vain
+        except Exception:  # noqa: BLE001 - any failure to meet means leaving alone
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit["code"])
 
 
-def _mark_lost() -> None:
-    global _lost
-    if not _lost:
-        _lost = True
+def _leave_after_error(code: int, meet: bool) -> None:
+    if jax.process_count() == 1:
+        return
+    if _exit["code"] is None:
         # Registered after JAX's own exit handler, so it runs before it (atexit is last in, first out).
-        atexit.register(_leave_without_shutdown)
+        atexit.register(_leave)
+    _exit.update(code=code, meet=meet)
+
+
+def _status(error: BaseException) -> int:
+    """The exit status the command line gives ``error``."""
+    if isinstance(error, JaxganError | OSError):
+        return 2
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
 
 
 def stops_when_a_process_is_lost(fn: _Fn) -> _Fn:
-    """Turns a collective's failure in a multi-process run into ``ProcessLostError``.
+    """Makes ``fn`` (a whole run) end within a bounded time on an error in a multi-process run.
 
-    The first line of the runtime's error says what failed (for gloo, e.g. "Connection reset
-    by peer"); the process then exits with status 2 when its caller returns, without JAX's
-    shutdown, which would wait for the dead process and abort.
+    A collective's failure becomes ``ProcessLostError``, whose message carries the first line
+    of the runtime's error (for gloo, e.g. "Connection reset by peer"); the process then exits
+    as soon as its caller returns, without JAX's shutdown, which would wait for the lost
+    process. After any other error the process waits up to 10 s at exit for the others and
+    leaves alone if they do not come.
     """
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -266,10 +287,14 @@ def stops_when_a_process_is_lost(fn: _Fn) -> _Fn:
         except jax.errors.JaxRuntimeError as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             if jax.process_count() == 1 or not any(p in first.lower() for p in _PEER_FAILURES):
+                _leave_after_error(1, meet=True)
                 raise
-            _mark_lost()
+            _leave_after_error(2, meet=False)
             raise ProcessLostError(
                 f"process {jax.process_index()} lost contact with another process of the run, which probably "
                 f"died or hung (see its log): {first[:240]}; this process stops too. Start every process again "
                 "to resume from the last checkpoint") from None
+        except BaseException as e:
+            _leave_after_error(_status(e), meet=True)
+            raise
     return wrapper  # type: ignore[return-value]

@@ -175,6 +175,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
 
+@stops_when_a_process_is_lost  # bounded exit on errors and lost processes (docs/multihost.md)
 def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True, break_lock: bool = False,
                        **pieces: Any) -> GANState:
     """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
@@ -205,7 +206,6 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
         return _train(config, workdir, progress, pieces)
 
 
-@stops_when_a_process_is_lost
 def _train(config: Config, workdir: Path, progress: bool, pieces: dict[str, Any]) -> GANState:
     check_same_config(config)  # before any collective whose path depends on the config
     primary = is_primary()

@@ -5,7 +5,10 @@ Each multi-process case starts two ``train.py`` processes x 1 CPU device on 127.
 the in-process cases play the other process through the exchange functions.
 """
 
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults import TALLY, Outcome, count_input, run_cli
+from faults import TALLY, Outcome, assert_nothing_lost, count_input, run_cli, snapshot
 from PIL import Image
 from test_multihost import ROOT, _env, _free_port
 
@@ -110,6 +113,26 @@ def test_when_a_process_is_killed_the_other_stops_within_a_bound(tmp_path):
     assert "process 0 lost contact with another process of the run" in line and "Gloo" in line, line
     # Gloo reports the closed connection at once; the bound is what a user waits for.
     assert waited < 60, waited
+
+
+def test_an_error_on_process_0_alone_stops_both_within_a_bound(tmp_path):
+    """Process 0 finds the workdir locked by a live run while process 1 waits for it in the
+    first collective: before, both hung for 5 minutes at JAX's shutdown barrier and aborted."""
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}))
+    before = snapshot(workdir, skip=())
+    start = time.monotonic()
+    first, second = _start(workdir, [[], []])
+    outcome = _outcome(first, timeout=120)
+    assert outcome.code == 2 and f"pid {os.getpid()}" in outcome.one_line_error()
+    # Process 1 loses the coordination service with process 0: JAX's client may add its own
+    # C++ lines to process 1's one line (docs/multihost.md), but no Python traceback.
+    _, err = second.communicate(timeout=60)
+    assert second.returncode != 0 and "error: process 1 lost contact with another process" in err, err[-3000:]
+    assert "Traceback (most recent call last)" not in err
+    assert time.monotonic() - start < 120
+    assert_nothing_lost(before, snapshot(workdir, skip=()))
 
 
 # In-process cases: this process plays process 1, the exchange returns what process 0 sent.
