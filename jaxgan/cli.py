@@ -22,7 +22,7 @@ from jaxgan import bench, pretrain_text, report, scaling, sweep
 from jaxgan.config import Config
 from jaxgan.data import source_type, throughput
 from jaxgan.data.captions import clean_caption
-from jaxgan.distributed import initialize, is_primary
+from jaxgan.distributed import DEFAULT_HEARTBEAT_TIMEOUT_S, initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
 from jaxgan.evaluator import evaluate_workdir
 from jaxgan.metrics import attributes, features, inception, sanity
@@ -64,6 +64,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="start the distributed runtime with the cluster JAX detects (Cloud TPU pod, SLURM)")
     d.add_argument("--coordinator-timeout", type=int, default=300, metavar="SECONDS",
                    help="give up joining the run after this long (default 300)")
+    d.add_argument("--heartbeat-timeout", type=int, default=DEFAULT_HEARTBEAT_TIMEOUT_S, metavar="SECONDS",
+                   help="declare a silent process dead and stop the run after this long "
+                        f"(default {DEFAULT_HEARTBEAT_TIMEOUT_S})")
     return p
 
 
@@ -80,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     # Before anything touches a device: the runtime must start first.
     initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
-               timeout_s=args.coordinator_timeout)
+               timeout_s=args.coordinator_timeout, heartbeat_timeout_s=args.heartbeat_timeout)
     workdir = workdir_path(args.workdir)
     state = train_and_evaluate(train_config(args), workdir, progress=not args.no_progress,
                                break_lock=args.break_lock, from_step=args.from_step)

@@ -25,7 +25,7 @@ from jaxgan.data import make_source
 from jaxgan.data.embeddings import EmbeddingTable, embedding_table, unknown_token_share
 from jaxgan.data.pipeline import Pipeline
 from jaxgan.data.source import DataError
-from jaxgan.distributed import is_primary
+from jaxgan.distributed import check_same_config, is_primary, stops_when_a_process_is_lost
 from jaxgan.errors import JaxganError
 from jaxgan.evaluator import Evaluator, evaluates
 from jaxgan.models import build_models
@@ -233,6 +233,7 @@ def _append_row(path: epath.Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+@stops_when_a_process_is_lost  # bounded exit on errors and lost processes (docs/multihost.md)
 def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = True, break_lock: bool = False,
                        from_step: int | None = None, **pieces: Any) -> GANState:
     """Trains ``config`` in ``workdir`` (resuming if it has checkpoints); returns the final state.
@@ -272,6 +273,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, progress: bool = Tru
 
 def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str, Any],
            from_step: int | None = None) -> GANState:
+    check_same_config(config)  # before any collective whose path depends on the config
     primary = is_primary()
     run = _Run(config, workdir, pieces)
     state, start = run.restore_or_init(from_step)

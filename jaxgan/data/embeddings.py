@@ -25,12 +25,20 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxgan import paths
+from jaxgan.distributed import DisagreementError, broadcast_json, gather_json
+from jaxgan.errors import JaxganError
 
 log = logging.getLogger(__name__)
+
+
+class EmbeddingCacheError(JaxganError, ValueError):
+    """A cache entry, or the processes' parts of a new one, whose rows do not add up to the
+    captions; one-line message."""
 
 _SENTENCE, _WORDS, _MASK = "sentence.npy", "words.npy", "word_mask.npy"
 _META = "meta.json"
@@ -76,9 +84,16 @@ class EmbeddingTable:
         self.rows = {c: i for i, c in enumerate(captions)}
         self.sentence = np.load(directory / _SENTENCE, mmap_mode="r")
         self.with_words = (directory / _WORDS).exists()
+        arrays = [self.sentence]
         if self.with_words:
             self.words = np.load(directory / _WORDS, mmap_mode="r")
             self.word_mask = np.load(directory / _MASK, mmap_mode="r")
+            arrays += [self.words, self.word_mask]
+        # A row per caption, or every lookup past the short array would fail (or, worse, in a
+        # memory map of the wrong shape, read another caption's row).
+        if any(len(a) != len(captions) for a in arrays):
+            raise EmbeddingCacheError(f"caption-embedding cache entry {directory} has {[len(a) for a in arrays]} "
+                                      f"rows for {len(captions)} captions; delete the entry to encode them again")
 
     @classmethod
     def on_demand(cls, encoder: Any, with_words: bool = False) -> EmbeddingTable:
@@ -230,11 +245,11 @@ def embedding_table(encoder: Any, captions: Iterable[str], cache_dir: str | Path
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     fingerprint = encoder.fingerprint()
     final = _entry(cache_dir, fingerprint, caption_set_hash(unique), with_words)
-    if (final / _META).is_file():
-        log.info("caption embeddings: %d reused from %s", len(unique), final)
-        return EmbeddingTable(final)
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
+    if _read_from_cache(final, count):
+        log.info("caption embeddings: %d reused from %s", len(unique), final)
+        return EmbeddingTable(final)
     # The temporary name is shared by the processes of one run (they agree on the key) and
     # unique across runs, so two runs racing on one cache never mix their files.
     tmp = final.with_name(final.name + f".tmp-{_run_token(count)}")
@@ -248,9 +263,18 @@ def embedding_table(encoder: Any, captions: Iterable[str], cache_dir: str | Path
             np.save(tmp / f"{name}.part{index:05d}.npy", value)
         (tmp / f"truncated.part{index:05d}").write_text(str(truncated))
     _barrier("jaxgan_embeddings_written", count)
+    problem = ""
     if index == 0:
-        _assemble(tmp, final, unique, encoder, fingerprint, with_words, count)
-    _barrier("jaxgan_embeddings_assembled", count)
+        try:
+            _assemble(tmp, final, unique, encoder, fingerprint, with_words, count)
+        except EmbeddingCacheError as e:
+            problem = str(e)
+    # Process 0's verdict, in place of a bare barrier: the others must not read an entry
+    # that was never moved into place, nor wait for one.
+    problem = broadcast_json(problem) if count > 1 else problem
+    if problem:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EmbeddingCacheError(problem)
     table = EmbeddingTable(final)
     log.info("caption embeddings: %d encoded into %s (%d longer than the encoder's %d tokens, truncated)",
              len(unique), final, table.truncated, encoder.max_length)
@@ -259,10 +283,27 @@ def embedding_table(encoder: Any, captions: Iterable[str], cache_dir: str | Path
 
 def _assemble(tmp: Path, final: Path, unique: list[str], encoder: Any, fingerprint: str,
               with_words: bool, count: int) -> None:
-    """Joins the processes' parts into one entry and moves it into place atomically."""
+    """Joins the processes' parts into one entry and moves it into place atomically.
+
+    Raises ``EmbeddingCacheError`` unless every process's part has exactly the rows of its
+    share of the captions: a part that is missing (a process wrote to a cache directory this
+    one does not see) or short would shift every later caption onto another's row.
+    """
     names = ["sentence"] + (["words", "word_mask"] if with_words else [])
     for name in names:
-        parts = [np.load(p) for p in sorted(tmp.glob(f"{name}.part*.npy"))]
+        parts = []
+        for i in range(count):
+            expected = (i + 1) * len(unique) // count - i * len(unique) // count
+            path = tmp / f"{name}.part{i:05d}.npy"
+            rows = len(np.load(path, mmap_mode="r")) if path.is_file() else None
+            if expected and rows != expected:
+                found = "no part" if rows is None else f"a part of {rows} rows"
+                raise EmbeddingCacheError(
+                    f"caption embeddings: process {i} left {found} in {tmp}, expected {expected} of the "
+                    f"{len(unique)} captions' rows; data.embedding_cache (default $JAXGAN_CACHE/embeddings) must "
+                    "be one directory every process shares")
+            if expected:
+                parts.append(np.load(path))
         np.save(tmp / f"{name}.npy", np.concatenate(parts))
     truncated = sum(int(p.read_text()) for p in tmp.glob("truncated.part*"))
     for part in list(tmp.glob("*.part*")):
@@ -277,19 +318,33 @@ def _assemble(tmp: Path, final: Path, unique: list[str], encoder: Any, fingerpri
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _read_from_cache(final: Path, process_count: int) -> bool:
+    """Whether the table is read from the cache entry ``final`` (else every process encodes its
+    share): process 0's decision, which every process follows.
+
+    Each process looks at its own disk, and the two paths run different collectives, so a
+    process deciding alone would hang the run or mix parts. Processes that lack the entry
+    process 0 reads cannot follow it; every process then raises the same error.
+    """
+    have = (final / _META).is_file()
+    if process_count == 1:
+        return have
+    everyone = gather_json(have)
+    if everyone[0] and not all(everyone):
+        lacking = ", ".join(str(i) for i, h in enumerate(everyone) if not h)
+        raise DisagreementError(
+            f"process 0 reads the caption embeddings from its cache but process(es) {lacking} do not have the "
+            f"entry (here: {final}); data.embedding_cache (default $JAXGAN_CACHE/embeddings) must be one "
+            "directory every process shares")
+    return bool(everyone[0])
+
+
 def _run_token(process_count: int) -> str:
     """A token every process of this run agrees on (process 0's, broadcast) and no other run has."""
     token = uuid.uuid4().hex[:12]
-    if process_count == 1:
-        return token
-    from jax.experimental import multihost_utils
-
-    code = np.frombuffer(bytes.fromhex(token), np.uint8).astype(np.int32)
-    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(code)).astype(np.uint8)).hex()
+    return broadcast_json(token) if process_count > 1 else token
 
 
 def _barrier(name: str, process_count: int) -> None:
     if process_count > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
