@@ -136,24 +136,31 @@ def test_two_runs_agree_on_mfu_as_closely_as_on_step_time(monkeypatch, tmp_path)
     assert first["mfu"] / second["mfu"] == pytest.approx(second["step_ms_median"] / first["step_ms_median"], rel=1e-12)
     assert second["peak_spread_tflops"] == pytest.approx({"min": 0.1, "median": 0.2, "max": 0.3})
     assert "cached" in second["peak_source"] and "0.100-0.200-0.300 TFLOP/s" in second["peak_source"]
-    cached = json.loads(bench.peak_cache_path(bench.machine_key("float32", built.parallel.devices[0])).read_text())
+    cached_path = bench.peak_cache_path(bench.machine_key("float32", built.parallel.devices[0]))
+    cached = json.loads(cached_path.read_text())
     assert cached["flops"] == [1e11, 2e11, 3e11] and cached["key"]["jax"] == jax.__version__
+    # --remeasure-peak measures again and replaces the entry.
+    third = bench.benchmark_program(built, sentence_dim=16, warmup=0, steps=1, remeasure_peak=True)
+    assert measure.calls == 2 and third["peak_tflops"] == pytest.approx(0.6) and "measured now" in third["peak_source"]
+    assert json.loads(cached_path.read_text())["flops"] == [2e11, 4e11, 6e11]
 
 
-@pytest.mark.usefixtures("quick_compiles")
-def test_remeasure_peak_measures_once_per_dtype_and_replaces_the_cache(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("JAXGAN_CACHE", str(tmp_path))
-    measure = _FakePeaks()
-    monkeypatch.setattr(bench, "measured_peaks", measure)
-    path = Path(bench.host_peak("float32", jax.devices()[0])["path"])
-    assert measure.calls == 1
-    assert cli.main(["bench", "--preset", "tiny", "--devices", "1", "--batch-size", "8", "--batch-size", "16",
-                     "--steps", "1", "--warmup", "0", "--remeasure-peak", "--json", str(tmp_path / "bench.json")]) == 0
-    assert measure.calls == 2  # two rows, one dtype: measured again once
-    assert json.loads(path.read_text())["flops"] == [2e11, 4e11, 6e11]
-    rows = json.loads((tmp_path / "bench.json").read_text())
-    assert [r["peak_tflops"] for r in rows] == pytest.approx([0.6, 0.6])
-    assert "spread 0.200-0.400-0.600 TFLOP/s" in capsys.readouterr().err
+def test_remeasure_peak_measures_again_once_per_dtype(monkeypatch):
+    asked = []
+
+    def fake_step(config, steps, warmup, peak_tflops, remeasure_peak):
+        asked.append((config.model.dtype, remeasure_peak))
+        return {"step_ms_median": 1.0, "limited_by": "-", "peak_source": "-"}
+
+    monkeypatch.setattr(bench, "benchmark_step", fake_step)
+    rows = ["bench", "--preset", "tiny", "--batch-size", "8", "--batch-size", "16"]
+    assert cli.main([*rows, "--remeasure-peak"]) == 0
+    assert asked == [("float32", True), ("float32", False)]  # the second row reads the fresh entry
+    asked.clear()
+    assert cli.main([*rows, "--dtype", "float32", "--dtype", "bfloat16", "--remeasure-peak"]) == 0
+    assert asked == [("float32", True), ("bfloat16", True), ("float32", False), ("bfloat16", False)]
+    asked.clear()
+    assert cli.main(rows) == 0 and asked == [("float32", False)] * 2
 
 
 def test_a_broken_or_unwritable_peak_cache_is_measured_again_with_a_note(monkeypatch, tmp_path, capsys):
