@@ -1,6 +1,7 @@
 """The step benchmark: it times the training step itself, and its FLOP counts add up."""
 
 import json
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -105,3 +106,96 @@ def test_pmap_and_fsdp_layouts_benchmark_with_the_layout_free_analytic_count():
     assert [(r["parallel"], r["devices"]) for r in rows] == [("jit", 2), ("pmap", 2), ("jit", 2)]
     assert len({r["flops_analytic"] for r in rows}) == 1
     assert all(jnp.isfinite(r["d_loss"]) for r in rows)
+
+
+class _FakePeaks:
+    """Stands in for the matmul measurement: counts calls and answers a different peak on each,
+    as a loaded machine does, so a run that measured again could not match the first."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, dtype, device, repeats=bench.PEAK_REPEATS, n=2048):
+        self.calls += 1
+        return {"flops": [1e11 * self.calls, 2e11 * self.calls, 3e11 * self.calls],
+                "bytes_per_s": [1e10 * self.calls, 3e10 * self.calls]}
+
+
+@pytest.mark.usefixtures("quick_compiles")  # MFU's arithmetic, not the step's speed
+def test_two_runs_agree_on_mfu_as_closely_as_on_step_time(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXGAN_CACHE", str(tmp_path))
+    measure = _FakePeaks()
+    monkeypatch.setattr(bench, "measured_peaks", measure)
+    built = program.build_train_program(get_config("tiny", ["train.num_devices=1"]))
+    first, second = (bench.benchmark_program(built, sentence_dim=16, warmup=0, steps=3) for _ in range(2))
+
+    assert measure.calls == 1  # the second run read the cached peak
+    assert first["peak_tflops"] == second["peak_tflops"] == pytest.approx(0.3)  # the fastest repeat
+    assert first["flops_xla"] == second["flops_xla"]
+    # With one peak, MFU moves exactly as much as the step time does, in the other direction.
+    assert first["mfu"] / second["mfu"] == pytest.approx(second["step_ms_median"] / first["step_ms_median"], rel=1e-12)
+    assert second["peak_spread_tflops"] == pytest.approx({"min": 0.1, "median": 0.2, "max": 0.3})
+    assert "cached" in second["peak_source"] and "0.100-0.200-0.300 TFLOP/s" in second["peak_source"]
+    cached_path = bench.peak_cache_path(bench.machine_key("float32", built.parallel.devices[0]))
+    cached = json.loads(cached_path.read_text())
+    assert cached["flops"] == [1e11, 2e11, 3e11] and cached["key"]["jax"] == jax.__version__
+    # --remeasure-peak measures again and replaces the entry.
+    third = bench.benchmark_program(built, sentence_dim=16, warmup=0, steps=1, remeasure_peak=True)
+    assert measure.calls == 2 and third["peak_tflops"] == pytest.approx(0.6) and "measured now" in third["peak_source"]
+    assert json.loads(cached_path.read_text())["flops"] == [2e11, 4e11, 6e11]
+
+
+def test_remeasure_peak_measures_again_once_per_dtype(monkeypatch):
+    asked = []
+
+    def fake_step(config, steps, warmup, peak_tflops, remeasure_peak):
+        asked.append((config.model.dtype, remeasure_peak))
+        return {"step_ms_median": 1.0, "limited_by": "-", "peak_source": "-"}
+
+    monkeypatch.setattr(bench, "benchmark_step", fake_step)
+    rows = ["bench", "--preset", "tiny", "--batch-size", "8", "--batch-size", "16"]
+    assert cli.main([*rows, "--remeasure-peak"]) == 0
+    assert asked == [("float32", True), ("float32", False)]  # the second row reads the fresh entry
+    asked.clear()
+    assert cli.main([*rows, "--dtype", "float32", "--dtype", "bfloat16", "--remeasure-peak"]) == 0
+    assert asked == [("float32", True), ("bfloat16", True), ("float32", False), ("bfloat16", False)]
+    asked.clear()
+    assert cli.main(rows) == 0 and asked == [("float32", False)] * 2
+
+
+def test_a_broken_or_unwritable_peak_cache_is_measured_again_with_a_note(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("JAXGAN_CACHE", str(tmp_path))
+    measure = _FakePeaks()
+    monkeypatch.setattr(bench, "measured_peaks", measure)
+    device = jax.devices()[0]
+    entry = bench.host_peak("float32", device)
+    assert "varied 1.5x between repeats" in capsys.readouterr().err  # fastest 3e11, median 2e11
+    path = Path(entry["path"])
+    broken = ["{not json", "[1, 2]", "\x00\xff", json.dumps({"key": entry["key"]}),
+              json.dumps({**entry, "flops": "fast"}), json.dumps({**entry, "flops": [1e11, float("nan")]})]
+    for text in broken:
+        path.write_text(text)
+        assert bench.host_peak("float32", device)["cached"] is False
+        assert "ignoring the unreadable host-peak cache" in capsys.readouterr().err
+    # Another machine's entry under this name (a short-hash collision) is not used either.
+    path.write_text(json.dumps({**entry, "key": {**entry["key"], "cores": -1}}))
+    assert bench.host_peak("float32", device)["cached"] is False
+    assert bench.host_peak("float32", device)["cached"] is True and measure.calls == 2 + len(broken)
+    # A cache root that cannot be created (a file is in the way, even for root) costs a note.
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("JAXGAN_CACHE", str(tmp_path / "file"))
+    assert bench.host_peak("float32", device)["cached"] is False
+    assert "cannot write the host-peak cache" in capsys.readouterr().err
+
+
+def test_a_steady_peak_measurement_prints_no_busy_note(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("JAXGAN_CACHE", str(tmp_path))
+    monkeypatch.setattr(bench, "measured_peaks", lambda *a: {"flops": [2e11, 2.1e11, 2.2e11], "bytes_per_s": [1e10]})
+    assert bench.host_peak("float32", jax.devices()[0])["cached"] is False
+    assert capsys.readouterr().err == ""
+
+
+def test_measured_peaks_time_every_repeat():
+    samples = bench.measured_peaks("float32", jax.devices()[0], repeats=3, n=128)
+    assert len(samples["flops"]) == len(samples["bytes_per_s"]) == 3
+    assert all(v > 0 for v in samples["flops"] + samples["bytes_per_s"])
