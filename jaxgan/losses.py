@@ -278,6 +278,9 @@ def pairwise_accuracy(real: jax.Array, fake: jax.Array, wrong: jax.Array) -> dic
 
     ``d_acc_real`` = ``d_acc_fake`` = mean_b(D(real_b) > D(fake_b)) (one decision per pair),
     ``d_acc_wrong`` = mean_b(D(real_b) > D(wrong_b)) (same image, right vs wrong caption).
+
+    Example:
+        pairwise_accuracy(real_logits, fake_logits, wrong_logits)["d_acc_real"]  # 0.5: chance
     """
     real, fake, wrong = _f32(real), _f32(fake), _f32(wrong)
     real_over_fake = jnp.mean(real > fake, dtype=jnp.float32)
