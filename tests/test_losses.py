@@ -339,3 +339,15 @@ def test_rpgan_with_lazy_r1r2_trains_two_steps():
     assert float(penalty) > 1e-3
     assert float(m0["d_loss"]) == pytest.approx(float(d_loss), rel=1e-4)
     assert float(m0["d_acc_real"]) == pytest.approx(float(acc))
+
+
+def test_ragan_with_r2_traces_on_dfgan_with_spectral_norm_and_augmentation():
+    # DF-GAN's D keeps spectral-norm vectors as mutable state: G's extra pass on the real batch
+    # must thread it like D's other passes. Traced only (compiling DF-GAN costs ~20 s here);
+    # the arithmetic of that pass is checked on dcgan above.
+    cfg, g, d, state = _tiny("model.arch=dfgan", "model.spectral_norm=true", "train.loss=ragan",
+                             "train.penalty=r2", "train.augment=translation", abstract=True)
+    assert jax.tree.leaves(state.d_stats)  # the mutable state this test is about
+    new, metrics = jax.eval_shape(make_train_step(cfg, g, d), state, random_batch(BATCH, 32, SENTENCE_DIM, seed=0))
+    assert jax.tree.structure(new.d_stats) == jax.tree.structure(state.d_stats)
+    assert {"d_penalty", "g_adversarial", "d_acc_wrong"} <= set(metrics)
