@@ -25,8 +25,10 @@ _EXPORTS = {
     "init_state": "jaxgan.state",
     "make_train_step": "jaxgan.step", "build_train_program": "jaxgan.program", "TrainProgram": "jaxgan.program",
     # losses, regularisers, augmentation: pure functions a step composes
-    "LOSSES": "jaxgan.losses", "AdversarialLoss": "jaxgan.losses", "matching_aware_d_loss": "jaxgan.losses",
-    "ma_gp": "jaxgan.regularizers", "r1_penalty": "jaxgan.regularizers", "wgan_gp": "jaxgan.regularizers",
+    "LOSSES": "jaxgan.losses", "GANLoss": "jaxgan.losses", "as_gan_loss": "jaxgan.losses",
+    "pairwise_accuracy": "jaxgan.losses", "AdversarialLoss": "jaxgan.losses", "matching_aware_d_loss": "jaxgan.losses",
+    "ma_gp": "jaxgan.regularizers", "r1_penalty": "jaxgan.regularizers", "r2_penalty": "jaxgan.regularizers",
+    "r1r2_penalty": "jaxgan.regularizers", "wgan_gp": "jaxgan.regularizers",
     "lazy": "jaxgan.regularizers", "penalty_from_config": "jaxgan.regularizers",
     "diff_augment": "jaxgan.augment", "augment_examples": "jaxgan.augment",
     # text encoders and data

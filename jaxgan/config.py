@@ -182,12 +182,12 @@ class TrainConfig:
 
     steps: int = option(6000, "total training steps", at_least=0)
     batch_size: int = option(32, "global batch size, over all devices", at_least=1)
-    loss: str = option("nonsaturating", "adversarial loss",
-                       choices=("nonsaturating", "hinge", "lsgan", "wasserstein"))
-    penalty: str = option("none", "gradient penalty on D (magp: DF-GAN's MA-GP)",
-                          choices=("none", "magp", "r1", "wgan_gp"))
-    penalty_weight: float = option(0.0, "the penalty's weight; 0: the paper's (MA-GP 2, R1 10, WGAN-GP 10)",
-                                   at_least=0)
+    loss: str = option("nonsaturating", "adversarial loss (rpgan, ragan: relativistic pairing and average)",
+                       choices=("nonsaturating", "hinge", "lsgan", "wasserstein", "rpgan", "ragan"))
+    penalty: str = option("none", "gradient penalty on D (magp: DF-GAN's MA-GP; r1r2: R3GAN's R1 + R2)",
+                          choices=("none", "magp", "r1", "r2", "r1r2", "wgan_gp"))
+    penalty_weight: float = option(0.0, "the penalty's weight (gamma for r1, r2, r1r2); 0: the paper's "
+                                   "(MA-GP 2, R1 10, R2 10, R1+R2 0.05, WGAN-GP 10)", at_least=0)
     penalty_power: float = option(6.0, "MA-GP's power p (DF-GAN: 6)", above=0)
     penalty_every: int = option(1, "compute the penalty every k steps, scaled by k (lazy when > 1)", at_least=1)
     augment: str = option("", "DiffAugment policy for every image D sees, e.g. color,translation,cutout")

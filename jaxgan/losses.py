@@ -1,14 +1,20 @@
 """Adversarial losses as small pure functions of discriminator logits.
 
-Each loss is a triple (D on real, D on fake, G on fake), all means over the batch, in
-float32 whatever the logits' dtype (bfloat16 logits are cast first, so the reductions do
-not lose precision; float64, under ``jax_enable_x64``, is kept). ``matching_aware_d_loss``
-combines them the way GAN-INT-CLS does. Also here: the conditioning-augmentation KL term
-of StackGAN and the discriminator accuracies the step reports.
+The step takes a ``GANLoss``: D's loss sees D's logits on the real, fake and mismatched-text
+(wrong) pairs together, and G's loss sees the fake logits and, when the loss asks for them,
+the real ones, as a relativistic loss needs. The older form, ``AdversarialLoss``, a triple of
+functions of one set of logits each (D on real, D on fake, G on fake), is still accepted:
+``as_gan_loss`` wraps it with ``matching_aware_d_loss``, the way GAN-INT-CLS combines them.
+
+Every value is a mean over the batch, in float32 whatever the logits' dtype (bfloat16 logits
+are cast first, so the reductions do not lose precision; float64, under ``jax_enable_x64``,
+is kept). Also here: the conditioning-augmentation KL term of StackGAN and the discriminator
+accuracies the step reports.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -112,26 +118,199 @@ class AdversarialLoss(NamedTuple):
     threshold: float = 0.0
 
 
-LOSSES: dict[str, AdversarialLoss] = {
-    "nonsaturating": AdversarialLoss(nonsaturating_d_real, nonsaturating_d_fake, nonsaturating_g),
-    "hinge": AdversarialLoss(hinge_d_real, hinge_d_fake, hinge_g),
-    "lsgan": AdversarialLoss(lsgan_d_real, lsgan_d_fake, lsgan_g, threshold=0.5),
-    "wasserstein": AdversarialLoss(wasserstein_d_real, wasserstein_d_fake, wasserstein_g),
-}
-
-
-def matching_aware_d_loss(loss: AdversarialLoss, real: jax.Array, fake: jax.Array,
+def matching_aware_d_loss(loss: AdversarialLoss | GANLoss, real: jax.Array, fake: jax.Array,
                           wrong: jax.Array) -> jax.Array:
     """L_D = l_real(D(x, t)) + (l_fake(D(G(z, t), t)) + l_fake(D(x, t_wrong))) / 2.
 
     The matching-aware discriminator of GAN-INT-CLS (Reed et al., 2016, arXiv:1605.05396,
     Algorithm 1): a real image with a mismatched caption counts as fake, so D must judge the
-    pair, not just the image. DF-GAN weights its hinge terms the same way.
+    pair, not just the image. DF-GAN weights its hinge terms the same way. Given a
+    ``GANLoss``, this is that loss's own D loss, ``loss.d(real, fake, wrong)``.
 
     Example:
         d_loss = matching_aware_d_loss(LOSSES["hinge"], real_logits, fake_logits, wrong_logits)
     """
+    if isinstance(loss, GANLoss):
+        return loss.d(real, fake, wrong)
     return loss.d_real(real) + 0.5 * (loss.d_fake(fake) + loss.d_fake(wrong))
+
+
+class GANLoss(NamedTuple):
+    """A GAN loss as two pure functions that see every set of logits they need.
+
+    ``d(real, fake, wrong) -> scalar`` is D's whole adversarial loss, given D's logits [B] on
+    (real image, its caption), (generated image, its caption) and (real image, a mismatched
+    caption). ``g(fake, real) -> scalar`` is G's loss, given D's logits on the generated
+    pairs and, when ``g_needs_real`` is true, on the real pairs; otherwise ``real`` is None
+    and the step spends no D forward on it. The real logits of G's pass come from the
+    updated D on the real batch (augmented like the fakes, D's BatchNorm statistics of that
+    pass discarded) under ``jax.lax.stop_gradient``: G's update is the only one they enter.
+
+    ``accuracy(real, fake, wrong) -> {"d_acc_real", "d_acc_fake", "d_acc_wrong"}`` says how
+    often D decides right; None means ``discriminator_accuracy`` at ``threshold``, the logit
+    where D's decision flips between fake and real (0 for the logistic, hinge and Wasserstein
+    losses, 0.5 for least squares).
+
+    Example:
+        # Relativistic pairing with a hinge: D ranks each real above its fake by a margin.
+        rp_hinge = GANLoss(
+            d=lambda real, fake, wrong: jnp.mean(jax.nn.relu(1 - (real - fake))),
+            g=lambda fake, real: jnp.mean(jax.nn.relu(1 - (fake - real))),
+            g_needs_real=True, accuracy=pairwise_accuracy)
+        step = make_train_step(config, generator, discriminator, loss=rp_hinge)
+    """
+
+    d: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+    g: Callable[[jax.Array, jax.Array | None], jax.Array]
+    g_needs_real: bool = False
+    threshold: float = 0.0
+    accuracy: Callable[[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]] | None = None
+
+    def accuracies(self, real: jax.Array, fake: jax.Array, wrong: jax.Array) -> dict[str, jax.Array]:
+        """D's accuracies on the three kinds of pairs, with this loss's decision rule."""
+        if self.accuracy is None:
+            return discriminator_accuracy(real, fake, wrong, self.threshold)
+        return self.accuracy(real, fake, wrong)
+
+
+def as_gan_loss(loss: GANLoss | AdversarialLoss) -> GANLoss:
+    """``loss`` in the new form: a ``GANLoss`` as is; an ``AdversarialLoss`` triple wrapped.
+
+    The triple's D loss becomes its ``matching_aware_d_loss`` and its G loss ignores the real
+    logits, so a wrapped triple computes exactly what the step computed from it before.
+
+    Example:
+        as_gan_loss(AdversarialLoss(hinge_d_real, hinge_d_fake, hinge_g)).d(real, fake, wrong)
+    """
+    if isinstance(loss, GANLoss):
+        return loss
+    if not isinstance(loss, AdversarialLoss):
+        raise TypeError(f"a loss is a GANLoss or an AdversarialLoss, got {type(loss).__name__}")
+    g_fake = loss.g
+
+    def g(fake: jax.Array, real: jax.Array | None = None) -> jax.Array:
+        return g_fake(fake)
+
+    return GANLoss(d=functools.partial(matching_aware_d_loss, loss), g=g, threshold=loss.threshold)
+
+
+def rpgan_d(real: jax.Array, fake: jax.Array) -> jax.Array:
+    """Relativistic pairing D loss: mean_b softplus(D(fake_b) - D(real_b)).
+
+    = -log sigmoid(D(x_b) - D(G(z_b))): D learns to rank each real above the fake it is
+    paired with (example b with example b of the batch), not to score either absolutely.
+    f(t) = softplus(t) is the logistic choice; R3GAN uses it.
+
+    References:
+      Jolicoeur-Martineau, 2018, "The relativistic discriminator: a key element missing
+      from standard GAN", arXiv:1807.00734 (the relativistic standard GAN, RSGAN).
+      Huang, Gokaslan, Kuleshov & Tompkin, 2024, "The GAN is dead; long live the GAN! A
+      Modern GAN Baseline", arXiv:2501.05441, sec. 2 (RpGAN; brownvc/R3GAN pairs each
+      real with one fake of the batch, as here).
+    """
+    real, fake = _f32(real), _f32(fake)
+    return jnp.mean(jax.nn.softplus(fake - real))
+
+
+def rpgan_g(fake: jax.Array, real: jax.Array) -> jax.Array:
+    """Relativistic pairing G loss: mean_b softplus(D(real_b) - D(fake_b)) (Jolicoeur-Martineau
+    2018, RSGAN; Huang et al. 2024, sec. 2). ``real`` is a constant for G."""
+    real, fake = _f32(real), _f32(fake)
+    return jnp.mean(jax.nn.softplus(real - fake))
+
+
+def ragan_d(real: jax.Array, fake: jax.Array) -> jax.Array:
+    """Relativistic average D loss (RaSGAN):
+
+        L_D = mean_b softplus(mean(D(fake)) - D(real_b)) + mean_b softplus(D(fake_b) - mean(D(real)))
+
+    each real is judged against the average fake and each fake against the average real.
+    The means are over the batch the step sees (per device under pmap, the global batch under
+    jit), and D's gradient flows through them.
+
+    References:
+      Jolicoeur-Martineau, 2018, "The relativistic discriminator: a key element missing
+      from standard GAN", arXiv:1807.00734 (the relativistic average standard GAN,
+      RaSGAN).
+    """
+    real, fake = _f32(real), _f32(fake)
+    return (jnp.mean(jax.nn.softplus(jnp.mean(fake) - real))
+            + jnp.mean(jax.nn.softplus(fake - jnp.mean(real))))
+
+
+def ragan_g(fake: jax.Array, real: jax.Array) -> jax.Array:
+    """Relativistic average G loss (RaSGAN), D's loss with the roles swapped:
+
+        L_G = mean_b softplus(mean(D(real)) - D(fake_b)) + mean_b softplus(D(real_b) - mean(D(fake)))
+
+    Both terms reach G: the second through mean(D(fake)). (Jolicoeur-Martineau 2018,
+    arXiv:1807.00734, RaSGAN.)
+    """
+    real, fake = _f32(real), _f32(fake)
+    return (jnp.mean(jax.nn.softplus(jnp.mean(real) - fake))
+            + jnp.mean(jax.nn.softplus(real - jnp.mean(fake))))
+
+
+def matching_aware_relativistic(d_loss: Callable[[jax.Array, jax.Array], jax.Array]
+                                ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """The matching-aware form of a relativistic D loss ``d_loss(real, negative)``:
+
+        L_D(real, fake, wrong) = (d_loss(real, fake) + d_loss(real, wrong)) / 2
+
+    The real image with a mismatched caption is a second kind of negative, ranked against
+    the real pairs exactly as the fakes are; for the pairing loss, wrong_b is the same image
+    as real_b, so that pair differs only in the caption. The halving matches
+    ``matching_aware_d_loss``: the real pairs keep weight 1 (1/2 + 1/2) and each kind of
+    negative gets 1/2. G's loss is unchanged (G makes no mismatched pairs).
+
+    Example:
+        d = matching_aware_relativistic(rpgan_d)
+        d(real_logits, fake_logits, wrong_logits)
+    """
+    def d(real: jax.Array, fake: jax.Array, wrong: jax.Array) -> jax.Array:
+        return 0.5 * (d_loss(real, fake) + d_loss(real, wrong))
+
+    return d
+
+
+def pairwise_accuracy(real: jax.Array, fake: jax.Array, wrong: jax.Array) -> dict[str, jax.Array]:
+    """A relativistic pairing D's accuracies: how often it ranks a real pair above its negative.
+
+    ``d_acc_real`` = ``d_acc_fake`` = mean_b(D(real_b) > D(fake_b)) (one decision per pair),
+    ``d_acc_wrong`` = mean_b(D(real_b) > D(wrong_b)) (same image, right vs wrong caption).
+
+    Example:
+        pairwise_accuracy(real_logits, fake_logits, wrong_logits)["d_acc_real"]  # 0.5: chance
+    """
+    real, fake, wrong = _f32(real), _f32(fake), _f32(wrong)
+    real_over_fake = jnp.mean(real > fake, dtype=jnp.float32)
+    return {"d_acc_real": real_over_fake, "d_acc_fake": real_over_fake,
+            "d_acc_wrong": jnp.mean(real > wrong, dtype=jnp.float32)}
+
+
+def average_accuracy(real: jax.Array, fake: jax.Array, wrong: jax.Array) -> dict[str, jax.Array]:
+    """A relativistic average D's accuracies: each pair against the other kind's mean logit.
+
+    ``d_acc_real`` = mean(D(real_b) > mean D(fake)), ``d_acc_fake`` = mean(D(fake_b) <
+    mean D(real)), ``d_acc_wrong`` = mean(D(wrong_b) < mean D(real)).
+    """
+    real, fake, wrong = _f32(real), _f32(fake), _f32(wrong)
+    real_mean = jnp.mean(real)
+    return {"d_acc_real": jnp.mean(real > jnp.mean(fake), dtype=jnp.float32),
+            "d_acc_fake": jnp.mean(fake < real_mean, dtype=jnp.float32),
+            "d_acc_wrong": jnp.mean(wrong < real_mean, dtype=jnp.float32)}
+
+
+LOSSES: dict[str, GANLoss] = {
+    "nonsaturating": as_gan_loss(AdversarialLoss(nonsaturating_d_real, nonsaturating_d_fake, nonsaturating_g)),
+    "hinge": as_gan_loss(AdversarialLoss(hinge_d_real, hinge_d_fake, hinge_g)),
+    "lsgan": as_gan_loss(AdversarialLoss(lsgan_d_real, lsgan_d_fake, lsgan_g, threshold=0.5)),
+    "wasserstein": as_gan_loss(AdversarialLoss(wasserstein_d_real, wasserstein_d_fake, wasserstein_g)),
+    "rpgan": GANLoss(d=matching_aware_relativistic(rpgan_d), g=rpgan_g, g_needs_real=True,
+                     accuracy=pairwise_accuracy),
+    "ragan": GANLoss(d=matching_aware_relativistic(ragan_d), g=ragan_g, g_needs_real=True,
+                     accuracy=average_accuracy),
+}
 
 
 def kl_to_standard_normal(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:

@@ -118,6 +118,70 @@ def r1_penalty(d_fn: DiscriminatorFn, images: jax.Array, sentence: jax.Array,
     return 0.5 * weight * jnp.mean(_per_example_sq_norm(grad_x))
 
 
+def r2_penalty(d_fn: DiscriminatorFn, fake: jax.Array, sentence: jax.Array,
+               weight: float = 10.0) -> jax.Array:
+    """R2: weight / 2 * mean_b ||dD(x~_b, s_b)/dx~_b||^2 on generated data x~ = G(z).
+
+    R1's zero-centred penalty moved to the fakes: the gradient is taken with respect to the
+    generated images themselves, which the caller passes under ``jax.lax.stop_gradient`` (the
+    step does), so the penalty trains D only. The sentence is held fixed. Same weighting as
+    ``r1_penalty``: ``weight`` is gamma and the penalty is gamma / 2 times the mean squared norm.
+
+    Args:
+      d_fn: ``d_fn(images, sentence) -> logits [B]``.
+      fake: generated images [B, H, W, C] (any float dtype), no gradient to G.
+      sentence: the sentence embeddings they were generated from [B, S].
+      weight: gamma.
+
+    Returns:
+      The scalar penalty, float32.
+
+    References:
+      Mescheder, Geiger & Nowozin, 2018, "Which Training Methods for GANs do actually
+      Converge?", arXiv:1801.04406, sec. 4.1, eq. 10 (R2).
+
+    Example:
+        penalty = r2_penalty(d_fn, jax.lax.stop_gradient(fake_images), sentences, weight=10.0)
+    """
+    (grad_x,) = _input_grads(d_fn, fake, sentence, argnums=(0,))
+    return 0.5 * weight * jnp.mean(_per_example_sq_norm(grad_x))
+
+
+def r1r2_penalty(d_fn: DiscriminatorFn, real: jax.Array, fake: jax.Array, sentence: jax.Array,
+                 weight: float = 0.05) -> jax.Array:
+    """R3GAN's pair: gamma / 2 * (mean_b ||dD/dx_b||^2 + mean_b ||dD/dx~_b||^2) = R1 + R2.
+
+    Zero-centred gradient penalties on both the real images x and the generated images x~
+    (no gradient to G), each with the same gamma, summed: ``r1_penalty(real, gamma) +
+    r2_penalty(fake, gamma)``. With the relativistic pairing loss this is the regularised
+    RpGAN for which R3GAN proves local convergence. brownvc/R3GAN takes the gradient with
+    respect to the images before its augmentation; here, as for every jaxgan penalty, D
+    sees the images unaugmented.
+
+    Args:
+      d_fn: ``d_fn(images, sentence) -> logits [B]``.
+      real: real images [B, H, W, C].
+      fake: generated images, same shape, no gradient to G.
+      sentence: sentence embeddings [B, S], the condition for both.
+      weight: gamma. R3GAN's values depend on the dataset (CIFAR-10 at 32 px 0.05,
+        ImageNet-32 0.5, FFHQ-64 2, FFHQ-256 150, each ramped down 10x over training);
+        the default is its 32 px CIFAR-10 value.
+
+    Returns:
+      The scalar penalty, float32.
+
+    References:
+      Huang, Gokaslan, Kuleshov & Tompkin, 2024, "The GAN is dead; long live the GAN! A
+      Modern GAN Baseline", arXiv:2501.05441, sec. 2 (RpGAN + R1 + R2).
+      Mescheder, Geiger & Nowozin, 2018, arXiv:1801.04406, sec. 4.1 (R1, R2).
+
+    Example:
+        penalty = r1r2_penalty(d_fn, real_images, jax.lax.stop_gradient(fake_images), sentences)
+    """
+    return (r1_penalty(d_fn, real, sentence, weight=weight)
+            + r2_penalty(d_fn, fake, sentence, weight=weight))
+
+
 def wgan_gp(d_fn: DiscriminatorFn, real: jax.Array, fake: jax.Array, sentence: jax.Array,
             key: jax.Array, weight: float = 10.0) -> jax.Array:
     """WGAN-GP: weight * mean_b (||dD(x_hat_b, s_b)/dx_hat_b||_2 - 1)^2.
@@ -195,8 +259,11 @@ def lazy(penalty_value_fn: Callable[[], jax.Array], step: jax.Array | int,
         lambda: jnp.zeros((), dtype))
 
 
-# The weight each paper uses, for train.penalty_weight = 0.
-DEFAULT_WEIGHTS = {"magp": 2.0, "r1": 10.0, "wgan_gp": 10.0}
+# The weight each paper uses, for train.penalty_weight = 0. R1 and R2 alone keep Mescheder
+# et al.'s gamma = 10; R1 + R2 takes R3GAN's gamma at 32 px (CIFAR-10, 0.05), tuned for that
+# pair with its relativistic loss. R3GAN's gamma grows with resolution and data (up to 150 at
+# FFHQ-256): set train.penalty_weight for other data.
+DEFAULT_WEIGHTS = {"magp": 2.0, "r1": 10.0, "r2": 10.0, "r1r2": 0.05, "wgan_gp": 10.0}
 Penalty = Callable[[DiscriminatorFn, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, int], jax.Array]
 
 
@@ -204,8 +271,9 @@ def penalty_from_config(kind: str, weight: float = 0.0, power: float = 6.0) -> P
     """The step's gradient penalty: ``penalty(d_fn, real, fake, sentence, key, step, every)``.
 
     Args:
-      kind: "none", "magp" (on real images and their sentences), "r1" (on real images) or
-        "wgan_gp" (on real/fake interpolates).
+      kind: "none", "magp" (on real images and their sentences), "r1" (on real images),
+        "r2" (on generated images), "r1r2" (both, R3GAN) or "wgan_gp" (on real/fake
+        interpolates). R1, R2 and R1 + R2 are weight / 2 times the mean squared gradient norm.
       weight: the penalty's weight; 0 means the paper's (``DEFAULT_WEIGHTS``).
       power: MA-GP's exponent p.
 
@@ -227,6 +295,10 @@ def penalty_from_config(kind: str, weight: float = 0.0, power: float = 6.0) -> P
             value = lambda: ma_gp(d_fn, real, sentence, weight=w, power=power)  # noqa: E731
         elif kind == "r1":
             value = lambda: r1_penalty(d_fn, real, sentence, weight=w)  # noqa: E731
+        elif kind == "r2":
+            value = lambda: r2_penalty(d_fn, fake, sentence, weight=w)  # noqa: E731
+        elif kind == "r1r2":
+            value = lambda: r1r2_penalty(d_fn, real, fake, sentence, weight=w)  # noqa: E731
         else:
             value = lambda: wgan_gp(d_fn, real, fake, sentence, key, weight=w)  # noqa: E731
         return lazy(value, step, every)

@@ -24,7 +24,7 @@ import optax
 from jaxgan import pixels
 from jaxgan.augment import augment_examples
 from jaxgan.config import Config
-from jaxgan.losses import LOSSES, AdversarialLoss, conditioning_kl, discriminator_accuracy, matching_aware_d_loss
+from jaxgan.losses import LOSSES, AdversarialLoss, GANLoss, as_gan_loss, conditioning_kl
 from jaxgan.regularizers import Penalty, penalty_from_config
 from jaxgan.state import GANState, word_inputs
 
@@ -83,7 +83,7 @@ Augment = Callable[[jax.Array, jax.Array, Any], jax.Array]
 
 
 def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Module,
-                    axis_name: str | None = None, *, loss: AdversarialLoss | None = None,
+                    axis_name: str | None = None, *, loss: GANLoss | AdversarialLoss | None = None,
                     penalty: Penalty | None = None,
                     augment: Augment | None = None) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
     """Builds the pure step for ``config``; ``axis_name`` is the pmap axis, None under jit.
@@ -93,7 +93,9 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     researcher's own pure functions replace the config's choice, with no change to jaxgan:
 
     Args:
-      loss: an ``AdversarialLoss`` of pure functions of D's logits (default ``LOSSES[train.loss]``).
+      loss: a ``GANLoss``, D's loss of the (real, fake, wrong) logits and G's of the fake
+        (and, if it asks, the real) logits, or an ``AdversarialLoss`` triple (see
+        ``jaxgan.losses``; default ``LOSSES[train.loss]``).
       penalty: ``penalty(d_fn, real, fake, sentence, key, step, every) -> scalar`` added to D's
         loss, where ``d_fn(images, sentence) -> logits`` (default from ``train.penalty``; see
         ``jaxgan.regularizers``).
@@ -101,13 +103,13 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         differentiable (default: DiffAugment with ``train.augment``).
 
     Example:
-        soft = AdversarialLoss(d_real=lambda x: jnp.mean(jax.nn.softplus(-x) * 0.9),
-                               d_fake=lambda x: jnp.mean(jax.nn.softplus(x)),
-                               g=lambda x: jnp.mean(jax.nn.softplus(-x)))
-        step = jax.jit(make_train_step(config, generator, discriminator, loss=soft))
+        rp_hinge = GANLoss(d=lambda real, fake, wrong: jnp.mean(jax.nn.relu(1 - (real - fake))),
+                           g=lambda fake, real: jnp.mean(jax.nn.relu(1 - (fake - real))),
+                           g_needs_real=True)
+        step = jax.jit(make_train_step(config, generator, discriminator, loss=rp_hinge))
     """
     t = config.train
-    loss = loss or LOSSES[t.loss]
+    loss = as_gan_loss(loss or LOSSES[t.loss])
     # A built-in penalty is computed at unit weight and scaled by the state's penalty_weight
     # (a sweepable value); a penalty of one's own carries its own weight.
     builtin_penalty = penalty is None
@@ -156,7 +158,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
                                                          wrong_sentence)
             seen_fake = augment(jax.random.fold_in(k_aug_d, 1), jax.lax.stop_gradient(fake), offset)
             fake_logits, stats = d_apply(d_params, stats, seen_fake, sentence)
-            adversarial = matching_aware_d_loss(loss, real_logits, fake_logits, wrong_logits)
+            adversarial = loss.d(real_logits, fake_logits, wrong_logits)
             # The penalty sees D as a function of (image, sentence); its BatchNorm statistics
             # (dcgan) are not updated by this extra pass.
             d_fn = lambda x, s: d_apply(d_params, stats, x, s)[0]  # noqa: E731
@@ -166,7 +168,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
                 reg = state.hparams["penalty_weight"] * reg
             aux = {"d_real_logit": real_logits.mean(), "d_fake_logit": fake_logits.mean(),
                    "d_wrong_logit": wrong_logits.mean(), "d_penalty": reg,
-                   **discriminator_accuracy(real_logits, fake_logits, wrong_logits, loss.threshold)}
+                   **loss.accuracies(real_logits, fake_logits, wrong_logits)}
             return adversarial + reg, (stats, aux)
 
         (d_loss, (d_stats, d_aux)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
@@ -177,10 +179,17 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
 
         # --- G update against the updated D. D's statistics from this pass are discarded:
         # they describe a batch D was not trained on.
+        real_logits_g = None
+        if loss.g_needs_real:
+            # A relativistic G loss ranks its fakes against D(real): the updated D on the real
+            # batch, a constant for G (it does not depend on G) and no gradient to D.
+            seen_real = augment(jax.random.fold_in(k_aug_g, 1), real, offset)
+            real_logits_g = jax.lax.stop_gradient(d_apply(d_params, d_stats, seen_real, sentence)[0])
+
         def g_loss_fn(fake_images):
             seen = augment(k_aug_g, fake_images, offset)
             fake_logits, _ = d_apply(d_params, d_stats, seen, sentence)
-            return loss.g(fake_logits)
+            return loss.g(fake_logits, real_logits_g)
 
         g_adv, d_fake = jax.value_and_grad(g_loss_fn)(fake)
         kl_weight = state.hparams["kl_weight"]

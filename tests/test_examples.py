@@ -4,11 +4,13 @@ import importlib.util
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxgan
 from jaxgan.bench import synthetic_batch
+from jaxgan.step import example_noise
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -41,3 +43,36 @@ def test_custom_loss_example_trains_with_its_own_loss(tmp_path):
     assert smoothed["d_real_logit"] == plain["d_real_logit"]  # same D, same batch
     assert float(smoothed["d_loss"] - plain["d_loss"]) == pytest.approx(0.1 * float(plain["d_real_logit"]),
                                                                        rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.usefixtures("quick_compiles")
+def test_relativistic_loss_example_trains_with_its_own_loss(tmp_path):
+    example = _load("relativistic_loss")
+    metrics = example.main(["--steps", "2", "--out", str(tmp_path / "grid.png")])
+    assert metrics and all(np.isfinite(v) for v in metrics.values())
+    assert (tmp_path / "grid.png").exists()
+    # The step optimises the example's loss: step 0's D loss and accuracy, recomputed from the
+    # initial models' logits on the same batch.
+    config = jaxgan.get_config("tiny", ["train.num_devices=1"])
+    generator, discriminator = jaxgan.build_models(config.model)
+    state = jax.jit(lambda: jaxgan.init_state(config, generator, discriminator, sentence_dim=16))()
+    batch = synthetic_batch(config, 16)
+    _, m = jax.jit(jaxgan.make_train_step(config, generator, discriminator, loss=example.RP_HINGE))(state, batch)
+
+    @jax.jit
+    def logits(state, batch):
+        z = example_noise(jax.random.fold_in(jax.random.wrap_key_data(state.key), 0), 16, config.model.z_dim, None)
+        fake, _ = generator.apply({"params": state.g_params, "batch_stats": state.g_stats}, z, batch["sentence"],
+                                  train=True, mutable=["batch_stats"])
+        dv = {"params": state.d_params, "batch_stats": state.d_stats}
+        real = batch["image"].astype(jnp.float32) / 127.5 - 1
+        (r, w), _ = discriminator.apply(dv, real, batch["sentence"], batch["wrong_sentence"], mutable=["batch_stats"])
+        f, _ = discriminator.apply(dv, fake, batch["sentence"], mutable=["batch_stats"])
+        return r, f, w
+
+    r, f, w = (np.asarray(x, np.float64) for x in logits(state, batch))
+    hinge = lambda t: np.maximum(0.0, 1.0 + t)  # noqa: E731
+    expected = 0.5 * (np.mean(hinge(f - r)) + np.mean(hinge(w - r)))
+    assert float(m["d_loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(m["d_acc_real"]) == float(m["d_acc_fake"]) == pytest.approx(np.mean(r > f))
+    assert float(m["d_acc_wrong"]) == pytest.approx(np.mean(r > w))

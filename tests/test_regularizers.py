@@ -77,6 +77,70 @@ def test_r1_by_hand():
         4.0 / 2 * H * W * C * 0.25 ** 2, rel=1e-6)
 
 
+def test_r2_by_hand():
+    # Same D and gamma convention as R1 (gamma / 2), evaluated at the fakes.
+    x, s = _inputs(4)
+    fake, _ = _inputs(12)
+    c, b = 0.7, np.ones(S, np.float32)
+    d_fn = _quadratic_d(c, b)
+    expected = 10.0 / 2 * np.mean(np.sum((2 * c * fake.astype(np.float64)) ** 2, axis=(1, 2, 3)))
+    value = regularizers.r2_penalty(d_fn, fake, s)
+    assert value.dtype == jnp.float32
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    assert float(regularizers.r2_penalty(d_fn, fake, s)) == pytest.approx(float(regularizers.r1_penalty(d_fn, fake, s)))
+    assert float(regularizers.r2_penalty(d_fn, fake, s)) != pytest.approx(float(regularizers.r1_penalty(d_fn, x, s)))
+
+
+def test_r1r2_by_hand():
+    real, s = _inputs(4)
+    fake, _ = _inputs(12)
+    c, b = 0.7, np.ones(S, np.float32)
+    sq = lambda v: np.sum((2 * c * v.astype(np.float64)) ** 2, axis=(1, 2, 3))  # noqa: E731
+    gamma = 0.3
+    expected = gamma / 2 * (np.mean(sq(real)) + np.mean(sq(fake)))
+    value = regularizers.r1r2_penalty(_quadratic_d(c, b), real, fake, s, weight=gamma)
+    assert value.dtype == jnp.float32
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    # A constant gradient a: gamma / 2 * 2 ||a||^2, whatever the images.
+    a = np.full((H, W, C), 0.25, np.float32)
+    assert float(regularizers.r1r2_penalty(_linear_d(a, b), real, fake, s, weight=4.0)) == pytest.approx(
+        4.0 / 2 * 2 * H * W * C * 0.25 ** 2, rel=1e-6)
+    # The default gamma is R3GAN's 32 px value, and the config's default weight for r1r2.
+    default = regularizers.r1r2_penalty(_linear_d(a, b), real, fake, s)
+    assert float(default) == pytest.approx(0.05 * H * W * C * 0.25 ** 2, rel=1e-6)
+    assert regularizers.DEFAULT_WEIGHTS["r1r2"] == 0.05 and regularizers.DEFAULT_WEIGHTS["r2"] == 10.0
+
+
+@pytest.mark.parametrize("kind", ["r2", "r1r2"])
+def test_penalty_from_config_r2_and_r1r2_lazily(kind):
+    real, s = _inputs(4)
+    fake, _ = _inputs(12)
+    d_fn = _quadratic_d(0.7, jnp.ones(S))
+    direct = {"r2": regularizers.r2_penalty(d_fn, fake, s, weight=2.0),
+              "r1r2": regularizers.r1r2_penalty(d_fn, real, fake, s, weight=2.0)}[kind]
+    penalty = regularizers.penalty_from_config(kind, weight=2.0)
+    key = jax.random.key(0)
+    assert float(penalty(d_fn, real, fake, s, key, 0, 1)) == pytest.approx(float(direct), rel=1e-6)
+    assert float(penalty(d_fn, real, fake, s, key, jnp.int32(8), 4)) == pytest.approx(4 * float(direct), rel=1e-6)
+    assert float(penalty(d_fn, real, fake, s, key, jnp.int32(9), 4)) == 0.0
+    # Weight 0 means the paper's.
+    paper = regularizers.penalty_from_config(kind)(d_fn, real, fake, s, key, 0, 1)
+    assert float(paper) == pytest.approx(float(direct) * regularizers.DEFAULT_WEIGHTS[kind] / 2.0, rel=1e-6)
+
+
+def test_r2_gradient_does_not_reach_the_generator():
+    # The step passes stop_gradient(fake): G's parameters get nothing from R2.
+    x, s = _inputs(3)
+    d_fn = _quadratic_d(0.7, jnp.ones(S))
+
+    def through_g(scale):
+        fake = jax.lax.stop_gradient(scale * x)
+        return regularizers.r2_penalty(d_fn, fake, s)
+
+    assert float(jax.grad(through_g)(1.3)) == 0.0
+    assert float(jax.grad(lambda c: regularizers.r2_penalty(_quadratic_d(c, jnp.ones(S)), x, s))(0.7)) > 0
+
+
 def test_wgan_gp_by_hand():
     real, s = _inputs(5)
     fake, _ = _inputs(6)
@@ -100,6 +164,7 @@ def test_penalties_are_float32_for_bfloat16_inputs():
     x, s = jnp.asarray(x, jnp.bfloat16), jnp.asarray(s, jnp.bfloat16)
     d_fn = _quadratic_d(0.3, jnp.ones(S, jnp.bfloat16))
     for value in (regularizers.ma_gp(d_fn, x, s), regularizers.r1_penalty(d_fn, x, s),
+                  regularizers.r2_penalty(d_fn, x, s), regularizers.r1r2_penalty(d_fn, x, x[::-1], s),
                   regularizers.wgan_gp(d_fn, x, x[::-1], s, jax.random.key(0))):
         assert value.dtype == jnp.float32 and np.isfinite(float(value))
 
@@ -120,7 +185,7 @@ def test_zero_gradient_gives_finite_parameter_gradients():
     assert np.isfinite(float(grad))
 
 
-@pytest.mark.parametrize("name", ["ma_gp", "r1", "wgan_gp"])
+@pytest.mark.parametrize("name", ["ma_gp", "r1", "r2", "r1r2", "wgan_gp"])
 def test_parameter_gradient_matches_finite_difference(name):
     with jax.enable_x64(True):
         x, s = _inputs(8, np.float64)
@@ -129,6 +194,8 @@ def test_parameter_gradient_matches_finite_difference(name):
         penalty = {
             "ma_gp": lambda d_fn: regularizers.ma_gp(d_fn, x, s),
             "r1": lambda d_fn: regularizers.r1_penalty(d_fn, x, s),
+            "r2": lambda d_fn: regularizers.r2_penalty(d_fn, fake, s),
+            "r1r2": lambda d_fn: regularizers.r1r2_penalty(d_fn, x, fake, s, weight=0.5),
             "wgan_gp": lambda d_fn: regularizers.wgan_gp(d_fn, x, fake, s, key),
         }[name]
         params = _mlp_params(jnp.float64)
