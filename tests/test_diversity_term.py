@@ -10,6 +10,7 @@ from jaxgan.checkpoint import compare_configs
 from jaxgan.config import to_dict
 from jaxgan.diversity import diversity_ratio
 from jaxgan.losses import nonsaturating_g
+from jaxgan.parallel import data_fsdp_parallel
 from jaxgan.presets import get_config
 from jaxgan.state import init_state
 from jaxgan.step import example_noise, make_train_step
@@ -130,3 +131,24 @@ def test_turning_the_term_on_or_off_is_refused_on_resume_changing_it_applied():
     assert [k for k, _, _ in compare_configs(on, get_config("tiny")).refused] == ["train.diversity_weight"]
     changes = compare_configs(on, get_config("tiny", ["train.diversity_weight=0.5"]))
     assert changes.refused == () and changes.applied == (("train.diversity_weight", 1.0, 0.5),)
+
+
+def test_the_twins_do_not_depend_on_the_device_layout(quick_compiles):
+    # Twins are drawn for even global indices with noise keyed by that index: one device and
+    # pmap over 4 (2 examples each) train the same G.
+    rng = np.random.default_rng(1)
+    batch = {"image": rng.integers(0, 256, (8, RES, RES, 3), dtype=np.uint8),
+             "sentence": rng.normal(size=(8, S)).astype(np.float32)}
+    batch["wrong_sentence"] = batch["sentence"][::-1].copy()
+    results = []
+    for layout in (["train.num_devices=1"], ["train.num_devices=4", "train.parallel=pmap"]):
+        config = get_config("tiny", ["train.batch_size=8", f"model.z_dim={Z}", "train.optimizer=sgd",
+                                     "train.g_lr=0.5", "train.diversity_weight=2", *layout])
+        dp = data_fsdp_parallel(config)
+        step = dp.compile(make_train_step(config, StubG(), StubD(), dp.axis_name))
+        state, metrics = step(dp.put_state(init_state(config, StubG(), StubD(), S)), dp.put_batch(batch))
+        results.append((dp.to_host(state).g_params, float(dp.to_host(metrics)["g_diversity"])))
+    (one, div_one), (four, div_four) = results
+    assert div_one == pytest.approx(div_four, rel=1e-5)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
