@@ -13,9 +13,16 @@ Filling both with the same value keeps one "no content" colour for D to learn to
 Low-level ops take their random factors as arguments (so tests can fix them);
 ``diff_augment`` draws them and applies the policy.
 
+ADA (``train.ada_target > 0``) applies each op of the policy to each image with a probability
+p that the step adapts (``ada_adjust``): p = 1 is plain DiffAugment, p = 0 the identity. The
+``flip`` op mirrors images left-right; it is allowed only where the data source declares
+mirrored images true to their captions (``ExampleSource.mirror_safe`` or ``data.mirror``).
+
 References:
   Zhao, Liu, Lin, Zhu & Han, 2020, "Differentiable Augmentation for Data-Efficient GAN
   Training", arXiv:2006.10738.
+  Karras, Aittala, Hellsten, Laine, Lehtinen & Aila, 2020, "Training Generative Adversarial
+  Networks with Limited Data", arXiv:2006.06676 (ADA).
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-OPS = ("color", "translation", "cutout")
+OPS = ("color", "translation", "cutout", "flip")
 TRANSLATION_RATIO = 0.125  # max shift, as a fraction of the side (the reference's 1/8)
 CUTOUT_RATIO = 0.5  # side of the cut square, as a fraction of the image side
+_MASK_STREAM = 0x4ADA  # folded into an example's key for ADA's per-op masks
 
 
 def _per_example(factor: jax.Array, ndim: int) -> jax.Array:
@@ -169,8 +177,23 @@ def _rand_cutout(key: jax.Array, images: jax.Array) -> jax.Array:
     return cutout(images, jnp.stack([cy, cx], axis=-1), (size_h, size_w))
 
 
+def flip_horizontal(images: jax.Array, flip: jax.Array) -> jax.Array:
+    """out[b] = images[b] mirrored left-right where ``flip[b]``, else images[b].
+
+    Args:
+      images: [B, H, W, C].
+      flip: [B] bool.
+    """
+    return jnp.where(flip.reshape((-1,) + (1,) * (images.ndim - 1)), images[:, :, ::-1], images)
+
+
+def _rand_flip(key: jax.Array, images: jax.Array) -> jax.Array:
+    # Half the images, as ADA's xflip (which then runs with probability p on top).
+    return flip_horizontal(images, jax.random.bernoulli(key, 0.5, (images.shape[0],)))
+
+
 _RANDOM_OPS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "color": _rand_color, "translation": _rand_translation, "cutout": _rand_cutout,
+    "color": _rand_color, "translation": _rand_translation, "cutout": _rand_cutout, "flip": _rand_flip,
 }
 
 
@@ -191,19 +214,27 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 
 def diff_augment(key: jax.Array, images: jax.Array,
-                 policy: str = "color,translation,cutout") -> jax.Array:
+                 policy: str = "color,translation,cutout", p: jax.Array | float | None = None) -> jax.Array:
     """Applies the ops of ``policy`` in order, each with factors drawn per example.
 
     color: brightness + U[-0.5, 0.5], saturation x U[0, 2], contrast x U[0.5, 1.5];
     translation: integer shifts up to 1/8 of each side, zero fill; cutout: a zeroed square
-    of half the side at a uniform position. Call it on real and fake images alike (with
-    different keys), every time D sees them, in both the D and the G update.
+    of half the side at a uniform position; flip: half the images mirrored left-right. Call
+    it on real and fake images alike (with different keys), every time D sees them, in both
+    the D and the G update.
+
+    With ``p`` (ADA), each op is applied to each example with probability p: the op runs on
+    every example and a Bernoulli(p) mask per example picks its output or its input, so the
+    result stays differentiable and its shape static. p = 1 gives exactly the unconditional
+    ops on the same key, p = 0 the identity.
 
     Args:
       key: PRNG key; the same key gives the same augmentation.
       images: [B, H, W, C] float in [-1, 1] (any float dtype, kept).
       policy: comma-separated op names from ``OPS``; "" is the identity. Parsed in Python,
         so it is static under jit.
+      p: None (every op always), or the probability in [0, 1] of each op per example; may be
+        a traced scalar.
 
     Returns:
       Augmented images, same shape and dtype.
@@ -218,23 +249,76 @@ def diff_augment(key: jax.Array, images: jax.Array,
     names = parse_policy(policy)
     if not names:
         return images
-    for name, op_key in zip(names, jax.random.split(key, len(names))):
-        images = _RANDOM_OPS[name](op_key, images)
+    # The masks' keys come from a key of their own, so the ops draw the same factors with
+    # and without p (p = 1 is then plain DiffAugment on the same key).
+    mask_keys = jax.random.split(jax.random.fold_in(key, _MASK_STREAM), len(names))
+    for name, op_key, mask_key in zip(names, jax.random.split(key, len(names)), mask_keys):
+        out = _RANDOM_OPS[name](op_key, images)
+        if p is None:
+            images = out
+        else:
+            apply = jax.random.uniform(mask_key, (images.shape[0],)) < p
+            images = jnp.where(apply.reshape((-1,) + (1,) * (images.ndim - 1)), out, images)
     return images
 
 
-def augment_examples(policy: str) -> Callable[[jax.Array, jax.Array, jax.Array | int], jax.Array]:
-    """``policy`` as ``augment(key, images, offset)``, drawn per example from its global index.
+def augment_examples(policy: str) -> Callable[..., jax.Array]:
+    """``policy`` as ``augment(key, images, offset, p=None)``, drawn per example from its global index.
 
     Example i of the local batch is augmented with ``fold_in(key, offset + i)``, so its
     augmentation does not depend on how the global batch is split over devices (the step
     passes the device's offset under pmap). An empty policy returns the images unchanged.
+    ``p`` is ADA's probability of each op (``diff_augment``); None applies every op.
     """
     if not parse_policy(policy):
-        return lambda key, images, offset: images
+        return lambda key, images, offset, p=None: images
 
-    def augment(key: jax.Array, images: jax.Array, offset: jax.Array | int) -> jax.Array:
+    def augment(key: jax.Array, images: jax.Array, offset: jax.Array | int,
+                p: jax.Array | float | None = None) -> jax.Array:
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(offset + jnp.arange(images.shape[0]))
-        return jax.vmap(lambda k, x: diff_augment(k, x[None], policy)[0])(keys, images)
+        return jax.vmap(lambda k, x: diff_augment(k, x[None], policy, p)[0])(keys, images)
 
     return augment
+
+
+ADA_KEYS = ("ada_p", "ada_rt_sum", "ada_rt_count")
+
+
+def ada_init() -> dict[str, jax.Array]:
+    """ADA's state leaves (float32 scalars): p (starts at 0, no augmentation), and the sum
+    and count of the per-step r_t since p last moved."""
+    return {name: jnp.zeros((), jnp.float32) for name in ADA_KEYS}
+
+
+def ada_adjust(ada: dict[str, jax.Array], rt: jax.Array, *, target: float, interval: int,
+               batch_size: int, kimg: float, max_p: float) -> dict[str, jax.Array]:
+    """One step of ADA's controller: accumulates r_t, and every ``interval`` steps moves p.
+
+    r_t = E[sign(D(x_real))] is averaged over the last ``interval`` steps; then
+    p <- clip(p + sign(r_t - target) * batch_size * interval / (kimg * 1000), 0, max_p), so
+    that p can cross [0, 1] in ``kimg`` thousand images (the paper: target 0.6, interval 4,
+    kimg 500). ``max_p`` keeps p below the leaking threshold (the paper finds augmentations
+    do not leak into the generated images while p stays below about 0.8).
+
+    Args:
+      ada: a dict holding ``ada_init()``'s leaves (others are ignored).
+      rt: this step's E[sign(D(real))] over the global batch, a scalar.
+      target, interval, batch_size, kimg, max_p: the controller's constants (``train.ada_*``,
+        ``train.batch_size``).
+
+    Returns:
+      The updated ``ada_init()`` leaves.
+
+    References:
+      Karras et al., 2020, "Training Generative Adversarial Networks with Limited Data",
+      arXiv:2006.06676, sec. 3 ("adaptive discriminator augmentation") and sec. 2.3 (leaking).
+    """
+    total = ada["ada_rt_sum"] + rt.astype(jnp.float32)
+    count = ada["ada_rt_count"] + 1.0
+    due = count >= interval
+    speed = batch_size * interval / (kimg * 1000.0)
+    moved = jnp.clip(ada["ada_p"] + jnp.sign(total / count - target) * speed, 0.0, max_p)
+    zero = jnp.zeros((), jnp.float32)
+    return {"ada_p": jnp.where(due, moved, ada["ada_p"]).astype(jnp.float32),
+            "ada_rt_sum": jnp.where(due, zero, total).astype(jnp.float32),
+            "ada_rt_count": jnp.where(due, zero, count).astype(jnp.float32)}

@@ -57,12 +57,17 @@ RESUME_RULES: dict[str, str] = {
     "text.": REFUSE,  # the frozen encoder whose embeddings the networks were trained on
     "data.dataset": REFUSE, "data.seed": REFUSE, "data.split": REFUSE,
     "data.captions_dir": REFUSE, "data.fit": REFUSE,  # which examples, in which order, how cropped
+    "data.mirror": NOTE,  # a permission: train.augment, refused, says whether images are flipped
     # Where the same data is read from and how fast: a moved dataset or cache still resumes.
     "data.data_dir": NOTE, "data.embedding_cache": NOTE, "data.workers": NOTE,
     "train.batch_size": REFUSE, "train.seed": REFUSE, "train.optimizer": REFUSE,
     "train.beta1": REFUSE, "train.beta2": REFUSE,  # Adam's betas are constants of the step
     "train.loss": REFUSE, "train.penalty": REFUSE, "train.penalty_power": REFUSE,
     "train.penalty_every": REFUSE, "train.augment": REFUSE,
+    # ADA's constants are compiled in; its p is a state leaf that a resume carries on.
+    "train.ada_target": REFUSE, "train.ada_interval": REFUSE, "train.ada_kimg": REFUSE, "train.ada_max_p": REFUSE,
+    "train.diversity_tau": REFUSE,
+    "train.diversity_weight": APPLY,  # state.hparams while on; turning it on or off is refused (ON_OFF)
     "train.g_lr": APPLY, "train.d_lr": APPLY,  # opt_state.hyperparams["learning_rate"]
     "train.penalty_weight": APPLY, "train.kl_weight": APPLY, "train.ema_decay": APPLY,  # state.hparams
     "train.steps": NOTE, "train.max_skips": NOTE, "train.log_every": NOTE, "train.sample_every": NOTE,
@@ -71,6 +76,17 @@ RESUME_RULES: dict[str, str] = {
     "train.parallel": NOTE, "train.num_devices": NOTE, "train.fsdp": NOTE,
     "eval.": NOTE,  # every eval.jsonl row carries its protocol hash
 }
+
+
+# Applied fields whose being 0 or not is compiled into the step and shapes the state (the
+# diversity term draws a second sample and adds hparams["diversity_weight"] only when on): a
+# change from or to 0 is refused, a change between two positive values applied.
+ON_OFF: tuple[str, ...] = ("train.diversity_weight",)
+
+
+def _on(value: Any) -> bool:
+    """Whether an ``ON_OFF`` field's value turns its feature on (a missing value does not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def resume_rule(key: str) -> str:
@@ -133,7 +149,10 @@ def compare_configs(saved: Any, config: Config) -> ConfigChanges:
     for key in list(new) + sorted(k for k in old if k not in new):
         before, after = old.get(key, missing), new.get(key, missing)
         if before != after:
-            by_rule[resume_rule(key)].append((key, None if before is missing else before,
+            rule = resume_rule(key)
+            if key in ON_OFF and _on(before) != _on(after):
+                rule = REFUSE  # switched on or off
+            by_rule[rule].append((key, None if before is missing else before,
                                               None if after is missing else after))
     return ConfigChanges(tuple(by_rule[REFUSE]), tuple(by_rule[APPLY]), tuple(by_rule[NOTE]))
 

@@ -190,7 +190,20 @@ class TrainConfig:
                                    "(MA-GP 2, R1 10, R2 10, R1+R2 0.05, WGAN-GP 10)", at_least=0)
     penalty_power: float = option(6.0, "MA-GP's power p (DF-GAN: 6)", above=0)
     penalty_every: int = option(1, "compute the penalty every k steps, scaled by k (lazy when > 1)", at_least=1)
-    augment: str = option("", "DiffAugment policy for every image D sees, e.g. color,translation,cutout")
+    augment: str = option("", "DiffAugment policy for every image D sees, e.g. color,translation,cutout "
+                          "(flip too, where the data allows mirroring: data.mirror)")
+    # ADA (Karras et al. 2020): 0.6 is the paper's target, 4 its interval, 500 its kimg.
+    ada_target: float = option(0.0, "ADA: adapt the probability p of each train.augment op toward "
+                               "E[sign(D(real))] = this (the paper's 0.6); 0: off, every op always applied",
+                               at_least=0, below=1)
+    ada_interval: int = option(4, "ADA: steps between adjustments of p", at_least=1)
+    ada_kimg: float = option(500.0, "ADA: thousands of images over which p can move from 0 to 1", above=0)
+    # The paper (sec. 2.3) sees no leaking of augmentations into G's images while p < ~0.8.
+    ada_max_p: float = option(0.8, "ADA: p's ceiling, below the leaking threshold", above=0, at_most=1)
+    diversity_weight: float = option(0.0, "weight of DSGAN's diversity-sensitive term on G (a second sample "
+                                     "for half the batch; docs/training.md); 0: off", at_least=0)
+    diversity_tau: float = option(1.0, "DSGAN's bound tau on the diversity ratio (mean |dx| / mean |dz|)",
+                                  above=0)
     # StackGAN weighs the KL averaged over the 128 CA dimensions by 2; jaxgan's KL is summed
     # over them, so the same weight is 2 / 128. (A weight of 1 here, 64x that, pulls every
     # caption onto the prior and DF-GAN collapses: measured IS 1.1 after 800 steps at 64 px.)
@@ -228,6 +241,8 @@ class DataConfig:
     data_dir: str = option("", "TFDS data directory; empty: TFDS's default, ~/tensorflow_datasets")
     captions_dir: str = option("", "caltech_birds2011 / oxford_flowers102: Reed et al.'s text_c10 captions")
     fit: str = option("crop", "non-square images: centre crop or pad to a square", choices=("crop", "pad"))
+    mirror: bool = option(False, "the captions stay true of left-right mirrored images: allows the flip "
+                          "augmentation where the source does not declare it (none built in does)")
     workers: int = option(-1, "decoding processes; -1: half the cores (none on <= 2); 0: in the main process",
                          at_least=-1)
     embedding_cache: str = option("", "frozen caption embeddings; empty: CACHE/embeddings, CACHE being $JAXGAN_CACHE, "
@@ -392,6 +407,9 @@ def validate(config: Config) -> None:
         if kind is int and abs(value) > INT_LIMIT:
             raise ConfigError(f"{key} must fit an int32 (at most {INT_LIMIT} either side of 0), got {value}")
     config.model.validate()
+    if config.train.ada_target > 0 and not config.train.augment.strip():
+        raise ConfigError("train.ada_target needs a train.augment policy for p to apply to, "
+                          "e.g. train.augment=color,translation,cutout")
     if not config.data.dataset.strip():
         raise ConfigError("data.dataset is empty: give shapes, a TFDS name or an image folder")
 

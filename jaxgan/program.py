@@ -14,7 +14,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from jaxgan.config import Config
+from jaxgan.augment import parse_policy
+from jaxgan.config import Config, ConfigError
+from jaxgan.data import source_type
 from jaxgan.models import build_models
 from jaxgan.parallel import DataFsdpParallel, data_fsdp_parallel
 from jaxgan.state import GANState, abstract_state, init_state
@@ -51,6 +53,20 @@ class TrainProgram:
         return abstract_state(self.config, self.generator, self.discriminator, sentence_dim, word_dim)
 
 
+def check_mirroring(config: Config) -> None:
+    """Raises ``ConfigError`` when ``train.augment`` flips images that its data may not mirror:
+    the source's ``mirror_safe`` capability, or the user's ``data.mirror``, must allow it.
+
+    Example:
+        check_mirroring(get_config("default", ["train.augment=flip"]))  # ConfigError: shapes
+    """
+    if "flip" not in parse_policy(config.train.augment) or config.data.mirror:
+        return
+    if not source_type(config.data.dataset).mirror_safe:
+        raise ConfigError(f"train.augment has flip, but dataset {config.data.dataset} does not declare mirrored "
+                          "images true to their captions; set data.mirror=true if they are")
+
+
 def build_train_program(config: Config, **pieces: Any) -> TrainProgram:
     """Models with the BatchNorm layout of the parallel mode, and the step compiled for it.
 
@@ -62,6 +78,7 @@ def build_train_program(config: Config, **pieces: Any) -> TrainProgram:
         state = program.init_placed_state(sentence_dim=128)
         state, metrics = program.step(state, program.parallel.put_batch(batch))
     """
+    check_mirroring(config)
     parallel = data_fsdp_parallel(config)
     generator, discriminator = build_models(config.model, *parallel.batchnorm_layout(config.model.bn_sync))
     step = parallel.compile(make_train_step(config, generator, discriminator, parallel.axis_name, **pieces))

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxgan.augment import ada_init
 from jaxgan.config import Config
 from jaxgan.regularizers import DEFAULT_WEIGHTS
 
@@ -41,7 +42,10 @@ class GANState(struct.PyTreeNode):
     key: jax.Array  # raw uint32 key data, so checkpoints need no typed-key handling
     skipped: jax.Array  # steps whose update was skipped for a non-finite loss or gradient
     streak: jax.Array  # consecutive skipped steps up to now (0 after a good step)
-    hparams: dict[str, jax.Array]  # float32 scalars: penalty_weight, kl_weight, ema_decay
+    # float32 scalars: penalty_weight, kl_weight, ema_decay; diversity_weight while the term is
+    # on; with ADA its adapted p and r_t accumulator (``jaxgan.augment.ada_init``). Keys are
+    # added only when their feature is on, so other runs' checkpoints keep their structure.
+    hparams: dict[str, jax.Array]
     g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
@@ -66,11 +70,14 @@ def make_optimizers(config: Config) -> tuple[optax.GradientTransformation, optax
 def initial_hparams(config: Config) -> dict[str, jax.Array]:
     """The state's loss weights from the config: the gradient penalty's weight (the paper's
     when ``train.penalty_weight`` is 0; 0 without a penalty), CA's KL weight (0 without CA)
-    and the EMA decay."""
+    and the EMA decay; and the diversity term's weight, only when it is on (> 0), so that
+    other runs' states and checkpoints keep their structure."""
     t = config.train
     penalty = 0.0 if t.penalty == "none" else (t.penalty_weight or DEFAULT_WEIGHTS[t.penalty])
     values = {"penalty_weight": penalty, "kl_weight": t.kl_weight if config.model.ca else 0.0,
               "ema_decay": t.ema_decay}
+    if t.diversity_weight > 0:
+        values["diversity_weight"] = t.diversity_weight
     return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
 
 
@@ -119,7 +126,8 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
         key=jax.random.key_data(train_key),
         skipped=jnp.zeros((), jnp.int32),
         streak=jnp.zeros((), jnp.int32),
-        hparams=initial_hparams(config),
+        # ADA's leaves are state the step adapts, not values the config sets (with_hyperparams).
+        hparams={**initial_hparams(config), **(ada_init() if config.train.ada_target > 0 else {})},
         g_tx=g_tx,
         d_tx=d_tx,
     )
@@ -158,7 +166,8 @@ def with_hyperparams(state: GANState, config: Config) -> tuple[GANState, dict[st
         hyper["learning_rate"] = put(name, hyper["learning_rate"], value)
         return opt_state._replace(hyperparams=hyper)
 
-    hparams = {k: put(k, state.hparams[k], float(v)) for k, v in initial_hparams(config).items()}
+    # Leaves the config does not set (ADA's adapted p) are kept as restored.
+    hparams = {**state.hparams, **{k: put(k, state.hparams[k], float(v)) for k, v in initial_hparams(config).items()}}
     state = state.replace(g_opt_state=with_lr(state.g_opt_state, "g_lr", config.train.g_lr),
                           d_opt_state=with_lr(state.d_opt_state, "d_lr", config.train.d_lr), hparams=hparams)
     return state, changed

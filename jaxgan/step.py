@@ -13,6 +13,7 @@ generators with word attention, ``words`` [B, L, W] and ``word_mask`` bool [B, L
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +23,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxgan import pixels
-from jaxgan.augment import augment_examples
+from jaxgan.augment import ada_adjust, augment_examples
 from jaxgan.config import Config
+from jaxgan.diversity import diversity_ratio
 from jaxgan.losses import LOSSES, AdversarialLoss, GANLoss, as_gan_loss, conditioning_kl
 from jaxgan.regularizers import Penalty, penalty_from_config
 from jaxgan.state import GANState, word_inputs
@@ -100,7 +102,9 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         loss, where ``d_fn(images, sentence) -> logits`` (default from ``train.penalty``; see
         ``jaxgan.regularizers``).
       augment: ``augment(key, images, offset) -> images`` applied to every image D sees,
-        differentiable (default: DiffAugment with ``train.augment``).
+        differentiable (default: DiffAugment with ``train.augment``). With ADA
+        (``train.ada_target > 0``) it is called as ``augment(key, images, offset, p=p)``, p
+        the state's adapted probability of each op.
 
     Example:
         rp_hinge = GANLoss(d=lambda real, fake, wrong: jnp.mean(jax.nn.relu(1 - (real - fake))),
@@ -114,12 +118,25 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     # (a sweepable value); a penalty of one's own carries its own weight.
     builtin_penalty = penalty is None
     penalty = penalty or penalty_from_config(t.penalty, 1.0, t.penalty_power)
-    augment = augment or augment_examples(t.augment)
+    augment_at = augment or augment_examples(t.augment)
+    ada = t.ada_target > 0
+    twins = t.diversity_weight > 0  # a second sample for half the batch (jaxgan.diversity)
 
     def mean_over_devices(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
+    def diversity_part(weight: jax.Array, fake_all: jax.Array, z_all: jax.Array,
+                       d_fake: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(DSGAN's L_z over the (even example, twin) pairs, the cotangent of G's whole output:
+        d_fake padded over the twins, plus the gradient of G's -weight * L_z)."""
+        n = d_fake.shape[0]
+        ratio, grad = jax.value_and_grad(
+            lambda x: diversity_ratio(x[:n:2], x[n:], z_all[:n:2], z_all[n:], t.diversity_tau))(fake_all)
+        padded = jnp.concatenate([d_fake, jnp.zeros((fake_all.shape[0] - n,) + d_fake.shape[1:], d_fake.dtype)])
+        return ratio, padded - (weight * grad).astype(d_fake.dtype)
+
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
+        augment = functools.partial(augment_at, p=state.hparams["ada_p"]) if ada else augment_at
         real = pixels.to_float(batch["image"])
         sentence, wrong_sentence = batch["sentence"], batch["wrong_sentence"]
         words = word_inputs(config, batch.get("words"), batch.get("word_mask"))
@@ -130,6 +147,16 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         # fold_in(key, i) for the example indices i).
         k_ca, k_aug_d, k_aug_g, k_penalty = jax.random.split(jax.random.fold_in(key, 2**31 - 1), 4)
         offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch_size
+        g_inputs = (z, sentence, words)
+        if twins:
+            # G's one pass also draws a second sample ("twin") of each even example's caption,
+            # its noise keyed by that example's global index in a stream of its own, so the
+            # pairs do not depend on the device layout (for an even per-device batch).
+            k_twin = jax.random.fold_in(key, 2**31 - 2)
+            z_twin = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k_twin, i), (config.model.z_dim,)))(
+                offset + jnp.arange(0, batch_size, 2))
+            g_inputs = (jnp.concatenate([z, z_twin]), jnp.concatenate([sentence, sentence[::2]]),
+                        {k: jnp.concatenate([v, v[::2]]) for k, v in words.items()})
         if axis_name is not None:
             # CA draws its noise for the local batch; each device must draw its own. (So with
             # model.ca, pmap and jit draw different CA noise; everything else matches.)
@@ -139,12 +166,14 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         # PyTorch loop reuses the fake batch's graph.
         # With conditioning augmentation G also returns its KL term, so one VJP carries both.
         def generate(g_params):
+            g_z, g_sentence, g_words = g_inputs
             fake, updates = generator.apply({"params": g_params, "batch_stats": state.g_stats},
-                                            z, sentence, **words, train=True, rngs={"ca": k_ca},
+                                            g_z, g_sentence, **g_words, train=True, rngs={"ca": k_ca},
                                             mutable=["batch_stats", "losses"])
             return (fake, conditioning_kl(updates.get("losses", {}))), updates.get("batch_stats", {})
 
         (fake, kl), g_vjp, g_stats = jax.vjp(generate, state.g_params, has_aux=True)
+        fake_all, fake = fake, fake[:batch_size]
 
         def d_apply(d_params, d_stats, images, text, wrong_text=None):
             out, upd = discriminator.apply({"params": d_params, "batch_stats": d_stats}, images, text,
@@ -193,8 +222,12 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
 
         g_adv, d_fake = jax.value_and_grad(g_loss_fn)(fake)
         kl_weight = state.hparams["kl_weight"]
+        if twins:  # G maximises L_z: -weight * L_z joins G's loss, its gradient joins d_fake
+            g_diversity, d_fake = diversity_part(state.hparams["diversity_weight"], fake_all, g_inputs[0], d_fake)
         (g_grads,) = g_vjp((d_fake, kl_weight.astype(kl.dtype)))
         g_loss = g_adv + kl_weight * kl
+        if twins:
+            g_loss = g_loss - state.hparams["diversity_weight"] * g_diversity
         g_grads = mean_over_devices(g_grads)
         g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
@@ -224,6 +257,14 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             g_stats=mean_over_devices(g_stats), d_stats=mean_over_devices(d_stats),
             g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_params=ema_params,
             ema_stats=mean_over_devices(ema_updates.get("batch_stats", {})))
+        ada_metrics = {}
+        if ada:
+            # r_t = E[sign(D(real) - threshold)] = 2 * acc_real - 1, over the global batch.
+            rt = 2.0 * mean_over_devices(d_aux["d_acc_real"]) - 1.0
+            adapted = ada_adjust(state.hparams, rt, target=t.ada_target, interval=t.ada_interval,
+                                 batch_size=t.batch_size, kimg=t.ada_kimg, max_p=t.ada_max_p)
+            updated = updated.replace(hparams={**updated.hparams, **adapted})
+            ada_metrics = {"ada_p": state.hparams["ada_p"], "ada_rt": rt}
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
         new_state = new_state.replace(
             step=state.step + 1, key=state.key,
@@ -237,7 +278,10 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             "d_param_norm": _norm(new_state.d_params), "g_param_norm": _norm(new_state.g_params),
             "skipped": new_state.skipped, "nonfinite_streak": new_state.streak,
             "fake_spread": batch_spread(fake, axis_name), "real_spread": batch_spread(real, axis_name),
+            **ada_metrics,
         })
+        if twins:
+            metrics["g_diversity"] = mean_over_devices(g_diversity)
         return new_state, metrics
 
     return train_step

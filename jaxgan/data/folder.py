@@ -27,7 +27,7 @@ import operator
 import os
 import posixpath
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from jaxgan.data import captions as cap
 from jaxgan.data.source import DataError, ExampleSource, example
@@ -52,6 +52,10 @@ class ImageFolderSource(ExampleSource):
         folder), "caption_not_utf8" (index lines repaired), "not_a_file" (image names that
         are not regular files, left out).
     """
+
+    # Whether a folder's captions name left and right, or its images hold text, is for its
+    # owner to say (data.mirror=true).
+    mirror_safe: ClassVar[bool] = False
 
     def __init__(self, root: str | Path, name: str | None = None):
         path = Path(root).expanduser()

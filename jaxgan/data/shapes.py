@@ -222,6 +222,7 @@ class ShapesSource(ExampleSource):
     fit: ClassVar[str | None] = ""
     splits: ClassVar[tuple[str, ...] | None] = tuple(_SPLIT_IDS)
     embed_on_demand: ClassVar[bool] = True
+    mirror_safe: ClassVar[bool] = False  # captions name the position: "on the left" would become wrong
 
     def __init__(self, resolution: int, seed: int = 0, split: str = "train"):
         if split not in _SPLIT_IDS:

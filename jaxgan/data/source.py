@@ -29,6 +29,10 @@ names:
 * ``splits``: the only split names the source has; ``None`` leaves them to the backend.
 * ``embed_on_demand``: captions are encoded batch by batch as they first appear, rather than
   all at the start into the on-disk embedding cache (``jaxgan.data.embeddings``).
+* ``mirror_safe``: a left-right mirrored image still matches its captions, so the ``flip``
+  augmentation may be used (``jaxgan.augment``). False unless a source knows it: captions that
+  name left and right (shapes), text or digits in the image, make a mirror a wrong example.
+  ``data.mirror=true`` is the user's word for a source that does not declare it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class ExampleSource(abc.ABC):
     fit: ClassVar[str | None] = None
     splits: ClassVar[tuple[str, ...] | None] = None
     embed_on_demand: ClassVar[bool] = False
+    mirror_safe: ClassVar[bool] = False
     # Problems found in the dataset's caption index (malformed lines...), counted in the metrics.
     index_issues: Mapping[str, int] = types.MappingProxyType({})
 

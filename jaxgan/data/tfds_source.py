@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -114,6 +114,11 @@ class TfdsSource(ExampleSource):
     Picklable for Grain's worker processes: the pickled state is the name, split, directories,
     label names and caption table; each process reopens the array_record files on first use.
     """
+
+    # One class serves every TFDS dataset, and not all of them can be mirrored: MNIST's digits
+    # are not symmetric and COCO's captions say "left" and "right". Birds, flowers and CIFAR-10
+    # can: data.mirror=true says so.
+    mirror_safe: ClassVar[bool] = False
 
     def __init__(self, name: str, split: str = "train", data_dir: str | None = None,
                  captions_dir: str | None = None) -> None:
