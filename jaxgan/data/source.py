@@ -29,6 +29,9 @@ names:
 * ``splits``: the only split names the source has; ``None`` leaves them to the backend.
 * ``embed_on_demand``: captions are encoded batch by batch as they first appear, rather than
   all at the start into the on-disk embedding cache (``jaxgan.data.embeddings``).
+* ``ideal_objects``: the source can draw the ideal object of an attribute row at any centre
+  (``ideal_object``) and names its class (``object_class``): shape fidelity
+  (``jaxgan.metrics.fidelity``) compares a generated object with it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class ExampleSource(abc.ABC):
     fit: ClassVar[str | None] = None
     splits: ClassVar[tuple[str, ...] | None] = None
     embed_on_demand: ClassVar[bool] = False
+    ideal_objects: ClassVar[bool] = False
     # Problems found in the dataset's caption index (malformed lines...), counted in the metrics.
     index_issues: Mapping[str, int] = types.MappingProxyType({})
 
@@ -106,6 +110,16 @@ class ExampleSource(abc.ABC):
         """(captions, attrs int32 [size, len(attributes)]) of examples [start, start + size) of a
         ``drawn`` source, without drawing their images."""
         raise NotImplementedError(f"{type(self).__name__} is read, not drawn")
+
+    def ideal_object(self, attrs: np.ndarray, centre: tuple[float, float] | None = None) -> np.ndarray:
+        """uint8 [R, R, 3]: the object of attribute row ``attrs`` drawn as the source draws it,
+        centred at ``centre`` (x, y in pixels; None: where the attributes put it, without
+        jitter), for a source with ``ideal_objects``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw ideal objects")
+
+    def object_class(self, attrs: np.ndarray) -> str:
+        """The class an attribute row's object is reported under (shapes: "small circle")."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw ideal objects")
 
 
 def example(key: str, image: Any, captions: list[str], issues: list[str] | None = None) -> dict[str, Any]:
