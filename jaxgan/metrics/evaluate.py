@@ -178,6 +178,7 @@ def drawn_caption_groups(source: ExampleSource, count: int, per_group: int,
     captions: dict[Any, str] = {}
     for start in range(0, scan_limit, 1000):
         labels, attrs = source.labels(start, 1000)
+        known = len(members)
         for i, text in enumerate(labels):
             key = tuple(attrs[i].tolist()) if source.attributes else text
             if key not in members and len(members) == count:
@@ -186,7 +187,9 @@ def drawn_caption_groups(source: ExampleSource, count: int, per_group: int,
             captions.setdefault(key, text)
             if len(group) < per_group:
                 group.append(start + i)
-        if len(members) == count and all(len(g) == per_group for g in members.values()):
+        # Done when every group is full and no more can come (count reached, or no new class
+        # in the last 1000 examples: shapes has 432 combinations).
+        if all(len(g) == per_group for g in members.values()) and (len(members) in (count, known)):
             break
     full = [key for key, group in members.items() if len(group) == per_group]
     if not full:
