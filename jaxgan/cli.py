@@ -27,7 +27,7 @@ from jaxgan.errors import JaxganError, UsageError
 from jaxgan.evaluator import evaluate_workdir
 from jaxgan.metrics import attributes, features, inception, sanity
 from jaxgan.metrics.alignment import alignment_of
-from jaxgan.metrics.evaluate import EvalResult, format_metrics
+from jaxgan.metrics.evaluate import EvalResult, metric_lines
 from jaxgan.paths import workdir_path
 from jaxgan.presets import PRESETS, config_help
 from jaxgan.train import train_and_evaluate
@@ -142,8 +142,10 @@ def _print_result(result: EvalResult, step: int) -> None:
     print(f"{result.source}: {p.num_samples} samples, features {p.features.partition(':')[0]}, "
           f"{result.num_devices} device(s), {result.seconds:.1f}s")
     print(f"protocol {result.protocol.hash} ({where})")
-    for name, text in format_metrics(result.metrics).items():
-        print(f"  {name:20s} {text:>12s}")
+    for line in metric_lines(result.metrics):
+        print(line)
+    for note in result.notes:
+        print(f"note: {note}")
 
 
 def eval_parser() -> argparse.ArgumentParser:
@@ -159,6 +161,10 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="noise seed of the samples")
     p.add_argument("--split", choices=("train", "test"), default=None, help="captions and reference split")
     p.add_argument("--clip", default=None, help="a Hugging Face CLIPModel directory, for CLIP score")
+    p.add_argument("--fidelity-samples", type=int, default=None, help="samples scored for shape fidelity; 0: off")
+    p.add_argument("--diversity-captions", type=int, default=None,
+                   help="captions of within-caption diversity; 0: off")
+    p.add_argument("--diversity-samples", type=int, default=None, help="samples per caption of that measure")
     p.add_argument("--real", choices=("train", "test"), default=None,
                    help="score real images of this split instead of the generator (the ceiling)")
     p.add_argument("--devices", type=int, default=0, help="devices to use (default: all)")
@@ -174,7 +180,8 @@ def _eval(args: argparse.Namespace) -> int:
         args.workdir, step=args.step, real=args.real, num_devices=args.devices, cache_dir=args.cache_dir,
         progress=not args.no_progress, num_samples=args.num_samples, num_reference=args.num_reference,
         features=args.features, generator=args.generator, truncation=args.truncation, seed=args.seed,
-        split=args.split, clip=args.clip)
+        split=args.split, clip=args.clip, fidelity_samples=args.fidelity_samples,
+        diversity_captions=args.diversity_captions, diversity_samples=args.diversity_samples)
     _print_result(result, step)
     name = f"step_{step:06d}" if step >= 0 else f"real_{args.real}"
     out = (workdir_path(args.out) if args.out

@@ -274,6 +274,11 @@ class EvalConfig:
     truncation: float = option(0.0, "truncation of the noise; 0: off", at_least=0)
     seed: int = option(0, "seed of the generated samples", at_least=0)
     clip: str = option("", "a Hugging Face CLIPModel directory for CLIP score; empty: none")
+    fidelity_samples: int = option(2000, "samples scored for shape fidelity (sources that draw ideal "
+                                   "objects: shapes); 0: off", at_least=0)
+    diversity_captions: int = option(100, "captions of within-caption diversity (at most num_samples / "
+                                     "diversity_samples); 0: off", at_least=0)
+    diversity_samples: int = option(10, "samples per caption of within-caption diversity", at_least=2)
 
 
 @dataclasses.dataclass(frozen=True)

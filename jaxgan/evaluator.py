@@ -27,10 +27,17 @@ from jaxgan.data import make_source, source_type
 from jaxgan.data.embeddings import EmbeddingTable, embedding_table
 from jaxgan.metrics import features
 from jaxgan.metrics.clip_score import check_not_training_model, load_clip_scorer, text_tower_sha256
-from jaxgan.metrics.dataset_eval import EvalExamples, dataset_generator_source, dataset_real_source
+from jaxgan.metrics.dataset_eval import (
+    EvalExamples,
+    dataset_caption_groups,
+    dataset_generator_source,
+    dataset_real_source,
+)
 from jaxgan.metrics.evaluate import (
+    CaptionGroups,
     EvalResult,
     ImageSource,
+    drawn_caption_groups,
     drawn_real_source,
     evaluate,
     generator_source,
@@ -54,7 +61,8 @@ def protocol_for(config: Config, **overrides: Any) -> EvalProtocol:
     fields = dict(dataset=config.data.dataset, data_seed=config.data.seed, split=e.split,
                   num_samples=e.num_samples, num_reference=e.num_reference or e.num_samples,
                   resolution=config.model.resolution, features=e.features, generator=e.generator,
-                  truncation=e.truncation, seed=e.seed, clip=e.clip,
+                  truncation=e.truncation, seed=e.seed, clip=e.clip, fidelity_samples=e.fidelity_samples,
+                  diversity_captions=e.diversity_captions, diversity_samples=e.diversity_samples,
                   fit=config.data.fit if fixed_fit is None else fixed_fit)
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return EvalProtocol(**fields)
@@ -116,6 +124,7 @@ class Evaluator:
             captions = self.source.all_captions() if self.examples is None else self.examples.all_captions()
             self.table = embedding_table(encoder, captions, config.data.embedding_cache or None, with_words=with_words)
         self._stats = None
+        self._groups: CaptionGroups | None = None
 
     def generator_source(self, state: Any, which: str | None = None) -> ImageSource:
         """``state``'s generator (``which``: "ema" or "raw" weights, default the protocol's) as an
@@ -149,7 +158,8 @@ class Evaluator:
         return dataset_real_source(self.examples, offset=offset)
 
     def prepare(self) -> None:
-        """Computes the reference statistics (or reads them from the cache) unless already done.
+        """Computes the reference statistics (or reads them from the cache) and finds the caption
+        groups of within-caption diversity, unless already done.
 
         Training calls it before its first step: a short split, an unreadable reference image or
         a broken cache file then stops the run before it has trained anything.
@@ -161,6 +171,11 @@ class Evaluator:
         if self._stats is None:
             self._stats = reference_stats(self.protocol, self.network, self.mesh, self.cache_dir, self.progress,
                                           self.reference)
+            n, k = self.protocol.diversity_groups, self.protocol.diversity_samples
+            if n and self.examples is None:
+                self._groups = drawn_caption_groups(self.source, n, k)
+            elif n:
+                self._groups = dataset_caption_groups(self.examples, n, k)
 
     def evaluate(self, source: ImageSource) -> EvalResult:
         """Scores ``source`` under the protocol; the reference statistics are computed (or read
@@ -169,7 +184,8 @@ class Evaluator:
         self.prepare()
         result = evaluate(source, self.protocol, self.mesh, self.network, cache_dir=self.cache_dir,
                           clip_scorer=self.clip_scorer, training_text_hashes=self.text_hashes,
-                          progress=self.progress, reference=self.reference, stats=self._stats)
+                          progress=self.progress, reference=self.reference, stats=self._stats,
+                          groups=self._groups)
         # The first evaluation's time includes the reference statistics, as evaluate's own does.
         return dataclasses.replace(result, seconds=time.perf_counter() - start) if first else result
 

@@ -129,6 +129,26 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+# The measures with a real-image ceiling: (title, key); the row shows key, key_real, key_ratio.
+CEILING_ROWS = (("shape fidelity: mask IoU", "fidelity_iou"), ("shape fidelity: colour error", "fidelity_color_error"),
+                ("within-caption diversity: spread", "diversity_spread"),
+                ("within-caption diversity: pairwise distance", "diversity_pairwise"))
+
+
+def ceiling_table(row: dict[str, Any]) -> str:
+    """Generated, real and ratio of the measures with a real ceiling in an eval row ("" if none)."""
+    cells = []
+    for title, key in CEILING_ROWS:
+        if key in row or f"{key}_real" in row:
+            values = [_number(row.get(k, "")) for k in (key, f"{key}_real", f"{key}_ratio")]
+            cells.append("<tr><th>" + html.escape(title) + "</th>"
+                         + "".join(f"<td>{html.escape(v)}</td>" for v in values) + "</tr>")
+    if not cells:
+        return ""
+    return ("<h3>Against real images</h3><table><tr><th></th><th>generated</th><th>real</th><th>ratio</th></tr>"
+            + "".join(cells) + "</table>")
+
+
 def build_report(workdir: str | Path) -> str:
     """The report of ``workdir`` as an HTML string."""
     workdir = workdir_path(workdir)
@@ -173,7 +193,7 @@ def build_report(workdir: str | Path) -> str:
         curves = f'<img alt="evaluation curves" src="{eval_png}">' if eval_png else ""
         parts.append(f'<section id="evaluation"><h2>Evaluation</h2>{curves}'
                      f'<h3>Step {html.escape(str(latest.get("step")))}, protocol '
-                     f'{html.escape(str(latest.get("protocol_hash")))}</h3>'
+                     f'{html.escape(str(latest.get("protocol_hash")))}</h3>{ceiling_table(latest)}'
                      f'{_table([(k, _number(v)) for k, v in latest.items() if k not in ("step",)])}</section>')
     newest = _json(protocols[-1], dict, None, notes) if protocols else None
     if newest is not None and not isinstance(newest.get("protocol", {}), dict):

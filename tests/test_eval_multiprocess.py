@@ -12,7 +12,8 @@ from jaxgan.metrics.evaluate import evaluate, real_source
 from jaxgan.metrics.protocol import EvalProtocol
 from jaxgan.metrics.sharded import evaluation_mesh
 
-PROTOCOL = dict(num_samples=512, num_reference=512, kid_subsets=5, kid_subset_size=256)
+PROTOCOL = dict(num_samples=512, num_reference=512, kid_subsets=5, kid_subset_size=256, fidelity_samples=128,
+                diversity_captions=8)
 
 WORKER = textwrap.dedent("""
     import json, sys

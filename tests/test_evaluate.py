@@ -22,7 +22,9 @@ from jaxgan.models import build_models
 from jaxgan.presets import get_config
 
 N = 1024
-SMALL = dict(num_samples=N, num_reference=N, kid_subsets=10, kid_subset_size=500)
+# Shape fidelity and caption diversity on small draws: they cost host time per sample.
+SMALL = dict(num_samples=N, num_reference=N, kid_subsets=10, kid_subset_size=500, fidelity_samples=256,
+             diversity_captions=20)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,13 @@ def test_real_images_score_near_the_ceiling_and_broken_generators_far_from_it(tm
     assert const["precision"] == 0.0 and const["recall"] == 0.0 and const["is"] == pytest.approx(1.0)
     assert real_m["is"] > 3 * wrong["is"] > 3 * const["is"]
     assert wrong["alignment_color"] < 0.5
+    # Shape fidelity: real images of the train split score as the test split's ceiling does;
+    # grey shapes keep their outline but lose contrast and colour; a constant image has no object.
+    assert real_m["fidelity_iou_real"] > 0.99 and real_m["fidelity_iou_ratio"] == pytest.approx(1.0, abs=0.005)
+    assert real_m["fidelity_color_error"] < 0.01 and wrong["fidelity_color_error"] > 0.1
+    assert wrong["fidelity_iou"] < 0.95 * real_m["fidelity_iou"] and const["fidelity_iou_ratio"] < 0.5
+    # Real images of one attribute combination differ by their jitter only: a small, nonzero spread.
+    assert real_m["diversity_groups"] == 20 and 0 < real_m["diversity_spread_real"] < real_m["diversity_pairwise_real"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +75,8 @@ def tiny_generator():
 
 def test_metrics_are_identical_on_1_and_8_devices(tmp_path, network, tiny_generator):
     generator, variables, z_dim, embed = tiny_generator
-    protocol = EvalProtocol(num_samples=600, num_reference=600, kid_subsets=5, kid_subset_size=300)
+    protocol = EvalProtocol(num_samples=600, num_reference=600, kid_subsets=5, kid_subset_size=300,
+                            fidelity_samples=100, diversity_captions=10)
     source = generator_source(generator, variables, z_dim, embed, protocol)
     one = evaluate(source, protocol, evaluation_mesh(1), network, cache_dir=tmp_path, per_device=32,
                    progress=False)
@@ -119,7 +129,7 @@ def test_protocol_hash_covers_every_field(network):
     assert resolved.hash == ResolvedProtocol(EvalProtocol(), network.identity, "r" * 64).hash
     changes = dict(data_seed=1, split="train", num_samples=5000, num_reference=5000, resolution=64,
                    generator="raw", truncation=0.7, seed=1, kid_subsets=50, kid_subset_size=100, pr_k=5,
-                   is_splits=5)
+                   is_splits=5, fidelity_samples=1000, diversity_captions=50, diversity_samples=5)
     hashes = {resolved.hash}
     for field, value in changes.items():
         hashes.add(ResolvedProtocol(dataclasses.replace(base, **{field: value}), network.identity, "r" * 64).hash)
@@ -128,6 +138,10 @@ def test_protocol_hash_covers_every_field(network):
     hashes.add(ResolvedProtocol(base, network.identity, "s" * 64).hash)
     hashes.add(ResolvedProtocol(base, network.identity, "r" * 64, clip_weights_sha256="c" * 64).hash)
     assert len(hashes) == len(changes) + 5
+    # Turning the added measures off gives back the hash of the protocol from before they existed.
+    off = dataclasses.replace(base, fidelity_samples=0, diversity_captions=0)
+    assert {"fidelity_samples", "diversity_captions", "diversity_samples"}.isdisjoint(
+        ResolvedProtocol(off, network.identity, "r" * 64).to_dict())
     json.dumps(resolved.to_dict())  # what the report writes
 
 
@@ -138,6 +152,8 @@ def test_protocol_hash_covers_every_field(network):
     (dict(truncation=-1.0), "truncation"),
     (dict(pr_k=2000, num_samples=1000), "pr_k"),
     (dict(captions_per_image=5), "one caption per image"),
+    (dict(fidelity_samples=-1), "fidelity_samples must be 0"),
+    (dict(diversity_samples=1), "diversity_samples must be at least 2"),
 ])
 def test_bad_protocols_are_one_line_errors(bad, message):
     with pytest.raises(ConfigError, match=message) as info:

@@ -42,3 +42,16 @@ def test_hostile_strings_are_escaped_and_malformed_inputs_noted(tmp_path):
     assert 'id="samples"' in page and page.count('src="data:image/png;base64,') >= 1
     # Only grids named step_N.png are shown; the hostile file name is not.
     assert page.count('<img alt="samples at') == 1
+
+
+def test_the_measures_with_a_real_ceiling_show_generated_real_and_ratio(tmp_path):
+    w = tmp_path / "run"
+    w.mkdir()
+    (w / "config.json").write_text(json.dumps({"data": {"dataset": "shapes"}}))
+    row = {"step": 4, "protocol_hash": "abc", "fid": 1.0, "fidelity_iou": 0.45, "fidelity_iou_real": 0.9,
+           "fidelity_iou_ratio": 0.5, "diversity_spread_real": 0.2}
+    (w / "eval.jsonl").write_text(json.dumps(row) + "\n")
+    page = report.build_report(w)
+    assert "<tr><th>shape fidelity: mask IoU</th><td>0.45</td><td>0.9</td><td>0.5</td></tr>" in page
+    # Diversity measured on real images only (a real source): the generated cells stay empty.
+    assert "<tr><th>within-caption diversity: spread</th><td></td><td>0.2</td><td></td></tr>" in page

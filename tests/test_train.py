@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -263,7 +264,9 @@ def test_periodic_evaluation_is_logged_with_the_protocol_hash(trained):
     rows = [json.loads(line) for line in (trained / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6]
     assert {"fid", "kid", "is", "precision", "recall", "density", "coverage", "alignment_all",
-            "protocol_hash"} <= set(rows[0])
+            "protocol_hash", "fidelity_iou", "fidelity_iou_real", "fidelity_iou_ratio", "fidelity_iou/small_circle",
+            "diversity_spread", "diversity_spread_real", "diversity_spread_ratio"} <= set(rows[0])
+    assert rows[0]["diversity_groups"] == 6  # 64 samples, 10 per caption
     assert rows[0]["protocol_hash"] == rows[1]["protocol_hash"]
     assert rows[0]["fid"] != rows[1]["fid"]  # the generator changed between the two
     assert (trained / "eval.png").exists()
@@ -276,6 +279,8 @@ def test_eval_command_reproduces_the_training_time_numbers(trained, capsys):
     report = json.loads(report_path.read_text())
     assert report["step"] == 6 and report["protocol_hash"] in printed and report["protocol_hash"] in report_path.name
     assert report["protocol"]["num_samples"] == 64 and report["num_devices"] == 8
+    assert re.search(r"shape fidelity +IoU [0-9.]+ \(real 0\.99[0-9]+, ratio [0-9.]+\)", printed)
+    assert re.search(r"caption diversity +spread [0-9.]+ \(real [0-9.]+, ratio", printed)
     # Same checkpoint, same protocol, 8 devices here and 1 in training: the same numbers.
     during = [json.loads(line) for line in (trained / "eval.jsonl").read_text().splitlines()][-1]
     assert during["protocol_hash"] == report["protocol_hash"]

@@ -89,6 +89,38 @@ def _inside(shape: int, x: np.ndarray, y: np.ndarray, cx: float, cy: float, side
     return (depth >= 0) & (depth <= side) & (np.abs(x - cx) <= depth / 2.0)
 
 
+def grid_centre(position: int, resolution: int, jitter: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+    """The centre (x, y) in pixels of grid cell ``position`` moved by ``jitter`` (fractions of the image)."""
+    row, col = divmod(int(position), 3)
+    return ((col + 0.5) / 3.0 + jitter[0]) * resolution, ((row + 0.5) / 3.0 + jitter[1]) * resolution
+
+
+def render_at(attrs: Sequence[int], resolution: int, centre: tuple[float, float]) -> np.ndarray:
+    """Draws the object of ``attrs`` centred at ``centre`` (x, y in pixels), uint8 [R, R, 3].
+
+    The one renderer of the dataset: ``render`` places the object on its grid cell, and the
+    shape-fidelity measure (``jaxgan.metrics.fidelity``) draws the ideal object wherever a
+    generated one was found. The position attribute is ignored here; the centre says where.
+    The centre of a triangle is the centre of its bounding box, not its centroid.
+    """
+    c, s, z, _ = (int(a) for a in attrs)
+    cx, cy = centre
+    side = SIZES[SIZE_NAMES[z]] * resolution
+    # Only the object's bounding box needs sub-pixel coverage.
+    x0 = min(max(int(np.floor(cx - side / 2)) - 1, 0), resolution)
+    x1 = max(min(int(np.ceil(cx + side / 2)) + 1, resolution), x0)
+    y0 = min(max(int(np.floor(cy - side / 2)) - 1, 0), resolution)
+    y1 = max(min(int(np.ceil(cy + side / 2)) + 1, resolution), y0)
+    sub = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE
+    xs = (np.arange(x0, x1)[:, None] + sub[None, :]).ravel()
+    ys = (np.arange(y0, y1)[:, None] + sub[None, :]).ravel()
+    inside = _inside(s, xs[None, :], ys[:, None], cx, cy, side)
+    coverage = inside.reshape(y1 - y0, _SUPERSAMPLE, x1 - x0, _SUPERSAMPLE).mean(axis=(1, 3))
+    image = np.zeros((resolution, resolution, 3), np.float32)
+    image[y0:y1, x0:x1] = coverage[..., None] * np.asarray(COLORS[COLOR_NAMES[c]], np.float32)
+    return np.round(image).astype(np.uint8)
+
+
 def render(attrs: Sequence[int], resolution: int, jitter: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Draws one image, uint8 [resolution, resolution, 3], anti-aliased by supersampling.
 
@@ -98,24 +130,7 @@ def render(attrs: Sequence[int], resolution: int, jitter: tuple[float, float] = 
       jitter: (dx, dy) offset of the centre as a fraction of the image, each in
         [-1/48, 1/48].
     """
-    c, s, z, p = (int(a) for a in attrs)
-    row, col = divmod(p, 3)
-    cx = ((col + 0.5) / 3.0 + jitter[0]) * resolution
-    cy = ((row + 0.5) / 3.0 + jitter[1]) * resolution
-    side = SIZES[SIZE_NAMES[z]] * resolution
-    # Only the object's bounding box needs sub-pixel coverage.
-    x0 = max(int(np.floor(cx - side / 2)) - 1, 0)
-    x1 = min(int(np.ceil(cx + side / 2)) + 1, resolution)
-    y0 = max(int(np.floor(cy - side / 2)) - 1, 0)
-    y1 = min(int(np.ceil(cy + side / 2)) + 1, resolution)
-    sub = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE
-    xs = (np.arange(x0, x1)[:, None] + sub[None, :]).ravel()
-    ys = (np.arange(y0, y1)[:, None] + sub[None, :]).ravel()
-    inside = _inside(s, xs[None, :], ys[:, None], cx, cy, side)
-    coverage = inside.reshape(y1 - y0, _SUPERSAMPLE, x1 - x0, _SUPERSAMPLE).mean(axis=(1, 3))
-    image = np.zeros((resolution, resolution, 3), np.float32)
-    image[y0:y1, x0:x1] = coverage[..., None] * np.asarray(COLORS[COLOR_NAMES[c]], np.float32)
-    return np.round(image).astype(np.uint8)
+    return render_at(attrs, resolution, grid_centre(int(attrs[3]), resolution, jitter))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +238,7 @@ class ShapesSource(ExampleSource):
     splits: ClassVar[tuple[str, ...] | None] = tuple(_SPLIT_IDS)
     embed_on_demand: ClassVar[bool] = True
     mirror_safe: ClassVar[bool] = False  # captions name the position: "on the left" would become wrong
+    ideal_objects: ClassVar[bool] = True
 
     def __init__(self, resolution: int, seed: int = 0, split: str = "train"):
         if split not in _SPLIT_IDS:
@@ -252,3 +268,11 @@ class ShapesSource(ExampleSource):
 
     def labels(self, start: int, size: int) -> tuple[list[str], np.ndarray]:
         return captions_of(start, size, self.seed, self.split)
+
+    def ideal_object(self, attrs: np.ndarray, centre: tuple[float, float] | None = None) -> np.ndarray:
+        if centre is None:
+            centre = grid_centre(int(attrs[3]), self.resolution)
+        return render_at(attrs, self.resolution, centre)
+
+    def object_class(self, attrs: np.ndarray) -> str:
+        return f"{SIZE_NAMES[int(attrs[2])]} {SHAPES[int(attrs[1])]}"

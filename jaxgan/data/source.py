@@ -33,6 +33,9 @@ names:
   augmentation may be used (``jaxgan.augment``). False unless a source knows it: captions that
   name left and right (shapes), text or digits in the image, make a mirror a wrong example.
   ``data.mirror=true`` is the user's word for a source that does not declare it.
+* ``ideal_objects``: the source can draw the ideal object of an attribute row at any centre
+  (``ideal_object``) and names its class (``object_class``): shape fidelity
+  (``jaxgan.metrics.fidelity``) compares a generated object with it.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class ExampleSource(abc.ABC):
     splits: ClassVar[tuple[str, ...] | None] = None
     embed_on_demand: ClassVar[bool] = False
     mirror_safe: ClassVar[bool] = False
+    ideal_objects: ClassVar[bool] = False
     # Problems found in the dataset's caption index (malformed lines...), counted in the metrics.
     index_issues: Mapping[str, int] = types.MappingProxyType({})
 
@@ -111,6 +115,16 @@ class ExampleSource(abc.ABC):
         """(captions, attrs int32 [size, len(attributes)]) of examples [start, start + size) of a
         ``drawn`` source, without drawing their images."""
         raise NotImplementedError(f"{type(self).__name__} is read, not drawn")
+
+    def ideal_object(self, attrs: np.ndarray, centre: tuple[float, float] | None = None) -> np.ndarray:
+        """uint8 [R, R, 3]: the object of attribute row ``attrs`` drawn as the source draws it,
+        centred at ``centre`` (x, y in pixels; None: where the attributes put it, without
+        jitter), for a source with ``ideal_objects``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw ideal objects")
+
+    def object_class(self, attrs: np.ndarray) -> str:
+        """The class an attribute row's object is reported under (shapes: "small circle")."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw ideal objects")
 
 
 def example(key: str, image: Any, captions: list[str], issues: list[str] | None = None) -> dict[str, Any]:

@@ -17,6 +17,8 @@ The evaluation (``jaxgan eval``; see docs/evaluation.md, "The protocol"):
 ``sharded``: per-example functions over all devices, independent of the device count.
 ``evaluate``: image sources (a generator, real images), feature extraction, every metric.
 ``alignment``: the 432-combination text-alignment report of a run.
+``fidelity``: shape fidelity, mask IoU and colour error against the ideal object (shapes).
+``diversity``: within-caption diversity, spread and pairwise distance within a caption's samples.
 
 Submodules are imported on use, so loading one metric does not pull in the others.
 """

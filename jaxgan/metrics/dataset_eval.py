@@ -17,7 +17,7 @@ import numpy as np
 from jaxgan import pixels
 from jaxgan.data.images import ImageError, load_image
 from jaxgan.data.source import DataError, ExampleSource
-from jaxgan.metrics.evaluate import ImageSource, protocol_noise
+from jaxgan.metrics.evaluate import CaptionGroups, ImageSource, protocol_noise
 from jaxgan.metrics.protocol import EvalProtocol
 from jaxgan.sampling import apply_generator
 
@@ -74,6 +74,10 @@ class EvalExamples:
             out.append(captions[int(rng.integers(len(captions)))])
         return out
 
+    def image_of(self, index: int) -> np.ndarray | None:
+        """uint8 [R, R, 3]: example ``index`` of the source, fitted; None if it does not decode."""
+        return self._decode(index)
+
     def all_captions(self) -> list[str]:
         """Every caption the samples can draw (what the embedding cache must hold)."""
         return list(dict.fromkeys(c for i in self._captioned for c in self.source.captions(i)))
@@ -100,6 +104,52 @@ def dataset_real_source(examples: EvalExamples, offset: int = 0, name: str | Non
     return ImageSource(label, {}, make_images, inputs, captions)
 
 
+def dataset_caption_groups(examples: EvalExamples, count: int, per_group: int) -> CaptionGroups | None:
+    """Within-caption diversity's groups on a read dataset: the first ``count`` caption texts
+    (in the protocol's order) that at least two decodable images share, with up to
+    ``per_group`` of those images each; None when no caption is shared (captions written
+    per image, like COCO's). Class-like captions (a folder of "a photo of a cat"; MNIST's and
+    CIFAR-10's captions from the label) give groups; a caption made from the label is the label.
+    """
+    members: dict[str, list[int]] = {}
+    for index in examples.order:
+        for caption in dict.fromkeys(examples.source.captions(int(index))):
+            members.setdefault(caption, []).append(int(index))
+    captions, images, group = [], [], []
+    for caption, indices in members.items():
+        if len(captions) == count:
+            break
+        if len(indices) < 2:
+            continue
+        decoded = []
+        for index in indices:
+            image = examples.image_of(index)
+            if image is not None:
+                decoded.append(image)
+            if len(decoded) == per_group:
+                break
+        if len(decoded) >= 2:
+            group.extend([len(captions)] * len(decoded))
+            captions.append(caption)
+            images.extend(decoded)
+    if not captions:
+        return None
+    stacked = np.stack(images)
+
+    def make_images(_consts: Any, inputs: dict[str, Any]) -> Any:
+        return pixels.to_float(inputs["image"])
+
+    def inputs(start: int, size: int) -> dict[str, np.ndarray]:
+        return {"image": stacked[start:start + size]}
+
+    def real_captions(start: int, size: int) -> tuple[list[str], np.ndarray]:
+        return [captions[g] for g in group[start:start + size]], _no_attributes(size)
+
+    real = ImageSource(f"real images sharing a caption ({examples.source.name})", {}, make_images, inputs,
+                       real_captions)
+    return CaptionGroups(captions, real, np.asarray(group))
+
+
 def dataset_generator_source(generator: Any, variables: Any, z_dim: int,
                              embed: Callable[[list[str]], dict[str, np.ndarray]], examples: EvalExamples,
                              name: str = "generator") -> ImageSource:
@@ -121,4 +171,7 @@ def dataset_generator_source(generator: Any, variables: Any, z_dim: int,
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:
         return dict(embed(examples.captions(start, size)))
 
-    return ImageSource(name, variables, make_images, inputs, captions)
+    def inputs_for(captions: list[str]) -> dict[str, np.ndarray]:
+        return dict(embed(captions))
+
+    return ImageSource(name, variables, make_images, inputs, captions, inputs_for=inputs_for)

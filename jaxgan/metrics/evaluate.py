@@ -27,7 +27,9 @@ from jaxgan import pixels
 from jaxgan.data import source_type
 from jaxgan.data.source import ExampleSource
 from jaxgan.metrics import clip_score as clip_lib
+from jaxgan.metrics import diversity as diversity_lib
 from jaxgan.metrics import fid as fid_lib
+from jaxgan.metrics import fidelity as fidelity_lib
 from jaxgan.metrics.attributes import attribute_accuracy
 from jaxgan.metrics.features import FeatureNetwork, clip_image_network, load_feature_network, shapes_feature_network
 from jaxgan.metrics.inception_score import inception_score
@@ -38,6 +40,7 @@ from jaxgan.metrics.protocol import (
     ReferenceStats,
     ReferenceStatsError,
     ResolvedProtocol,
+    canonical_hash,
     default_cache_dir,
     reference_path,
 )
@@ -59,6 +62,9 @@ class ImageSource:
         those examples should show: what text alignment and CLIP score compare with.
       attributes: whether ``attrs`` holds the examples' attribute labels (a source with
         ``ExampleSource.attributes``), so that attribute alignment can be scored.
+      inputs_for: ``inputs_for(captions) -> dict`` of host arrays for images conditioned on
+        any captions (a generator: their embeddings), or None (real images): what draws the
+        K samples of a caption for within-caption diversity.
     """
 
     name: str
@@ -67,6 +73,22 @@ class ImageSource:
     inputs: Callable[[int, int], dict[str, np.ndarray]]
     captions: Callable[[int, int], tuple[list[str], np.ndarray]]
     attributes: bool = False
+    inputs_for: Callable[[list[str]], dict[str, np.ndarray]] | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CaptionGroups:
+    """Captions that real images share, for within-caption diversity (``metrics.diversity``).
+
+    Attributes:
+      captions: one caption per group; the generator draws K samples of each.
+      real: real images of the groups, group after group.
+      real_group: int [M], the group of each of ``real``'s M images.
+    """
+
+    captions: list[str]
+    real: ImageSource
+    real_group: np.ndarray
 
 
 def protocol_noise(seed: int, index: jax.Array, z_dim: int, truncation: float = 0.0) -> jax.Array:
@@ -121,7 +143,10 @@ def generator_source(generator: Any, variables: Any, z_dim: int,
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:
         return dict(embed(source.labels(start, size)[0]))
 
-    return ImageSource(name, variables, make_images, inputs, source.labels, bool(source.attributes))
+    def inputs_for(captions: list[str]) -> dict[str, np.ndarray]:
+        return dict(embed(captions))
+
+    return ImageSource(name, variables, make_images, inputs, source.labels, bool(source.attributes), inputs_for)
 
 
 def drawn_real_source(source: ExampleSource, offset: int = 0, name: str | None = None) -> ImageSource:
@@ -138,6 +163,49 @@ def drawn_real_source(source: ExampleSource, offset: int = 0, name: str | None =
 
     return ImageSource(name or f"real images ({source.split} split from {offset})", {}, make_images, inputs,
                        captions, bool(source.attributes))
+
+
+def drawn_caption_groups(source: ExampleSource, count: int, per_group: int,
+                         scan_limit: int = 200_000) -> CaptionGroups | None:
+    """The first ``count`` classes of a drawn source's examples, each with its first ``per_group``
+    examples (a class: the attribute combination when the source has attribute labels, else
+    the caption text); the group's caption is its first example's. None if none fills.
+
+    Example:
+        groups = drawn_caption_groups(ShapesSource(32, split="test"), count=100, per_group=10)
+    """
+    members: dict[Any, list[int]] = {}
+    captions: dict[Any, str] = {}
+    for start in range(0, scan_limit, 1000):
+        labels, attrs = source.labels(start, 1000)
+        known = len(members)
+        for i, text in enumerate(labels):
+            key = tuple(attrs[i].tolist()) if source.attributes else text
+            if key not in members and len(members) == count:
+                continue
+            group = members.setdefault(key, [])
+            captions.setdefault(key, text)
+            if len(group) < per_group:
+                group.append(start + i)
+        # Done when every group is full and no more can come (count reached, or no new class
+        # in the last 1000 examples: shapes has 432 combinations).
+        if all(len(g) == per_group for g in members.values()) and (len(members) in (count, known)):
+            break
+    full = [key for key, group in members.items() if len(group) == per_group]
+    if not full:
+        return None
+    indices = np.array([i for key in full for i in members[key]])
+
+    def inputs(start: int, size: int) -> dict[str, np.ndarray]:
+        return {"image": np.concatenate([source.draw(int(i), 1)["image"] for i in indices[start:start + size]])}
+
+    def real_captions(start: int, size: int) -> tuple[list[str], np.ndarray]:
+        rows = [source.labels(int(i), 1) for i in indices[start:start + size]]
+        return [r[0][0] for r in rows], np.concatenate([r[1] for r in rows])
+
+    real = ImageSource(f"real images sharing a class ({source.split} split)", {},
+                       lambda _consts, inputs: pixels.to_float(inputs["image"]), inputs, real_captions)
+    return CaptionGroups([captions[key] for key in full], real, np.repeat(np.arange(len(full)), per_group))
 
 
 def real_source(split: str, data_seed: int, resolution: int, offset: int = 0,
@@ -202,7 +270,11 @@ def reference_stats(protocol: EvalProtocol, network: FeatureNetwork, mesh: Mesh,
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
-    """Every metric of one evaluation, with the protocol it was measured under."""
+    """Every metric of one evaluation, with the protocol it was measured under.
+
+    ``notes`` says why a measure the protocol asks for is absent (within-caption diversity on
+    a dataset whose captions are all different).
+    """
 
     metrics: dict[str, float]
     protocol: ResolvedProtocol
@@ -210,19 +282,81 @@ class EvalResult:
     reference_file: str
     num_devices: int
     seconds: float
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "protocol_hash": self.protocol.hash,
                 "protocol": self.protocol.to_dict(), "source": self.source,
                 "reference_file": self.reference_file, "num_devices": self.num_devices,
-                "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2), **({"notes": list(self.notes)} if self.notes else {})}
+
+
+def _pixels_network() -> FeatureNetwork:
+    """The quantized images themselves, as uint8, for the measures computed on the host."""
+    return FeatureNetwork(name="pixels", apply=lambda _v, images: {"image": pixels.to_uint8(images)},
+                          variables={}, weights_sha256="", resizer="none")
+
+
+def _with_rows(source: ImageSource, count: int, captions: list[str]) -> ImageSource:
+    """``source``'s examples [0, count), then examples conditioned on ``captions`` (count + j
+    is conditioned on ``captions[j]``, with the noise of index count + j)."""
+
+    def inputs(start: int, size: int) -> dict[str, np.ndarray]:
+        end, parts = start + size, []
+        if start < count:
+            parts.append(source.inputs(start, min(end, count) - start))
+        if end > count:
+            lo = max(start, count) - count
+            parts.append(source.inputs_for(captions[lo:end - count]))
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+    return dataclasses.replace(source, inputs=inputs)
+
+
+# Real-image values of the measures that have one (fidelity, diversity), by protocol and
+# feature network: they do not change between the evaluations of a run.
+_REAL_CACHE: dict[tuple[EvalProtocol, str], dict[str, float]] = {}
+
+
+def real_ceilings(protocol: EvalProtocol, network: FeatureNetwork, mesh: Mesh, groups: CaptionGroups | None,
+                  per_device: int = 64) -> dict[str, float]:
+    """Shape fidelity and within-caption diversity of real images under ``protocol`` (the
+    ``_real`` values beside the generated ones); computed once per protocol and network."""
+    key = (protocol, canonical_hash(network.identity))
+    if key in _REAL_CACHE:
+        return _REAL_CACHE[key]
+    out: dict[str, float] = {}
+    if protocol.measures_fidelity:
+        source = drawn_source(protocol)
+        count = min(protocol.fidelity_samples, protocol.num_samples)
+        images, attrs = source.draw(0, count)["image"], source.labels(0, count)[1]
+        out.update(_real_keys(fidelity_lib.shape_fidelity(images, attrs, source)))
+    if groups is not None:
+        features = extract(groups.real, len(groups.real_group), {"features": network}, mesh, per_device)
+        div = diversity_lib.within_group_diversity(features["features/features"], groups.real_group)
+        out.update({"diversity_spread_real": div["spread"], "diversity_pairwise_real": div["pairwise"]})
+    _REAL_CACHE[key] = out
+    return out
+
+
+def _real_keys(metrics: dict[str, float]) -> dict[str, float]:
+    """``fidelity_iou/x`` -> ``fidelity_iou_real/x``; ``fidelity_iou`` -> ``fidelity_iou_real``."""
+    out = {}
+    for k, v in metrics.items():
+        name, sep, cls = k.partition("/")
+        out[f"{name}_real{sep}{cls}"] = v
+    return out
+
+
+def _ratio(value: float, real: float) -> float:
+    return value / real if real else float("nan")
 
 
 def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = None,
              network: FeatureNetwork | None = None, cache_dir: str | Path | None = None,
              clip_scorer: Any = None, training_text_hashes: Iterable[str] = (),
              per_device: int = 64, progress: bool = True, reference: ImageSource | None = None,
-             stats: tuple[ReferenceStats, Path] | None = None) -> EvalResult:
+             stats: tuple[ReferenceStats, Path] | None = None, groups: CaptionGroups | None = None) -> EvalResult:
     """Scores ``source`` under ``protocol``.
 
     Args:
@@ -239,6 +373,8 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
       progress: progress bars.
       reference: the real images of a dataset that is read (computed once, then cached).
       stats: ``reference_stats``' result, when the caller already holds it.
+      groups: the caption groups of within-caption diversity on a dataset that is read
+        (``dataset_eval.dataset_caption_groups``); a drawn dataset finds its own.
     """
     start_time = time.perf_counter()
     mesh = mesh or evaluation_mesh()
@@ -248,6 +384,8 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
     networks = {"features": network}
     if not network.reads_attributes and source.attributes:
         networks["attributes"] = shapes_feature_network()
+    if protocol.measures_fidelity:
+        networks["pixels"] = _pixels_network()
     clip_sha = ""
     if protocol.clip or clip_scorer is not None:
         clip_scorer = clip_scorer or clip_lib.load_clip_scorer(protocol.clip)
@@ -255,8 +393,19 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
         networks["clip"] = clip_image_network(clip_scorer)
         clip_sha = clip_scorer.weights_sha256
 
-    out = extract(source, protocol.num_samples, networks, mesh, per_device,
+    notes = []
+    k = protocol.diversity_samples
+    if protocol.diversity_groups and groups is None and source_type(protocol.dataset).drawn:
+        groups = drawn_caption_groups(drawn_source(protocol), protocol.diversity_groups, k)
+    if protocol.diversity_groups and groups is None:
+        notes.append(f"within-caption diversity: absent, no {k} images of the split share a caption")
+    # The K samples of each group's caption are drawn in the same pass as the others.
+    extra = [c for c in groups.captions for _ in range(k)] if groups and source.inputs_for else []
+    run = _with_rows(source, protocol.num_samples, extra) if extra else source
+    out = extract(run, protocol.num_samples + len(extra), networks, mesh, per_device,
                   progress="samples + features" if progress else None)
+    extra_out = {key: v[protocol.num_samples:] for key, v in out.items()}
+    out = {key: v[:protocol.num_samples] for key, v in out.items()}
     metrics = score(out, reference, protocol)
     captions, attrs = source.captions(0, protocol.num_samples)
     if source.attributes:
@@ -264,10 +413,34 @@ def evaluate(source: ImageSource, protocol: EvalProtocol, mesh: Mesh | None = No
         metrics.update(alignment_accuracy(out[attr_key], attrs))
     if "clip" in networks:
         metrics.update(_clip_metrics(clip_scorer, out["clip/features"], captions))
+    real = real_ceilings(protocol, network, mesh, groups, per_device)
+    if protocol.measures_fidelity:
+        count = min(protocol.fidelity_samples, protocol.num_samples)
+        metrics.update(fidelity_lib.shape_fidelity(out["pixels/image"][:count], attrs[:count],
+                                                   drawn_source(protocol)))
+    if extra:
+        div = diversity_lib.within_group_diversity(extra_out["features/features"],
+                                                   np.repeat(np.arange(len(groups.captions)), k))
+        metrics.update({"diversity_spread": div["spread"], "diversity_pairwise": div["pairwise"]})
+    elif groups is not None:
+        notes.append(f"within-caption diversity: {source.name} draws no samples for given captions; "
+                     "only the real images' value is reported")
+    metrics.update(_with_ratios(metrics, real))
+    if groups is not None:
+        metrics["diversity_groups"] = float(len(groups.captions))
 
     resolved = ResolvedProtocol(protocol, network.identity, reference.sha256, clip_sha)
     return EvalResult(metrics, resolved, source.name, str(ref_path), mesh.size,
-                      time.perf_counter() - start_time)
+                      time.perf_counter() - start_time, tuple(notes))
+
+
+def _with_ratios(metrics: dict[str, float], real: dict[str, float]) -> dict[str, float]:
+    """The real values, and generated / real for fidelity's IoU and diversity's two numbers."""
+    out = dict(real)
+    for name in ("fidelity_iou", "diversity_spread", "diversity_pairwise"):
+        if name in metrics and f"{name}_real" in real:
+            out[f"{name}_ratio"] = _ratio(metrics[name], real[f"{name}_real"])
+    return out
 
 
 def _clip_metrics(scorer: Any, image_embeds: np.ndarray, captions: list[str], chunk: int = 256) -> dict[str, float]:
@@ -316,6 +489,47 @@ def format_metrics(metrics: dict[str, float]) -> dict[str, str]:
         else:
             out[k] = significant(v, SIGNIFICANT_DIGITS)
     return out
+
+
+# Keys that ``metric_lines`` gathers into one line per measure, not one line per key.
+_GATHERED = ("fidelity_", "diversity_")
+
+
+def metric_lines(metrics: dict[str, float]) -> list[str]:
+    """What ``jaxgan eval`` prints: a line per metric, then one line each for shape fidelity
+    and within-caption diversity with their real values and the ratio, and fidelity's IoU
+    ratio per class.
+
+    Example:
+        metric_lines({"fid": 0.27, "fidelity_iou": 0.9, "fidelity_iou_real": 0.997, ...})
+        # ["  fid                        0.2700", "  shape fidelity     IoU 0.9000 (real ...", ...]
+    """
+    text = format_metrics(metrics)
+    lines = [f"  {k:20s} {v:>12s}" for k, v in text.items() if not k.startswith(_GATHERED)]
+    if "fidelity_iou" in metrics:
+        line = f"IoU {text['fidelity_iou']}"
+        if "fidelity_iou_real" in metrics:
+            line += f" (real {text['fidelity_iou_real']}, ratio {text['fidelity_iou_ratio']})"
+        line += f"; colour error {text['fidelity_color_error']}"
+        if "fidelity_color_error_real" in metrics:
+            line += f" (real {text['fidelity_color_error_real']})"
+        lines.append(f"  {'shape fidelity':20s} {line}")
+        classes = [k.partition("/")[2] for k in metrics if k.startswith("fidelity_iou/")]
+        ratios = [f"{c.replace('_', ' ')} "
+                  f"{significant(_ratio(metrics[f'fidelity_iou/{c}'], metrics[f'fidelity_iou_real/{c}']), 3)}"
+                  for c in classes if f"fidelity_iou_real/{c}" in metrics]
+        if ratios:
+            lines.append(f"  {'  IoU ratio by class':20s} {', '.join(ratios)}")
+    if "diversity_spread_real" in metrics:
+        groups = int(metrics.get("diversity_groups", 0))
+        if "diversity_spread" in metrics:
+            line = (f"spread {text['diversity_spread']} (real {text['diversity_spread_real']}, ratio "
+                    f"{text['diversity_spread_ratio']}); pairwise {text['diversity_pairwise']} (real "
+                    f"{text['diversity_pairwise_real']}, ratio {text['diversity_pairwise_ratio']})")
+        else:
+            line = f"real spread {text['diversity_spread_real']}, pairwise {text['diversity_pairwise_real']}"
+        lines.append(f"  {'caption diversity':20s} {line}; {groups} captions")
+    return lines
 
 
 def significant(value: float, digits: int) -> str:

@@ -65,6 +65,15 @@ class EvalProtocol:
       fit: for a dataset read from files, how non-square images become square ("crop" or
         "pad"); "" for a source that fixes it (``ExampleSource.fit``: shapes is drawn square).
         Part of the hash only when set, so shapes hashes are unchanged.
+      fidelity_samples: shape fidelity (``metrics.fidelity``) of the first
+        min(fidelity_samples, num_samples) samples, beside the same measure on as many real
+        images; 0: off. Measured, and hashed, only on a source that can draw ideal objects
+        (``ExampleSource.ideal_objects``: shapes).
+      diversity_captions, diversity_samples: within-caption diversity (``metrics.diversity``)
+        of ``diversity_samples`` (K) samples of each of N = min(diversity_captions,
+        num_samples // K) captions, beside up to K real images of each (the same attribute
+        combination, or the same caption text); diversity_captions 0: off. The cap keeps the
+        extra draw no larger than the main one (small test evaluations stay small).
     """
 
     dataset: str = "shapes"
@@ -84,6 +93,9 @@ class EvalProtocol:
     is_splits: int = 10
     clip: str = ""
     fit: str = ""
+    fidelity_samples: int = 2000
+    diversity_captions: int = 100
+    diversity_samples: int = 10
 
     def __post_init__(self):
         problems = []
@@ -107,6 +119,11 @@ class EvalProtocol:
                      "is_splits", "resolution"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("fidelity_samples", "diversity_captions"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
+        if self.diversity_samples < 2:
+            problems.append(f"diversity_samples must be at least 2, got {self.diversity_samples}")
         if self.pr_k >= min(self.num_samples, self.num_reference):
             problems.append(f"pr_k={self.pr_k} needs more than {self.pr_k} samples and reference images")
         if self.is_splits > self.num_samples:
@@ -133,6 +150,16 @@ class EvalProtocol:
                 "quantization": QUANTIZATION, "feature_network": dict(feature_network)}
         return spec | ({"fit": self.fit} if self.fit else {})
 
+    @property
+    def measures_fidelity(self) -> bool:
+        """Whether shape fidelity is measured: asked for, and the source draws ideal objects."""
+        return self.fidelity_samples > 0 and source_type(self.dataset).ideal_objects
+
+    @property
+    def diversity_groups(self) -> int:
+        """N, the captions within-caption diversity is measured on (0: not measured)."""
+        return min(self.diversity_captions, self.num_samples // self.diversity_samples)
+
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedProtocol:
@@ -151,6 +178,12 @@ class ResolvedProtocol:
         fields["clip"] = "clip" if self.protocol.clip else ""
         if not fields["fit"]:
             del fields["fit"]  # shapes: the hashes from before the field existed still hold
+        # The measures added later enter the hash only where they are measured, so that a
+        # protocol that turns them off keeps the hash it had before they existed.
+        if not self.protocol.measures_fidelity:
+            del fields["fidelity_samples"]
+        if not self.protocol.diversity_groups:
+            del fields["diversity_captions"], fields["diversity_samples"]
         return {"version": PROTOCOL_VERSION, **fields, "quantization": QUANTIZATION,
                 "feature_network": dict(self.feature_network),
                 "reference_sha256": self.reference_sha256,

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = EvalProtocol(num_samples=args.num_samples, num_reference=args.num_samples,
                             resolution=args.resolution, data_seed=args.seed, seed=args.seed)
     table = sanity_table(protocol, args.cache_dir)
-    names = ["fid", "kid", "is", "precision", "recall", "alignment_all"]
+    names = ["fid", "kid", "is", "precision", "recall", "alignment_all", "fidelity_iou_ratio"]
     print(f"protocol {next(iter(table.values()))['protocol_hash']}, {args.num_samples} samples, seed {args.seed}")
     print(f"{'source':10s}" + "".join(f"{n:>15s}" for n in names))
     for source, result in table.items():
