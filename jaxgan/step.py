@@ -26,7 +26,8 @@ from jaxgan.augment import augment_examples
 from jaxgan.config import Config
 from jaxgan.losses import LOSSES, AdversarialLoss, conditioning_kl, discriminator_accuracy, matching_aware_d_loss
 from jaxgan.regularizers import Penalty, penalty_from_config
-from jaxgan.state import GANState, word_inputs
+from jaxgan.schedules import ema_half_life_mode
+from jaxgan.state import GANState, scheduled_metrics, with_scheduled_values, word_inputs
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -113,11 +114,15 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     builtin_penalty = penalty is None
     penalty = penalty or penalty_from_config(t.penalty, 1.0, t.penalty_power)
     augment = augment or augment_examples(t.augment)
+    ema_half_life = ema_half_life_mode(t)
 
     def mean_over_devices(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
+        # Scheduled values (learning rates, beta2, hparams leaves, the EMA decay) at this step's
+        # images seen; a no-op without schedules.
+        state = with_scheduled_values(state, config)
         real = pixels.to_float(batch["image"])
         sentence, wrong_sentence = batch["sentence"], batch["wrong_sentence"]
         words = word_inputs(config, batch.get("words"), batch.get("word_mask"))
@@ -190,8 +195,11 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
         # Warm-up (as in Keras/TF EMA): early on the average would be mostly the random
-        # init, so the decay grows from 0.1 to ema_decay over the first steps.
-        decay = jnp.minimum(state.hparams["ema_decay"], (1.0 + state.step) / (10.0 + state.step))
+        # init, so the decay grows from 0.1 to ema_decay over the first steps. A half-life in
+        # images (train.ema_kimg) has StyleGAN's own ramp-up instead (train.ema_rampup).
+        decay = state.hparams["ema_decay"]
+        if not ema_half_life:
+            decay = jnp.minimum(decay, (1.0 + state.step) / (10.0 + state.step))
         ema_params = optax.incremental_update(g_params, state.ema_params, 1.0 - decay)
 
         # The EMA generator needs statistics of its own activations: the raw generator's
@@ -228,6 +236,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             "d_param_norm": _norm(new_state.d_params), "g_param_norm": _norm(new_state.g_params),
             "skipped": new_state.skipped, "nonfinite_streak": new_state.streak,
             "fake_spread": batch_spread(fake, axis_name), "real_spread": batch_spread(real, axis_name),
+            **scheduled_metrics(state, config, decay),
         })
         return new_state, metrics
 
