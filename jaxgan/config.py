@@ -178,8 +178,8 @@ class ModelConfig:
 
 
 SCHEDULE_KINDS = ("linear", "cosine")
-SCHEDULE_HELP = ("KIND:END@IMAGES, KIND linear or cosine (half-cosine), IMAGES a count with an optional k or M, "
-                 "e.g. cosine:5e-5@20M; END is held after IMAGES; empty or constant: constant")
+SCHEDULE_HELP = ("KIND:END@IMAGES (KIND linear or cosine; IMAGES may end in k or M), e.g. cosine:5e-5@20M: from "
+                 "the base value to END over IMAGES images seen, then END; empty or constant: constant")
 _SCHEDULE = re.compile(r"^(?P<kind>[a-z]+):(?P<end>[^@]+)@(?P<images>[0-9.eE+]+)(?P<unit>[kM]?)$")
 
 
@@ -257,11 +257,12 @@ class TrainConfig:
     # IMAGES images seen, then holds END. Written in config as one string a user types in --set.
     g_lr_schedule: str = option("", "schedule of train.g_lr: " + SCHEDULE_HELP)
     d_lr_schedule: str = option("", "schedule of train.d_lr: " + SCHEDULE_HELP)
-    beta2_schedule: str = option("", "schedule of train.beta2 (Adam; R3GAN: linear 0.9 -> 0.99): " + SCHEDULE_HELP)
+    beta2_schedule: str = option("", "schedule of train.beta2 (Adam; R3GAN: cosine 0.9 -> 0.99 over 20M): "
+                                 + SCHEDULE_HELP)
     penalty_weight_schedule: str = option("", "schedule of the penalty's weight (R3GAN's gamma), from "
                                           "train.penalty_weight or the paper's: " + SCHEDULE_HELP)
-    ema_kimg_schedule: str = option("", "schedule of train.ema_kimg, the EMA half-life (R3GAN: 0 -> 500 over "
-                                    "20M images): " + SCHEDULE_HELP)
+    ema_kimg_schedule: str = option("", "schedule of train.ema_kimg, the EMA half-life (R3GAN: cosine 0 -> 500 "
+                                    "or 5000 over 20M): " + SCHEDULE_HELP)
     seed: int = option(0, "seed of the init and the training randomness", at_least=0)
     parallel: str = option("jit", "jit over a named mesh, or pmap", choices=("jit", "pmap"))
     num_devices: int = option(0, "devices to train on; 0: every device (of every process)", at_least=0)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tree_max_abs_diff, trees_bitwise_equal
+from helpers import SCHEDULED_RUN, tree_max_abs_diff, trees_bitwise_equal
 
 from jaxgan import schedules
 from jaxgan.bench import synthetic_batch
@@ -16,7 +16,17 @@ from jaxgan.checkpoint import Checkpointer, compare_configs
 from jaxgan.config import ConfigError, parse_schedule, to_dict
 from jaxgan.models import build_models
 from jaxgan.presets import get_config
-from jaxgan.state import abstract_state, init_state, with_hyperparams
+from jaxgan.program import build_train_program
+from jaxgan.state import (
+    GANState,
+    abstract_state,
+    init_state,
+    initial_hparams,
+    make_optimizers,
+    scheduled_metrics,
+    with_hyperparams,
+    with_scheduled_values,
+)
 from jaxgan.step import make_train_step
 
 
@@ -125,15 +135,16 @@ def test_a_resume_applies_a_schedules_numbers_and_refuses_its_form(before, after
 
 
 # sha256 of every leaf of the tiny default's state after 2 steps on synthetic batches (with
-# quick_compiles), computed by the code before schedules existed (dea8d64): the default's
-# arithmetic is unchanged. XLA's CPU code can differ between CPU models or JAX releases: if
-# this fails there and only there, recompute it with the code at dea8d64 on that machine.
+# quick_compiles; the program test_bench.py compiles too), computed by the code before
+# schedules existed (dea8d64): the default's arithmetic is unchanged. XLA's CPU code can differ
+# between CPU models or JAX releases: if this fails there and only there, recompute it with
+# the code at dea8d64 on that machine (`git archive dea8d64`, this test's body).
 DEFAULT_DIGEST = "09d0811365bd6ed19bd8c07932d916e3ae4be42d710f3ab856d2ed7e51f4aa29"
 
 
 def _digest(tree) -> str:
     h = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
+    for leaf in jax.tree.leaves(jax.device_get(tree)):
         h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     return h.hexdigest()
 
@@ -141,43 +152,50 @@ def _digest(tree) -> str:
 @pytest.mark.usefixtures("quick_compiles")
 def test_a_default_step_is_bitwise_what_it_was():
     config = get_config("tiny", ["train.num_devices=1"])
-    g, d = build_models(config.model)
-    step = jax.jit(make_train_step(config, g, d))
-    state = init_state(config, g, d, 16)
+    program = build_train_program(config)
+    state = program.init_placed_state(16)
     for i in range(2):
-        state, metrics = step(state, synthetic_batch(config, 16, seed=i))
+        state, metrics = program.step(state, program.parallel.put_batch(synthetic_batch(config, 16, seed=i)))
     assert _digest(state) == DEFAULT_DIGEST
     # The values in effect are logged as metrics: today's constants.
     assert float(metrics["lr/generator"]) == np.float32(2e-4) and float(metrics["beta2"]) == np.float32(0.999)
     assert float(metrics["ema_decay"]) == np.float32(2 / 11)  # the warm-up's min(0.998, (1 + 1) / (10 + 1))
 
 
-SCHEDULED = ["train.num_devices=1", "train.penalty=r1", "train.g_lr_schedule=linear:1e-4@32",
-             "train.d_lr_schedule=cosine:1e-4@32", "train.beta2_schedule=linear:0.99@32",
-             "train.penalty_weight_schedule=linear:2@32", "train.ema_kimg=0.016",
-             "train.ema_kimg_schedule=linear:0.064@32"]
+def test_beta2_is_scheduled_into_both_adam_states():
+    config = get_config("tiny", ["train.beta2_schedule=linear:0.99@32", "train.g_lr_schedule=cosine:1e-4@32"])
+    # No networks needed: a one-leaf model behind the config's optimizers and hparams.
+    g_tx, d_tx = make_optimizers(config)
+    params = {"w": jnp.zeros(3)}
+    state = GANState(step=jnp.int32(1), g_params=params, d_params=params, g_stats={}, d_stats={},  # 16 images
+                     g_opt_state=g_tx.init(params), d_opt_state=d_tx.init(params), ema_params=params, ema_stats={},
+                     key=jnp.zeros(2, jnp.uint32), skipped=jnp.int32(0), streak=jnp.int32(0),
+                     hparams=initial_hparams(config), g_tx=g_tx, d_tx=d_tx)
+    state = with_scheduled_values(state, config)
+    for opt_state in (state.g_opt_state, state.d_opt_state):
+        np.testing.assert_allclose(float(opt_state.hyperparams["b2"]), 0.9945, rtol=1e-6)
+    np.testing.assert_allclose(float(state.g_opt_state.hyperparams["learning_rate"]), 1.5e-4, rtol=1e-6)
+    assert float(state.d_opt_state.hyperparams["learning_rate"]) == np.float32(2e-4)  # not scheduled
+    logged = scheduled_metrics(state, config, state.hparams["ema_decay"])
+    assert float(logged["beta2"]) == float(state.g_opt_state.hyperparams["b2"])
 
 
 @pytest.mark.usefixtures("quick_compiles")
 def test_a_scheduled_run_has_the_expected_values_in_state_and_resumes_them(tmp_path):
-    # Batch 16, schedules over 32 images: steps 0, 1, 2 see 0, 16, 32 images, i.e. the start,
-    # the midpoint and the end of each schedule.
-    config = get_config("tiny", SCHEDULED)
+    config = get_config("tiny", SCHEDULED_RUN)
     g, d = build_models(config.model)
     step = jax.jit(make_train_step(config, g, d))
     batches = [synthetic_batch(config, 16, seed=i) for i in range(3)]
-    expected = {"lr/generator": [2e-4, 1.5e-4, 1e-4], "lr/discriminator": [2e-4, 1.5e-4, 1e-4],
-                "beta2": [0.999, 0.9945, 0.99], "penalty_weight": [10.0, 6.0, 2.0],
-                # half-lives 16, 40, 64 images at batch 16
-                "ema_decay": [0.5, 0.5 ** (16 / 40), 0.5 ** (16 / 64)]}
+    # by hand at 0, 16 and 32 images; the EMA half-lives 16, 40, 64 images at batch 16
+    expected = {"lr/generator": [2e-3, 1.5e-3, 1e-3], "lr/discriminator": [2e-3, 1.5e-3, 1e-3],
+                "penalty_weight": [10.0, 6.0, 2.0], "ema_decay": [0.5, 0.5 ** (16 / 40), 0.5 ** (16 / 64)]}
     states = [init_state(config, g, d, 16)]
     for i, batch in enumerate(batches):
         state, metrics = step(states[-1], batch)
         states.append(state)
         in_state = {"lr/generator": state.g_opt_state.hyperparams["learning_rate"],
                     "lr/discriminator": state.d_opt_state.hyperparams["learning_rate"],
-                    "beta2": state.d_opt_state.hyperparams["b2"], "penalty_weight": state.hparams["penalty_weight"],
-                    "ema_decay": state.hparams["ema_decay"]}
+                    "penalty_weight": state.hparams["penalty_weight"], "ema_decay": state.hparams["ema_decay"]}
         for name, values in expected.items():
             np.testing.assert_allclose(float(in_state[name]), values[i], rtol=1e-6, err_msg=f"{name} step {i}")
             assert float(metrics[name]) == float(in_state[name]), name
@@ -199,8 +217,8 @@ def test_a_scheduled_run_has_the_expected_values_in_state_and_resumes_them(tmp_p
         state, _ = step(state, batch)
     assert trees_bitwise_equal(state, states[3])
     # A resume under a new end value applies it from the restored step on.
-    later = get_config("tiny", [*SCHEDULED, "train.g_lr_schedule=linear:5e-5@32"])
+    later = get_config("tiny", [*SCHEDULED_RUN, "train.g_lr_schedule=linear:5e-4@32"])
     state, changed = with_hyperparams(resumed.state, later)
-    assert set(changed) == {"g_lr_schedule"} and float(state.hparams["g_lr_end"]) == np.float32(5e-5)
+    assert set(changed) == {"g_lr_schedule"} and float(state.hparams["g_lr_end"]) == np.float32(5e-4)
     state, _ = step(state, batches[1])
-    np.testing.assert_allclose(float(state.g_opt_state.hyperparams["learning_rate"]), 1.25e-4, rtol=1e-6)
+    np.testing.assert_allclose(float(state.g_opt_state.hyperparams["learning_rate"]), 1.25e-3, rtol=1e-6)
