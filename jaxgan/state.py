@@ -210,7 +210,9 @@ def abstract_state(config: Config, generator: nn.Module, discriminator: nn.Modul
 def with_hyperparams(state: GANState, config: Config) -> tuple[GANState, dict[str, tuple[float, float]]]:
     """``state`` with its sweepable values set from ``config``: both learning rates (in the
     optimizer states) and ``hparams`` (``initial_hparams``); what a resume under changed
-    values trains with from the restored step on.
+    values trains with from the restored step on. Values the step sets itself
+    (``stepped_values``: scheduled ones, a half-life's EMA decay) are left to it; their
+    schedules' leaves are set, reported under the field's name (``g_lr_schedule``).
 
     Returns the state and ``{name: (old, new)}`` for each value that changed. A replaced leaf
     keeps the dtype and sharding of the one it replaces; unchanged leaves are the same arrays.

@@ -189,7 +189,8 @@ def test_a_scheduled_run_has_the_expected_values_in_state_and_resumes_them(tmp_p
     # by hand at 0, 16 and 32 images; the EMA half-lives 16, 40, 64 images at batch 16
     expected = {"lr/generator": [2e-3, 1.5e-3, 1e-3], "lr/discriminator": [2e-3, 1.5e-3, 1e-3],
                 "penalty_weight": [10.0, 6.0, 2.0], "ema_decay": [0.5, 0.5 ** (16 / 40), 0.5 ** (16 / 64)]}
-    states = [init_state(config, g, d, 16)]
+    # Committed to a device, as a restored checkpoint is: one compiled program serves both.
+    states = [jax.device_put(init_state(config, g, d, 16), jax.devices()[0])]
     for i, batch in enumerate(batches):
         state, metrics = step(states[-1], batch)
         states.append(state)
