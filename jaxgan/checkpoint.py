@@ -31,6 +31,7 @@ from jaxgan.distributed import is_primary
 from jaxgan.errors import JaxganError
 from jaxgan.paths import workdir_path
 from jaxgan.presets import from_dict
+from jaxgan.schedules import forms
 
 
 class CheckpointError(JaxganError, RuntimeError):
@@ -49,7 +50,10 @@ REFUSE, APPLY, NOTE = "refuse", "apply", "note"
 #   refuse: the field is compiled into the step, shapes the state or changes the data stream,
 #     so the checkpoint cannot continue under it (one-line diff, nothing written);
 #   apply: the value lives in the state (GANState's optimizer hyperparams and ``hparams``) and
-#     is written into the restored state from the restored step on (notice: old -> new);
+#     is written into the restored state from the restored step on (notice: old -> new); a
+#     schedule's numbers are applied, a change of its kind (or switching train.ema_kimg between
+#     0 and a half-life) is refused: it changes the step and the state's leaves
+#     (``jaxgan.schedules.forms``);
 #   note: a setting of the run around the step (length, logging, layout, evaluation), taken
 #     as given and listed in a notice.
 RESUME_RULES: dict[str, str] = {
@@ -70,6 +74,10 @@ RESUME_RULES: dict[str, str] = {
     "train.diversity_weight": APPLY,  # state.hparams while on; turning it on or off is refused (ON_OFF)
     "train.g_lr": APPLY, "train.d_lr": APPLY,  # opt_state.hyperparams["learning_rate"]
     "train.penalty_weight": APPLY, "train.kl_weight": APPLY, "train.ema_decay": APPLY,  # state.hparams
+    "train.ema_kimg": APPLY, "train.ema_rampup": APPLY,
+    # start/end/length as hparams leaves; the kind is checked by form
+    "train.g_lr_schedule": APPLY, "train.d_lr_schedule": APPLY, "train.beta2_schedule": APPLY,
+    "train.penalty_weight_schedule": APPLY, "train.ema_kimg_schedule": APPLY,
     "train.steps": NOTE, "train.max_skips": NOTE, "train.log_every": NOTE, "train.sample_every": NOTE,
     "train.checkpoint_every": NOTE, "train.keep_checkpoints": NOTE, "train.tensorboard": NOTE,
     # A checkpoint restores onto any mesh, device count or process count.
@@ -134,6 +142,19 @@ def _flat_saved(saved: Any) -> dict[str, Any]:
     return flat
 
 
+def _changed_forms(old: dict[str, Any], config: Config) -> set[str]:
+    """The keys whose compiled form (``jaxgan.schedules.forms``) differs between the saved flat
+    config ``old`` and ``config``; every one of them when the saved train section cannot be read."""
+    now = forms(config.train)
+    fields = {f.name for f in dataclasses.fields(config.train)}
+    saved = {k.removeprefix("train."): v for k, v in old.items() if k.startswith("train.") and k[6:] in fields}
+    try:
+        before = forms(dataclasses.replace(type(config.train)(), **saved))
+    except (ConfigError, TypeError, ValueError, AttributeError):
+        return set(now)
+    return {k for k in now if before[k] != now[k]}
+
+
 def compare_configs(saved: Any, config: Config) -> ConfigChanges:
     """Every field where ``config`` differs from a checkpoint's saved config dict, classified
     by ``RESUME_RULES``.
@@ -144,16 +165,16 @@ def compare_configs(saved: Any, config: Config) -> ConfigChanges:
     """
     old = _flat_saved(saved)
     new = {k: v for k, (v, _) in flat_fields(config).items()}
+    reformed = _changed_forms(old, config)
     missing = object()
     by_rule: dict[str, list] = {REFUSE: [], APPLY: [], NOTE: []}
     for key in list(new) + sorted(k for k in old if k not in new):
         before, after = old.get(key, missing), new.get(key, missing)
         if before != after:
-            rule = resume_rule(key)
+            rule = REFUSE if key in reformed else resume_rule(key)
             if key in ON_OFF and _on(before) != _on(after):
                 rule = REFUSE  # switched on or off
-            by_rule[rule].append((key, None if before is missing else before,
-                                              None if after is missing else after))
+            by_rule[rule].append((key, None if before is missing else before, None if after is missing else after))
     return ConfigChanges(tuple(by_rule[REFUSE]), tuple(by_rule[APPLY]), tuple(by_rule[NOTE]))
 
 

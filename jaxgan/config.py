@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import typing
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -176,6 +177,46 @@ class ModelConfig:
         """
 
 
+SCHEDULE_KINDS = ("linear", "cosine")
+SCHEDULE_HELP = ("KIND:END@IMAGES (KIND linear or cosine; IMAGES may end in k or M), e.g. cosine:5e-5@20M: from "
+                 "the base value to END over IMAGES images seen, then END; empty or constant: constant")
+_SCHEDULE = re.compile(r"^(?P<kind>[a-z]+):(?P<end>[^@]+)@(?P<images>[0-9.eE+]+)(?P<unit>[kM]?)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSpec:
+    """A schedule as written in config: its kind, the value it ends at and after how many images.
+
+    Where it starts is its base field's value (``train.g_lr`` for ``train.g_lr_schedule``);
+    ``jaxgan.schedules`` evaluates it.
+    """
+
+    kind: str
+    end: float
+    over_images: float
+
+
+def parse_schedule(key: str, text: str) -> ScheduleSpec | None:
+    """The schedule ``text`` of the field ``key`` (``KIND:END@IMAGES``); None for ``""`` or
+    ``constant``. ``ConfigError`` (one line naming ``key``) for anything else.
+
+    Example:
+        parse_schedule("train.g_lr_schedule", "cosine:5e-5@20M")  # ScheduleSpec("cosine", 5e-05, 20000000.0)
+    """
+    if text.strip() in ("", "constant"):
+        return None
+    m = _SCHEDULE.match(text.strip())
+    try:
+        end, images = float(m["end"]), float(m["images"]) * {"": 1, "k": 1e3, "M": 1e6}[m["unit"]]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: {text!r} is not KIND:END@IMAGES, e.g. cosine:5e-5@20M") from None
+    if m["kind"] not in SCHEDULE_KINDS:
+        raise ConfigError(f"{key}: kind {m['kind']!r} must be one of constant, {', '.join(SCHEDULE_KINDS)}")
+    if not (math.isfinite(end) and math.isfinite(images) and images >= 1):
+        raise ConfigError(f"{key}: {text!r} needs a finite END and IMAGES >= 1")
+    return ScheduleSpec(m["kind"], end, images)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The optimisation and the loop around the step."""
@@ -218,7 +259,23 @@ class TrainConfig:
     d_lr: float = option(2e-4, "the discriminator's Adam learning rate", at_least=0)
     beta1: float = option(0.5, "Adam's beta1, both networks", at_least=0, below=1)
     beta2: float = option(0.999, "Adam's beta2, both networks", at_least=0, below=1)
-    ema_decay: float = option(0.998, "decay of the generator's exponential moving average", at_least=0, below=1)
+    ema_decay: float = option(0.998, "decay of the generator's exponential moving average (when train.ema_kimg "
+                              "is 0 and unscheduled)", at_least=0, below=1)
+    # StyleGAN's EMA: a half-life in images, so the average spans the same data at any batch size.
+    ema_kimg: float = option(0.0, "EMA half-life in thousands of images: decay 0.5 ** (batch_size / (1000 * "
+                             "ema_kimg)) (StyleGAN); 0: train.ema_decay per step", at_least=0)
+    ema_rampup: float = option(0.0, "with train.ema_kimg: the half-life is at most ema_rampup x images seen "
+                               "(StyleGAN2-ADA: 0.05); 0: no ramp-up", at_least=0)
+    # Schedules (jaxgan.schedules): KIND:END@IMAGES takes the value from its base field to END over
+    # IMAGES images seen, then holds END. Written in config as one string a user types in --set.
+    g_lr_schedule: str = option("", "schedule of train.g_lr: " + SCHEDULE_HELP)
+    d_lr_schedule: str = option("", "schedule of train.d_lr: " + SCHEDULE_HELP)
+    beta2_schedule: str = option("", "schedule of train.beta2 (Adam; R3GAN: cosine 0.9 -> 0.99 over 20M): "
+                                 + SCHEDULE_HELP)
+    penalty_weight_schedule: str = option("", "schedule of the penalty's weight (R3GAN's gamma), from "
+                                          "train.penalty_weight or the paper's: " + SCHEDULE_HELP)
+    ema_kimg_schedule: str = option("", "schedule of train.ema_kimg, the EMA half-life (R3GAN: cosine 0 -> 500 "
+                                    "or 5000 over 20M): " + SCHEDULE_HELP)
     seed: int = option(0, "seed of the init and the training randomness", at_least=0)
     parallel: str = option("jit", "jit over a named mesh, or pmap", choices=("jit", "pmap"))
     num_devices: int = option(0, "devices to train on; 0: every device (of every process)", at_least=0)
@@ -411,12 +468,37 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key} must not hold control characters, got {value!r}")
         if kind is int and abs(value) > INT_LIMIT:
             raise ConfigError(f"{key} must fit an int32 (at most {INT_LIMIT} either side of 0), got {value}")
+    _validate_schedules(config.train)
     config.model.validate()
     if config.train.ada_target > 0 and not config.train.augment.strip():
         raise ConfigError("train.ada_target needs a train.augment policy for p to apply to, "
                           "e.g. train.augment=color,translation,cutout")
     if not config.data.dataset.strip():
         raise ConfigError("data.dataset is empty: give shapes, a TFDS name or an image folder")
+
+
+def schedule_fields(train: TrainConfig) -> dict[str, str]:
+    """``{scheduled value: its schedule field}`` for every ``*_schedule`` field of ``train``,
+    set or not: ``{"g_lr": "g_lr_schedule", ...}``. The value is the field the schedule starts
+    from (``train.g_lr``) and the state leaf it drives."""
+    return {f.name.removesuffix("_schedule"): f.name for f in dataclasses.fields(train) if f.name.endswith("_schedule")}
+
+
+def _validate_schedules(train: TrainConfig) -> None:
+    """Each schedule parses, ends inside its base field's range, and has something to drive."""
+    fields = {f.name: f for f in dataclasses.fields(train)}
+    for name, field_name in schedule_fields(train).items():
+        key = f"train.{field_name}"
+        spec = parse_schedule(key, getattr(train, field_name))
+        if spec is None:
+            continue
+        bounds = fields[name].metadata.get("bounds") if name in fields else None
+        if bounds is not None and not bounds.admits(spec.end):
+            raise ConfigError(f"{key}: END {bounds.violation(spec.end, float)}, got {spec.end!r}")
+        if name == "beta2" and train.optimizer != "adam":
+            raise ConfigError(f"{key} needs train.optimizer=adam (SGD has no beta2)")
+        if name == "penalty_weight" and train.penalty == "none":
+            raise ConfigError(f"{key} needs a gradient penalty (train.penalty), which is none")
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxgan import schedules
 from jaxgan.augment import ada_init
 from jaxgan.config import Config
 from jaxgan.regularizers import DEFAULT_WEIGHTS
@@ -43,8 +44,10 @@ class GANState(struct.PyTreeNode):
     skipped: jax.Array  # steps whose update was skipped for a non-finite loss or gradient
     streak: jax.Array  # consecutive skipped steps up to now (0 after a good step)
     # float32 scalars: penalty_weight, kl_weight, ema_decay; diversity_weight while the term is
-    # on; with ADA its adapted p and r_t accumulator (``jaxgan.augment.ada_init``). Keys are
-    # added only when their feature is on, so other runs' checkpoints keep their structure.
+    # on; with ADA its adapted p and r_t accumulator (``jaxgan.augment.ada_init``); with
+    # train.ema_kimg, ema_kimg and ema_rampup; each schedule's <name>_start/_end/_over_images
+    # (jaxgan.schedules). Keys are added only when their feature is on, so other runs'
+    # checkpoints keep their structure.
     hparams: dict[str, jax.Array]
     g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
     d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
@@ -55,30 +58,103 @@ def make_optimizers(config: Config) -> tuple[optax.GradientTransformation, optax
     or plain SGD with ``train.optimizer=sgd``.
 
     The learning rate is injected into the optimizer state, where a sweep sets it per member
-    (``opt_state.hyperparams["learning_rate"]``).
+    and a schedule each step (``opt_state.hyperparams["learning_rate"]``); so is Adam's beta2,
+    as ``hyperparams["b2"]``, when ``train.beta2_schedule`` is set.
     """
     t = config.train
     if t.optimizer == "sgd":
         sgd = optax.inject_hyperparams(optax.sgd, static_args=("momentum", "nesterov", "accumulator_dtype"))
         return sgd(learning_rate=t.g_lr), sgd(learning_rate=t.d_lr)
-    # Only the learning rate is injected: betas kept as constants leave the default run's
-    # arithmetic, hence its numbers, exactly as they were.
-    adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov"))
+    # Only the learning rate is injected unless beta2 is scheduled: betas kept as constants leave
+    # the default run's arithmetic, hence its numbers (and old checkpoints' leaves), as they were.
+    static = ("b1", "eps", "eps_root", "mu_dtype", "nesterov")
+    if "beta2" not in schedules.kinds(t):
+        static += ("b2",)
+    adam = optax.inject_hyperparams(optax.adam, static_args=static)
     return adam(learning_rate=t.g_lr, b1=t.beta1, b2=t.beta2), adam(learning_rate=t.d_lr, b1=t.beta1, b2=t.beta2)
 
 
 def initial_hparams(config: Config) -> dict[str, jax.Array]:
     """The state's loss weights from the config: the gradient penalty's weight (the paper's
     when ``train.penalty_weight`` is 0; 0 without a penalty), CA's KL weight (0 without CA)
-    and the EMA decay; and the diversity term's weight, only when it is on (> 0), so that
-    other runs' states and checkpoints keep their structure."""
+    and the EMA decay; the diversity term's weight, only when it is on (> 0); with
+    ``train.ema_kimg`` (or its schedule) the EMA half-life and ramp-up too; and each configured
+    schedule's start, end and length (``jaxgan.schedules``).
+
+    The default config has exactly the first three: older checkpoints restore into it.
+    """
     t = config.train
     penalty = 0.0 if t.penalty == "none" else (t.penalty_weight or DEFAULT_WEIGHTS[t.penalty])
     values = {"penalty_weight": penalty, "kl_weight": t.kl_weight if config.model.ca else 0.0,
               "ema_decay": t.ema_decay}
     if t.diversity_weight > 0:
         values["diversity_weight"] = t.diversity_weight
+    if schedules.ema_half_life_mode(t):
+        values |= {"ema_kimg": t.ema_kimg, "ema_rampup": t.ema_rampup,
+                   "ema_decay": schedules.ema_decay_from_half_life(t.ema_kimg, 0.0, t.batch_size, t.ema_rampup)}
+    starts = {"g_lr": t.g_lr, "d_lr": t.d_lr, "beta2": t.beta2, **values}
+    for name, schedule in schedules.configured(t, starts).items():
+        values |= schedule.leaves(name)
     return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+
+
+def stepped_values(config: Config) -> set[str]:
+    """The values the step itself sets each step (from schedules, or the EMA half-life): a
+    resume leaves them to the step instead of setting them from the config."""
+    t = config.train
+    out = set(schedules.kinds(t))
+    if schedules.ema_half_life_mode(t):
+        out.add("ema_decay")
+    return out
+
+
+def with_scheduled_values(state: GANState, config: Config) -> GANState:
+    """``state`` with the values in effect at its step: each schedule evaluated at
+    ``step * train.batch_size`` images, written where it acts (the injected learning rates and
+    beta2, ``hparams`` leaves), and the EMA decay from its half-life. The step calls it first.
+
+    Without schedules or ``train.ema_kimg`` it returns ``state`` itself: the default step's
+    arithmetic is untouched.
+    """
+    t = config.train
+    kinds = schedules.kinds(t)
+    half_life = schedules.ema_half_life_mode(t)
+    if not kinds and not half_life:
+        return state
+    images = state.step.astype(jnp.float32) * t.batch_size
+    hparams = dict(state.hparams)
+    g_hyper, d_hyper = dict(state.g_opt_state.hyperparams), dict(state.d_opt_state.hyperparams)
+
+    def put(hyper: dict, key: str, value: jax.Array) -> None:
+        hyper[key] = value.astype(hyper[key].dtype)
+
+    for name, kind in kinds.items():
+        value = schedules.value_at(name, kind, state.hparams, images)
+        if name == "g_lr":
+            put(g_hyper, "learning_rate", value)
+        elif name == "d_lr":
+            put(d_hyper, "learning_rate", value)
+        elif name == "beta2":
+            put(g_hyper, "b2", value)
+            put(d_hyper, "b2", value)
+        else:
+            hparams[name] = value
+    if half_life:
+        hparams["ema_decay"] = schedules.ema_decay_from_half_life(hparams["ema_kimg"], images, t.batch_size,
+                                                                  hparams["ema_rampup"])
+    return state.replace(g_opt_state=state.g_opt_state._replace(hyperparams=g_hyper),
+                         d_opt_state=state.d_opt_state._replace(hyperparams=d_hyper), hparams=hparams)
+
+
+def scheduled_metrics(state: GANState, config: Config, ema_decay: jax.Array) -> dict[str, jax.Array]:
+    """The values in effect at this step, for metrics.jsonl and TensorBoard: both learning
+    rates, Adam's beta2, the penalty weight and the EMA decay used (``ema_decay``)."""
+    out = {"lr/generator": state.g_opt_state.hyperparams["learning_rate"],
+           "lr/discriminator": state.d_opt_state.hyperparams["learning_rate"],
+           "penalty_weight": state.hparams["penalty_weight"], "ema_decay": ema_decay}
+    if config.train.optimizer == "adam":
+        out["beta2"] = state.g_opt_state.hyperparams.get("b2", jnp.float32(config.train.beta2))
+    return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
 
 
 def word_inputs(config: Config, words: jax.Array | None, word_mask: jax.Array | None) -> dict[str, jax.Array]:
@@ -142,7 +218,9 @@ def abstract_state(config: Config, generator: nn.Module, discriminator: nn.Modul
 def with_hyperparams(state: GANState, config: Config) -> tuple[GANState, dict[str, tuple[float, float]]]:
     """``state`` with its sweepable values set from ``config``: both learning rates (in the
     optimizer states) and ``hparams`` (``initial_hparams``); what a resume under changed
-    values trains with from the restored step on.
+    values trains with from the restored step on. Values the step sets itself
+    (``stepped_values``: scheduled ones, a half-life's EMA decay) are left to it; their
+    schedules' leaves are set, reported under the field's name (``g_lr_schedule``).
 
     Returns the state and ``{name: (old, new)}`` for each value that changed. A replaced leaf
     keeps the dtype and sharding of the one it replaces; unchanged leaves are the same arrays.
@@ -166,8 +244,22 @@ def with_hyperparams(state: GANState, config: Config) -> tuple[GANState, dict[st
         hyper["learning_rate"] = put(name, hyper["learning_rate"], value)
         return opt_state._replace(hyperparams=hyper)
 
+    def field_name(key: str) -> str:
+        # A schedule's leaves are reported under the config field that set them.
+        for suffix in schedules.LEAF_SUFFIXES:
+            if key.endswith(suffix):
+                return key.removesuffix(suffix) + ("" if suffix == "_start" else "_schedule")
+        return key
+
+    stepped = stepped_values(config)
     # Leaves the config does not set (ADA's adapted p) are kept as restored.
-    hparams = {**state.hparams, **{k: put(k, state.hparams[k], float(v)) for k, v in initial_hparams(config).items()}}
-    state = state.replace(g_opt_state=with_lr(state.g_opt_state, "g_lr", config.train.g_lr),
-                          d_opt_state=with_lr(state.d_opt_state, "d_lr", config.train.d_lr), hparams=hparams)
+    hparams = {**state.hparams,
+               **{k: state.hparams[k] if k in stepped else put(field_name(k), state.hparams[k], float(v))
+                  for k, v in initial_hparams(config).items()}}
+    g_opt_state, d_opt_state = state.g_opt_state, state.d_opt_state
+    if "g_lr" not in stepped:
+        g_opt_state = with_lr(g_opt_state, "g_lr", config.train.g_lr)
+    if "d_lr" not in stepped:
+        d_opt_state = with_lr(d_opt_state, "d_lr", config.train.d_lr)
+    state = state.replace(g_opt_state=g_opt_state, d_opt_state=d_opt_state, hparams=hparams)
     return state, changed

@@ -28,7 +28,8 @@ from jaxgan.config import Config
 from jaxgan.diversity import diversity_ratio
 from jaxgan.losses import LOSSES, AdversarialLoss, GANLoss, as_gan_loss, conditioning_kl
 from jaxgan.regularizers import Penalty, penalty_from_config
-from jaxgan.state import GANState, word_inputs
+from jaxgan.schedules import ema_half_life_mode
+from jaxgan.state import GANState, scheduled_metrics, with_scheduled_values, word_inputs
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -121,6 +122,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     augment_at = augment or augment_examples(t.augment)
     ada = t.ada_target > 0
     twins = t.diversity_weight > 0  # a second sample for half the batch (jaxgan.diversity)
+    ema_half_life = ema_half_life_mode(t)
 
     def mean_over_devices(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
@@ -136,6 +138,9 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         return ratio, padded - (weight * grad).astype(d_fake.dtype)
 
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
+        # Scheduled values (learning rates, beta2, hparams leaves, the EMA decay) at this step's
+        # images seen; a no-op without schedules.
+        state = with_scheduled_values(state, config)
         augment = functools.partial(augment_at, p=state.hparams["ada_p"]) if ada else augment_at
         real = pixels.to_float(batch["image"])
         sentence, wrong_sentence = batch["sentence"], batch["wrong_sentence"]
@@ -232,8 +237,11 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
         # Warm-up (as in Keras/TF EMA): early on the average would be mostly the random
-        # init, so the decay grows from 0.1 to ema_decay over the first steps.
-        decay = jnp.minimum(state.hparams["ema_decay"], (1.0 + state.step) / (10.0 + state.step))
+        # init, so the decay grows from 0.1 to ema_decay over the first steps. A half-life in
+        # images (train.ema_kimg) has StyleGAN's own ramp-up instead (train.ema_rampup).
+        decay = state.hparams["ema_decay"]
+        if not ema_half_life:
+            decay = jnp.minimum(decay, (1.0 + state.step) / (10.0 + state.step))
         ema_params = optax.incremental_update(g_params, state.ema_params, 1.0 - decay)
 
         # The EMA generator needs statistics of its own activations: the raw generator's
@@ -279,6 +287,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             "skipped": new_state.skipped, "nonfinite_streak": new_state.streak,
             "fake_spread": batch_spread(fake, axis_name), "real_spread": batch_spread(real, axis_name),
             **ada_metrics,
+            **scheduled_metrics(state, config, decay),
         })
         if twins:
             metrics["g_diversity"] = mean_over_devices(g_diversity)

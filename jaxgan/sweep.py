@@ -1,10 +1,11 @@
 """Many GANs in one compiled program: ``jax.vmap`` over a stacked state.
 
 Everything a sweep varies lives in the state as data: the seed (initial params and the
-step's noise keys), the learning rates (``optax.inject_hyperparams``), and the
-loss weights (``GANState.hparams``: penalty weight, CA's KL weight, EMA decay). K members
-that differ only in those values share one program, and ``jax.vmap`` of the ordinary step
-trains all of them at once on the same batch:
+step's noise keys), the learning rates (``optax.inject_hyperparams``), the
+loss weights (``GANState.hparams``: penalty weight, CA's KL weight, EMA decay or half-life),
+and the numbers of schedules (start, end, length; ``jaxgan.schedules``), whose kind all
+members share. K members that differ only in those values share one program, and
+``jax.vmap`` of the ordinary step trains all of them at once on the same batch:
 
     members = [{"train.seed": s, "train.d_lr": lr} for s, lr in zip(range(8), np.geomspace(1e-4, 1e-3, 8))]
     states = init_members(config, generator, discriminator, sentence_dim, members)
@@ -30,27 +31,38 @@ from jaxgan.bench import synthetic_batch
 from jaxgan.config import Config, ConfigError
 from jaxgan.models import build_models
 from jaxgan.presets import apply_overrides, get_config
+from jaxgan.schedules import forms
 from jaxgan.state import GANState, init_state
 from jaxgan.step import Batch, Metrics, make_train_step
 
 # Config keys whose values are data in the state; any other key changes the program.
 SWEEPABLE = ("train.seed", "train.g_lr", "train.d_lr", "train.penalty_weight", "train.kl_weight",
-             "train.ema_decay")
+             "train.ema_decay", "train.ema_kimg", "train.ema_rampup", "train.g_lr_schedule", "train.d_lr_schedule",
+             "train.beta2_schedule", "train.penalty_weight_schedule", "train.ema_kimg_schedule")
 
 
 def member_configs(config: Config, members: Sequence[dict[str, Any]]) -> list[Config]:
-    """``config`` with each member's overrides; only ``SWEEPABLE`` keys may differ.
+    """``config`` with each member's overrides; only ``SWEEPABLE`` keys may differ, and a
+    schedule's kind (or EMA half-life on/off) must be ``config``'s, the step being built from it.
 
     Raises:
-      ConfigError: a key outside ``SWEEPABLE`` (it would need another compiled program).
+      ConfigError: a key outside ``SWEEPABLE``, or a schedule of another kind (it would need
+        another compiled program).
     """
     out = []
+    base = forms(config.train)
     for overrides in members:
         fixed = sorted(set(overrides) - set(SWEEPABLE))
         if fixed:
             raise ConfigError(f"{fixed[0]} cannot differ between sweep members (it changes the compiled program); "
                               f"sweepable: {', '.join(SWEEPABLE)}")
-        out.append(apply_overrides(config, dict(overrides)))
+        member_config = apply_overrides(config, dict(overrides))
+        own = forms(member_config.train)
+        for key in base:
+            if own[key] != base[key]:
+                raise ConfigError(f"{key}: a member's {own[key]!r} form differs from the swept config's "
+                                  f"{base[key]!r}; only the numbers of a schedule can differ between members")
+        out.append(member_config)
     return out
 
 

@@ -345,7 +345,7 @@ def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str
                 last_log, last_time, last_wait = step, now, batches.waited
                 if primary:
                     _append_row(metrics_path, {"step": step, **values})
-                board.scalars(step, {**values, "lr/generator": t.g_lr, "lr/discriminator": t.d_lr})
+                board.scalars(step, values)  # with the values in effect: lr/*, beta2, ema_decay, ...
                 bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
             if at_ckpt or stopping:
                 # Every process writes its shards; orbax coordinates the commit.

@@ -73,3 +73,13 @@ def adam_reach(learning_rate: float, b1: float, b2: float, steps: int) -> float:
         ratio = (1 - b1) / (1 - b1**t) * np.sqrt(series) * np.sqrt((1 - b2**t) / (1 - b2))
         total += learning_rate * ratio
     return float(total)
+
+
+# A tiny run with schedules on the learning rates, the penalty weight and the EMA half-life,
+# each over 32 images (steps 0, 1, 2 at batch 16: start, midpoint, end); plain SGD, so a
+# vmapped sweep matches its members to rounding. tests/test_schedules.py and
+# tests/test_sweep.py compile the same step from it (XLA's persistent cache compiles it once).
+SCHEDULED_RUN = ["train.num_devices=1", "train.penalty=r1", "train.optimizer=sgd", "train.g_lr=2e-3",
+                 "train.d_lr=2e-3", "train.g_lr_schedule=linear:1e-3@32", "train.d_lr_schedule=cosine:1e-3@32",
+                 "train.penalty_weight_schedule=cosine:2@32", "train.ema_kimg=0.016",
+                 "train.ema_kimg_schedule=linear:0.064@32"]

@@ -26,7 +26,9 @@ BASES = {f"{preset}-{arch}": (preset, arch) for preset in ("default", "tiny") fo
 # Free-text fields whose text is checked when the config is: a value each refuses. The others
 # (paths, encoder and dataset names) are checked when what they name is opened, and here only
 # for control characters.
-BAD_TEXT = {"data.dataset": " ", "train.augment": "sparkle", "model.word_attention": "16,x", "model.arch": "gan"}
+BAD_TEXT = {"data.dataset": " ", "train.augment": "sparkle", "model.word_attention": "16,x", "model.arch": "gan",
+            **{f"train.{name}_schedule": "cosine:1e-4" for name in ("g_lr", "d_lr", "beta2", "penalty_weight",
+                                                                    "ema_kimg")}}
 
 
 def _base(name: str):

@@ -30,8 +30,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
             "jaxgan.sweep", "jaxgan.pretrain_text", "jaxgan.data.throughput"),
     "library": ("jaxgan.presets", "jaxgan.program", "jaxgan.parallel", "jaxgan.distributed", "jaxgan.flops",
                 "jaxgan.sampling", "jaxgan.models.*", "jaxgan.data.*", "jaxgan.text.*", "jaxgan.metrics.*"),
-    "core": ("jaxgan.config", "jaxgan.errors", "jaxgan.paths", "jaxgan.pixels", "jaxgan.state", "jaxgan.step",
-             "jaxgan.losses", "jaxgan.regularizers", "jaxgan.augment", "jaxgan.diversity"),
+    "core": ("jaxgan.config", "jaxgan.errors", "jaxgan.paths", "jaxgan.pixels", "jaxgan.schedules", "jaxgan.state",
+             "jaxgan.step", "jaxgan.losses", "jaxgan.regularizers", "jaxgan.augment", "jaxgan.diversity"),
 }
 RANK = {name: rank for rank, name in enumerate(reversed(LAYERS))}  # core 0 ... commands 3
 # Above every layer: the package itself (the public API, whose names load lazily) and
