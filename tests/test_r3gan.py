@@ -42,8 +42,9 @@ def _init(cfg, batch=3, seed=0):
     z = rng.normal(size=(batch, cfg.z_dim)).astype(np.float32)
     s = rng.normal(size=(batch, SENTENCE_DIM)).astype(np.float32)
     x = rng.uniform(-1, 1, size=(batch, cfg.resolution, cfg.resolution, 3)).astype(np.float32)
-    gv = g.init(jax.random.key(1), z, s, train=False)
-    dv = d.init(jax.random.key(2), x, s, s, train=False)
+    # Jitted: an eager init runs each of the many small layers op by op.
+    gv = jax.jit(lambda: g.init(jax.random.key(1), z, s, train=False))()
+    dv = jax.jit(lambda: d.init(jax.random.key(2), x, s, s, train=False))()
     return g, d, gv["params"], dv["params"], z, s, x
 
 
@@ -60,17 +61,22 @@ def _perturb(params, seed):
 
 
 @pytest.mark.parametrize("resolution", [32, 64])
-def test_shapes_and_dtypes(resolution):
+def test_shapes_and_dtypes(resolution, quick_compiles):
     cfg = _model(resolution=resolution)
     g, d, gp, dp, z, s, x = _init(cfg)
-    image = jax.jit(lambda p: g.apply({"params": p}, z, s))(gp)
+    g_tanh, _ = build_models(_model(resolution=resolution, output="tanh"))
+
+    @jax.jit
+    def forward(gp, dp):
+        image = g.apply({"params": gp}, z, s)
+        return image, g_tanh.apply({"params": gp}, z, s), d.apply({"params": dp}, image, s, s[::-1])
+
+    image, squashed, (logits, wrong) = forward(gp, dp)
     assert image.shape == (3, resolution, resolution, 3) and image.dtype == jnp.float32
-    logits, wrong = d.apply({"params": dp}, image, s, s[::-1])
     assert logits.shape == wrong.shape == (3,) and logits.dtype == jnp.float32
     assert bool(jnp.isfinite(image).all()) and bool(jnp.isfinite(logits).all())
     # R3GAN's output is linear; output=tanh squashes the same image.
-    g_tanh, _ = build_models(_model(resolution=resolution, output="tanh"))
-    np.testing.assert_allclose(g_tanh.apply({"params": gp}, z, s), jnp.tanh(image), atol=1e-5)
+    np.testing.assert_allclose(squashed, jnp.tanh(image), atol=1e-5)
     # Channels per size: doubling from full resolution toward 4x4, capped at width * width_cap.
     assert r3gan_channels(resolution, 8, 4) == ([32, 32, 16, 8] if resolution == 32 else [32, 32, 32, 16, 8])
     assert gp["basis"].shape == (4, 4, 32) and dp["basis"]["kernel"].shape == (4, 4, 1, 32)
@@ -123,7 +129,7 @@ def test_downsample_bilinear_by_hand_and_against_jax_image_resize():
     np.testing.assert_allclose(downsample_bilinear(x), jax.image.resize(x, (2, 4, 8, 3), "bilinear"), atol=1e-6)
 
 
-def test_projection_head_is_affine_in_the_sentence():
+def test_projection_head_is_affine_in_the_sentence(quick_compiles):
     """logit = psi(phi) + <E s, phi>: a mix of two captions scores the mix of their logits,
     and a mismatched caption moves the logit by <E (s - s'), phi>, which is not zero."""
     g, d, gp, dp, z, s, x = _init(_model())
@@ -148,7 +154,7 @@ def _fan_in_path(cfg: R3GANConfig, net: str) -> int:
     return 3 + sum(chans[1:]) + blocks + resampling + 16 + chans[0] + 2 * cfg.text_dim + SENTENCE_DIM
 
 
-def test_output_parity_with_the_torch_reference():
+def test_output_parity_with_the_torch_reference(quick_compiles):
     cfg = _model(blocks=1)
     g, d, gp, dp, z, s, x = _init(cfg, batch=4)
     gp, dp = _perturb(gp, 3), _perturb(dp, 4)
