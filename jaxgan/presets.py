@@ -76,7 +76,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The same with AttnGAN word attention in G's 16x16 block: in the 30-minute runs of
     # docs/experiments it lifted shape alignment above DCGAN's at the same wall clock.
     "dfgan64_cpu_attn": _DFGAN64_CPU | {"model.word_attention": "16"},
-    # Thin enough that a batch-32 step costs about the default's on 2 CPU cores (docs/training.md).
+    # The thinnest sensible R3GAN at 32 px; its batch-32 step still costs 3-4x the default's on
+    # 2 CPU cores (docs/training.md, "The step, measured").
     "r3gan32": _R3GAN | {"model.resolution": 32, "model.width": 8, "model.width_cap": 2, "model.blocks": 1,
                          "train.penalty_weight": 0.05},
     "r3gan64": _R3GAN | {"model.resolution": 64, "model.width": 32, "train.penalty_weight": 1.0},
