@@ -3,18 +3,20 @@
 This is the cross-check for XLA's own cost analysis of the compiled step. A layer's forward
 pass costs 2 * MACs FLOPs (a multiply and an add per MAC):
 
-    Conv:          MACs = B * T_h * T_w * C_in * C_out, where T is the number of (output
-                   position, kernel tap) pairs per axis whose input lies inside the image:
-                   H_out * k_h without padding, fewer with it (zeros are not multiplied;
-                   XLA counts them the same way, and at 4x4 a 3x3 conv's padding is 30%)
+    Conv:          MACs = B * T_h * T_w * (C_in / groups) * C_out, where T is the number of
+                   (output position, kernel tap) pairs per axis whose input lies inside the
+                   image: H_out * k_h without padding, fewer with it (zeros are not multiplied;
+                   XLA counts them the same way, and at 4x4 a 3x3 conv's padding is 30%);
+                   a grouped conv (R3GAN's blocks) reads C_in / groups channels per output
     ConvTranspose: MACs = B * H_in  * W_in  * k_h * k_w * C_in * C_out
     Dense:         MACs = B * D_in * D_out
 
 Its backward pass costs the same again for the weight gradient and again for the input
 gradient. The layers are found by running the modules abstractly (``jax.eval_shape``, no
 arithmetic) under ``nn.intercept_methods``, so the count follows the models as they are.
-Elementwise work (BatchNorm, activations, Adam) is not counted: it is a few percent of the
-convolutions for these models, which is why the two counts agree only to about 10%.
+Elementwise work (BatchNorm, activations, bilinear resampling, Adam) is not counted: it is a
+few percent of the convolutions for these models, which is why the two counts agree only to
+about 10%.
 """
 
 from __future__ import annotations

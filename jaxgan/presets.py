@@ -52,6 +52,15 @@ _DFGAN64_CPU: dict[str, Any] = _DFGAN | {
     "train.ema_decay": 0.995,
 }
 
+# R3GAN (Huang et al. 2024): its modernised residual pair, Adam (0, 0.9) at 2e-4 for both
+# networks, R3GAN's noise size 64. Widths per size in docs/training.md ("Presets").
+# TODO(lead): rpgan + r1r2 after merge (R3GAN's loss and gamma / 2 * (R1 + R2); its gamma is
+# 0.05 on CIFAR-10, 1 on ImageNet-64, 2 on FFHQ-64), and its lr / beta2 / gamma ramps.
+_R3GAN: dict[str, Any] = {
+    "model.arch": "r3gan", "model.z_dim": 64, "train.loss": "hinge", "train.penalty": "r1",
+    "train.g_lr": 2e-4, "train.d_lr": 2e-4, "train.beta1": 0.0, "train.beta2": 0.9,
+}
+
 # Presets override a few fields of the default. "tiny" is for tests and quick local runs.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -67,6 +76,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The same with AttnGAN word attention in G's 16x16 block: in the 30-minute runs of
     # docs/experiments it lifted shape alignment above DCGAN's at the same wall clock.
     "dfgan64_cpu_attn": _DFGAN64_CPU | {"model.word_attention": "16"},
+    # The thinnest sensible R3GAN at 32 px; its batch-32 step still costs 3-4x the default's on
+    # 2 CPU cores (docs/training.md, "The step, measured").
+    "r3gan32": _R3GAN | {"model.resolution": 32, "model.width": 8, "model.width_cap": 2, "model.blocks": 1,
+                         "train.penalty_weight": 0.05},
+    "r3gan64": _R3GAN | {"model.resolution": 64, "model.width": 32, "train.penalty_weight": 1.0},
+    "r3gan128": _R3GAN | {"model.resolution": 128, "model.width": 32, "train.penalty_weight": 1.0},
     "tiny": {
         "model.width": 8, "model.z_dim": 16, "model.text_dim": 16, "train.batch_size": 16,
         "train.steps": 20, "train.log_every": 5, "train.sample_every": 10,

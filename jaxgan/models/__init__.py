@@ -17,6 +17,7 @@ from jaxgan.config import ModelConfig
 from jaxgan.models.dcgan import DCGANConfig, Discriminator, Generator, build_dcgan
 from jaxgan.models.dfgan import DFDiscriminator, DFGANConfig, DFGenerator, build_dfgan, dfgan_channels, dfgan_d_channels
 from jaxgan.models.layers import DTYPES, resolve_conv_impl
+from jaxgan.models.r3gan import R3Discriminator, R3GANConfig, R3Generator, build_r3gan, r3gan_channels
 
 
 class Architecture(NamedTuple):
@@ -31,6 +32,7 @@ class Architecture(NamedTuple):
 ARCHITECTURES: dict[str, Architecture] = {
     "dcgan": Architecture(DCGANConfig, build_dcgan),
     "dfgan": Architecture(DFGANConfig, build_dfgan),
+    "r3gan": Architecture(R3GANConfig, build_r3gan),
 }
 
 
@@ -52,5 +54,6 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1,
 
 
 __all__ = ["ARCHITECTURES", "Architecture", "DCGANConfig", "DFGANConfig", "Generator", "Discriminator",
-           "DFGenerator", "DFDiscriminator", "dfgan_channels", "dfgan_d_channels", "build_models",
+           "DFGenerator", "DFDiscriminator", "dfgan_channels", "dfgan_d_channels", "R3GANConfig", "R3Generator",
+           "R3Discriminator", "r3gan_channels", "build_models",
            "resolve_conv_impl", "DTYPES"]

@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # model.dtype -> the compute dtype.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -96,6 +97,32 @@ def upsample_bilinear(x: jax.Array) -> jax.Array:
         odd = three_quarters * x + quarter * nxt
         out = jnp.stack([even, odd], axis=axis + 1)
         return out.reshape(*x.shape[:axis], 2 * n, *x.shape[axis + 1:])
+
+    return along(along(x, 1), 2)
+
+
+def downsample_bilinear(x: jax.Array) -> jax.Array:
+    """Antialiased bilinear 2x downsampling of NHWC: the [1, 3, 3, 1] / 8 filter at stride 2.
+
+    The same function as ``jax.image.resize(x, (B, H/2, W/2, C), "bilinear", antialias=True)``
+    (and torch's ``interpolate(..., antialias=True)``): output i reads input 2i-1 .. 2i+2 with
+    weights 1, 3, 3, 1, and at the borders the weights that fall outside are dropped and the
+    rest renormalised (3, 3, 1 over 7). Written as shifted slices that XLA fuses.
+    """
+
+    def along(x: jax.Array, axis: int) -> jax.Array:
+        n = x.shape[axis]
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (1, 1)
+        padded = jnp.pad(x, pad)
+        taps = [jax.lax.slice_in_dim(padded, k, k + n - 1, stride=2, axis=axis) for k in range(4)]
+        total = (taps[0] + taps[3]) + 3 * (taps[1] + taps[2])
+        weight = np.full(n // 2, 8.0, np.float32)
+        weight[0] -= 1.0
+        weight[-1] -= 1.0  # n == 2: both ends lose a tap, 6 remain
+        shape = [1] * x.ndim
+        shape[axis] = n // 2
+        return total * jnp.asarray(1.0 / weight, x.dtype).reshape(shape)
 
     return along(along(x, 1), 2)
 
@@ -258,7 +285,11 @@ class Conv(nn.Module):
     by the reshaped kernel: the same function, without the weight-gradient convolutions that
     XLA's CPU backend runs slowly (see ``conv2x2_valid``), at k*k times the input's memory.
     1x1 convs always run as a matmul. Params are those of ``nn.Conv`` (``kernel`` [k, k,
-    C_in, C_out], ``bias``), so ``nn.SpectralNorm`` can wrap it.
+    C_in / groups, C_out], ``bias``), so ``nn.SpectralNorm`` can wrap it.
+
+    ``groups`` > 1 is a grouped convolution (``nn.Conv``'s ``feature_group_count``, torch's
+    ``groups``): output channel o reads only the input channels of group o // (C_out / groups).
+    Its matmul form is one batched matmul over the groups.
     """
 
     features: int
@@ -267,11 +298,15 @@ class Conv(nn.Module):
     use_bias: bool = True
     dtype: Any = jnp.float32
     impl: str = "conv"
+    groups: int = 1
+    kernel_init: Any = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k, c = self.kernel_size, x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, self.features), jnp.float32)
+        k, c, g = self.kernel_size, x.shape[-1], self.groups
+        if c % g or self.features % g:
+            raise ValueError(f"groups={g} must divide the input ({c}) and output ({self.features}) channels")
+        kernel = self.param("kernel", self.kernel_init, (k, k, c // g, self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if self.padding == "SAME":
             if k % 2 == 0:
@@ -281,13 +316,23 @@ class Conv(nn.Module):
             raise ValueError(f"unknown padding {self.padding!r}; valid: SAME, VALID")
         b, h, w, _ = x.shape
         ho, wo = h - k + 1, w - k + 1
-        if self.impl == "conv" and k > 1:
-            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+        if self.impl == "conv" and (k > 1 or g > 1):
+            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", feature_group_count=g,
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        else:
+        elif g == 1:
             views = [x[:, i:i + ho, j:j + wo] for i in range(k) for j in range(k)]
             patches = views[0] if k == 1 else jnp.concatenate(views, axis=-1)
             y = (patches.reshape(-1, k * k * c) @ kernel.reshape(k * k * c, self.features)).reshape(b, ho, wo, -1)
+        else:
+            # Groups lead, so the matmul is batched over its outermost axis: measured here on
+            # CPU, about 2x faster to differentiate than with the group axis in the middle.
+            xg = x.reshape(b, h, w, g, c // g).transpose(3, 0, 1, 2, 4)
+            views = [xg[:, :, i:i + ho, j:j + wo] for i in range(k) for j in range(k)]
+            patches = jnp.concatenate(views, axis=-1).reshape(g, -1, k * k * (c // g))
+            # [k, k, C_in/g, (group, C_out/g)] -> [group, (tap, C_in/g), C_out/g], the patches' order
+            w = kernel.reshape(k * k, c // g, g, -1).transpose(2, 0, 1, 3).reshape(g, k * k * (c // g), -1)
+            y = jnp.einsum("gnk,gko->gno", patches, w)
+            y = y.reshape(g, b, ho, wo, -1).transpose(1, 2, 3, 0, 4).reshape(b, ho, wo, self.features)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
         return y
@@ -302,7 +347,7 @@ class Conv(nn.Module):
             taps = taps_inside(h, y.shape[1], k, pad_lo=lo) * taps_inside(w, y.shape[2], k, pad_lo=lo)
         else:
             taps = y.shape[1] * y.shape[2] * k * k
-        return b * taps * c * self.features
+        return b * taps * (c // self.groups) * self.features
 
 
 def maybe_spectral_norm(layer: nn.Module, enabled: bool, train: bool):
