@@ -54,10 +54,11 @@ _DFGAN64_CPU: dict[str, Any] = _DFGAN | {
 
 # R3GAN (Huang et al. 2024): its modernised residual pair, Adam (0, 0.9) at 2e-4 for both
 # networks, R3GAN's noise size 64. Widths per size in docs/training.md ("Presets").
-# TODO(lead): rpgan + r1r2 after merge (R3GAN's loss and gamma / 2 * (R1 + R2); its gamma is
-# 0.05 on CIFAR-10, 1 on ImageNet-64, 2 on FFHQ-64), and its lr / beta2 / gamma ramps.
+# Its recipe: the relativistic pairing loss and gamma / 2 * (R1 + R2) (gamma 0.05 on CIFAR-10,
+# 1 on ImageNet-64, 2 on FFHQ-64). Its lr / beta2 / gamma ramps are train.*_schedule settings
+# (docs/training.md, "Schedules"), left to the run: they span millions of images.
 _R3GAN: dict[str, Any] = {
-    "model.arch": "r3gan", "model.z_dim": 64, "train.loss": "hinge", "train.penalty": "r1",
+    "model.arch": "r3gan", "model.z_dim": 64, "train.loss": "rpgan", "train.penalty": "r1r2",
     "train.g_lr": 2e-4, "train.d_lr": 2e-4, "train.beta1": 0.0, "train.beta2": 0.9,
 }
 
