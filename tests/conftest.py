@@ -41,8 +41,10 @@ def quick_compiles():
 # time for 1192 s of work on 2 workers, 113 s above an even split). Collected first, they run
 # while the short files fill in around them. A new file that takes over a minute belongs here.
 SLOW_FIRST = ("test_mixed_precision.py", "test_multihost_datasets.py", "test_train.py", "test_multihost.py",
-              "test_sample_attention.py", "test_step_variants.py", "test_bench.py", "test_dfgan.py",
-              "test_step.py", "test_inception.py", "test_fixture_workdir.py", "test_models.py", "test_preemption.py")
+              "test_sample_attention.py", "test_step_variants.py", "test_bench.py", "test_faults_multihost.py",
+              "test_remote_workdir.py", "test_dfgan.py", "test_faults_crash.py", "test_step.py", "test_r3gan.py",
+              "test_faults_resume.py", "test_inception.py", "test_schedules.py", "test_losses.py",
+              "test_fixture_workdir.py", "test_models.py", "test_preemption.py")
 
 
 def pytest_collection_modifyitems(items):
