@@ -52,7 +52,8 @@ REFUSE, APPLY, NOTE = "refuse", "apply", "note"
 #   apply: the value lives in the state (GANState's optimizer hyperparams and ``hparams``) and
 #     is written into the restored state from the restored step on (notice: old -> new); a
 #     schedule's numbers are applied, a change of its kind (or switching train.ema_kimg between
-#     0 and a half-life) is refused: it changes the step and the state's leaves
+#     0 and a half-life, or train.diversity_weight from or to 0) is refused: it changes the
+#     step and the state's leaves
 #     (``jaxgan.schedules.forms``);
 #   note: a setting of the run around the step (length, logging, layout, evaluation), taken
 #     as given and listed in a notice.
@@ -71,7 +72,7 @@ RESUME_RULES: dict[str, str] = {
     # ADA's constants are compiled in; its p is a state leaf that a resume carries on.
     "train.ada_target": REFUSE, "train.ada_interval": REFUSE, "train.ada_kimg": REFUSE, "train.ada_max_p": REFUSE,
     "train.diversity_tau": REFUSE,
-    "train.diversity_weight": APPLY,  # state.hparams while on; turning it on or off is refused (ON_OFF)
+    "train.diversity_weight": APPLY,  # state.hparams while on; turning it on or off is refused (by form)
     "train.g_lr": APPLY, "train.d_lr": APPLY,  # opt_state.hyperparams["learning_rate"]
     "train.penalty_weight": APPLY, "train.kl_weight": APPLY, "train.ema_decay": APPLY,  # state.hparams
     "train.ema_kimg": APPLY, "train.ema_rampup": APPLY,
@@ -84,17 +85,6 @@ RESUME_RULES: dict[str, str] = {
     "train.parallel": NOTE, "train.num_devices": NOTE, "train.fsdp": NOTE,
     "eval.": NOTE,  # every eval.jsonl row carries its protocol hash
 }
-
-
-# Applied fields whose being 0 or not is compiled into the step and shapes the state (the
-# diversity term draws a second sample and adds hparams["diversity_weight"] only when on): a
-# change from or to 0 is refused, a change between two positive values applied.
-ON_OFF: tuple[str, ...] = ("train.diversity_weight",)
-
-
-def _on(value: Any) -> bool:
-    """Whether an ``ON_OFF`` field's value turns its feature on (a missing value does not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def resume_rule(key: str) -> str:
@@ -172,8 +162,6 @@ def compare_configs(saved: Any, config: Config) -> ConfigChanges:
         before, after = old.get(key, missing), new.get(key, missing)
         if before != after:
             rule = REFUSE if key in reformed else resume_rule(key)
-            if key in ON_OFF and _on(before) != _on(after):
-                rule = REFUSE  # switched on or off
             by_rule[rule].append((key, None if before is missing else before, None if after is missing else after))
     return ConfigChanges(tuple(by_rule[REFUSE]), tuple(by_rule[APPLY]), tuple(by_rule[NOTE]))
 

@@ -154,7 +154,9 @@ def value_at(name: str, kind: str, hparams: dict[str, jax.Array], images: jax.Ar
 
 def forms(train: TrainConfig) -> dict[str, object]:
     """The compiled form of each config key whose numbers are state leaves: a schedule's kind
-    (None when constant) and whether the EMA follows a half-life (``train.ema_kimg``).
+    (None when constant), whether the EMA follows a half-life (``train.ema_kimg``) and whether
+    the diversity term is on (``train.diversity_weight > 0``: the step then draws a second
+    sample and the state holds its weight).
 
     Two configs with the same forms have the same step program and the same state leaves, so
     a resume may apply the numbers and a vmapped sweep may vary them; a change of form is
@@ -164,4 +166,5 @@ def forms(train: TrainConfig) -> dict[str, object]:
     out: dict[str, object] = {f"train.{field_name}": scheduled.get(name)
                               for name, field_name in schedule_fields(train).items()}
     out["train.ema_kimg"] = ema_half_life_mode(train)
+    out["train.diversity_weight"] = train.diversity_weight > 0
     return out

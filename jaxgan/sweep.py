@@ -2,7 +2,8 @@
 
 Everything a sweep varies lives in the state as data: the seed (initial params and the
 step's noise keys), the learning rates (``optax.inject_hyperparams``), the
-loss weights (``GANState.hparams``: penalty weight, CA's KL weight, EMA decay or half-life),
+loss weights (``GANState.hparams``: penalty weight, CA's KL weight, EMA decay or half-life,
+the diversity term's weight), ADA's adapted p (a leaf each member adapts on its own),
 and the numbers of schedules (start, end, length; ``jaxgan.schedules``), whose kind all
 members share. K members that differ only in those values share one program, and
 ``jax.vmap`` of the ordinary step trains all of them at once on the same batch:
@@ -38,12 +39,14 @@ from jaxgan.step import Batch, Metrics, make_train_step
 # Config keys whose values are data in the state; any other key changes the program.
 SWEEPABLE = ("train.seed", "train.g_lr", "train.d_lr", "train.penalty_weight", "train.kl_weight",
              "train.ema_decay", "train.ema_kimg", "train.ema_rampup", "train.g_lr_schedule", "train.d_lr_schedule",
-             "train.beta2_schedule", "train.penalty_weight_schedule", "train.ema_kimg_schedule")
+             "train.beta2_schedule", "train.penalty_weight_schedule", "train.ema_kimg_schedule",
+             "train.diversity_weight")
 
 
 def member_configs(config: Config, members: Sequence[dict[str, Any]]) -> list[Config]:
     """``config`` with each member's overrides; only ``SWEEPABLE`` keys may differ, and a
-    schedule's kind (or EMA half-life on/off) must be ``config``'s, the step being built from it.
+    schedule's kind (or EMA half-life on/off, diversity term on/off) must be ``config``'s, the
+    step being built from it.
 
     Raises:
       ConfigError: a key outside ``SWEEPABLE``, or a schedule of another kind (it would need
