@@ -26,22 +26,26 @@ SMOOTHED = jaxgan.AdversarialLoss(d_real=smoothed_d_real, d_fake=lambda x: jnp.m
                                   g=lambda x: jnp.mean(jax.nn.softplus(-x)))
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def train_with(loss, argv=None, description: str = "", out: str = "custom_loss.png") -> dict:
+    """Trains the preset with ``loss`` by a hand-written loop and saves a sample grid of the
+    EMA generator; returns the last step's metrics. ``examples/relativistic_loss.py`` uses it too."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--out", default="custom_loss.png", help="sample grid of the EMA generator")
+    p.add_argument("--out", default=out, help="sample grid of the EMA generator")
     args = p.parse_args(argv)
     config = jaxgan.get_config(args.preset, ["train.num_devices=1"])
     encoder = jaxgan.load_text_encoder(config.text.encoder)
     embed = jaxgan.EmbeddingTable.on_demand(encoder)
-    program = jaxgan.build_train_program(config, loss=SMOOTHED)  # the compiled step, with our loss
+    program = jaxgan.build_train_program(config, loss=loss)  # the compiled step, with our loss
     state = program.init_placed_state(encoder.sentence_dim)
     pipeline = jaxgan.Pipeline(config, jaxgan.make_source(config), embed)
     for step, batch in enumerate(pipeline.iterate(0, args.steps), start=1):
         state, metrics = program.step(state, program.parallel.put_batch(batch))
         if step % 100 == 0 or step == args.steps:
-            print(f"step {step}: d_loss {float(metrics['d_loss']):.4f}, g_loss {float(metrics['g_loss']):.4f}")
+            # d_acc_real: the fraction of real pairs D gets right, by the loss's own accuracy.
+            print(f"step {step}: d_loss {float(metrics['d_loss']):.4f}, g_loss {float(metrics['g_loss']):.4f}, "
+                  f"d_acc_real {float(metrics['d_acc_real']):.2f}")
     state = program.parallel.to_host(state)
     generator, _ = jaxgan.build_models(config.model)
     prompts = ["a small red circle in the top left", "a large blue square at the bottom of the image"]
@@ -50,6 +54,10 @@ def main(argv=None) -> dict:
     images = np.asarray(jaxgan.make_generate_fn(generator)(state.ema_params, state.ema_stats, z, text))
     jaxgan.save_captioned_grid(images, prompts, 4, args.out)
     return {k: float(v) for k, v in metrics.items()}
+
+
+def main(argv=None) -> dict:
+    return train_with(SMOOTHED, argv, __doc__.splitlines()[0], "custom_loss.png")
 
 
 if __name__ == "__main__":
