@@ -133,8 +133,9 @@ class ResidualBlock(nn.Module):
         return x.astype(self.dtype) + y
 
 
-class R3Generator(nn.Module):
-    """Maps noise z [B, Z] and a sentence embedding [B, S] to images [B, R, R, 3] (float32)."""
+class R3Stages(nn.Module):
+    """What R3GAN's G and D share: the block shape, the resampling between stages and the
+    stages of residual blocks (D runs the generator's stages in reverse)."""
 
     resolution: int = 32
     width: int = 32
@@ -143,9 +144,36 @@ class R3Generator(nn.Module):
     expansion: int = 2
     group_width: int = 16
     text_dim: int = 128
-    output: str = "linear"  # or "tanh"
     dtype: Any = jnp.float32
     conv_impl: str = "conv"
+
+    def resize(self, h: jax.Array, features: int, up: bool) -> jax.Array:
+        """``h`` resampled 2x (up or down) with ``features`` channels: bilinear resampling, and
+        a 1x1 conv where the width changes, run at the lower resolution (where it is cheaper;
+        it commutes with the resampling), named ``up_<size>`` / ``down_<size>`` by the new size."""
+        size = h.shape[1] * 2 if up else h.shape[1] // 2
+
+        def widen(x: jax.Array) -> jax.Array:
+            if x.shape[-1] == features:
+                return x
+            return Conv(features, 1, use_bias=False, dtype=self.dtype, impl=self.conv_impl, kernel_init=msr_init(),
+                        name=f"{'up' if up else 'down'}_{size}")(x)
+
+        return upsample_bilinear(widen(h)) if up else widen(downsample_bilinear(h))
+
+    def stage(self, h: jax.Array, num_stages: int) -> jax.Array:
+        """``self.blocks`` residual blocks at ``h``'s size, named ``stage_<size>_<j>``; the
+        network has ``self.blocks * num_stages`` blocks in all (the fix-up gains' L)."""
+        for j in range(self.blocks):
+            h = ResidualBlock(self.expansion, self.group_width, self.blocks * num_stages, self.dtype, self.conv_impl,
+                              name=f"stage_{h.shape[1]}_{j}")(h)
+        return h
+
+
+class R3Generator(R3Stages):
+    """Maps noise z [B, Z] and a sentence embedding [B, S] to images [B, R, R, 3] (float32)."""
+
+    output: str = "linear"  # or "tanh"
     ca: bool = False  # conditioning augmentation in place of the linear text map
 
     @nn.compact
@@ -160,7 +188,6 @@ class R3Generator(nn.Module):
         text = text.astype(self.dtype)
         cond = jnp.concatenate([z.astype(self.dtype), text], axis=-1)
         channels = r3gan_channels(self.resolution, self.width, self.width_cap)
-        num_blocks = self.blocks * len(channels)
 
         def conditional_bias(h: jax.Array) -> jax.Array:
             # Zero at init: the text's only path is then R3GAN's own, through the basis.
@@ -174,52 +201,30 @@ class R3Generator(nn.Module):
         h = basis.astype(self.dtype)[None] * scale[:, None, None, :]
         for i, features in enumerate(channels):
             if i > 0:
-                if h.shape[-1] != features:  # a 1x1 conv commutes with the upsampling: run it first
-                    h = Conv(features, 1, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
-                             kernel_init=msr_init(), name=f"up_{2 * h.shape[1]}")(h)
-                h = upsample_bilinear(h)
-            h = conditional_bias(h)
-            for j in range(self.blocks):
-                h = ResidualBlock(self.expansion, self.group_width, num_blocks, self.dtype, self.conv_impl,
-                                  name=f"stage_{h.shape[1]}_{j}")(h)
+                h = self.resize(h, features, up=True)
+            h = self.stage(conditional_bias(h), len(channels))
         image = Conv(3, 1, use_bias=False, dtype=self.dtype, impl=self.conv_impl, kernel_init=msr_init(),
                      name="to_rgb")(h).astype(jnp.float32)
         return jnp.tanh(image) if self.output == "tanh" else image
 
 
-class R3Discriminator(nn.Module):
+class R3Discriminator(R3Stages):
     """Scores (image, sentence) pairs; returns float32 logits [B].
 
     With ``wrong_sentence`` it also scores the same images against mismatched captions and
     returns ``(logits, wrong_logits)``: the trunk runs once.
     """
 
-    resolution: int = 32
-    width: int = 32
-    width_cap: int = 8
-    blocks: int = 2
-    expansion: int = 2
-    group_width: int = 16
-    text_dim: int = 128
-    dtype: Any = jnp.float32
-    conv_impl: str = "conv"
-
     @nn.compact
     def __call__(self, image: jax.Array, sentence: jax.Array, wrong_sentence: jax.Array | None = None,
                  train: bool = True):
         channels = r3gan_channels(self.resolution, self.width, self.width_cap)[::-1]
-        num_blocks = self.blocks * len(channels)
         h = Conv(channels[0], 1, use_bias=False, dtype=self.dtype, impl=self.conv_impl, kernel_init=msr_init(),
                  name="from_rgb")(image)
         for i, features in enumerate(channels):
             if i > 0:
-                h = downsample_bilinear(h)
-                if h.shape[-1] != features:
-                    h = Conv(features, 1, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
-                             kernel_init=msr_init(), name=f"down_{h.shape[1]}")(h)
-            for j in range(self.blocks):
-                h = ResidualBlock(self.expansion, self.group_width, num_blocks, self.dtype, self.conv_impl,
-                                  name=f"stage_{h.shape[1]}_{j}")(h)
+                h = self.resize(h, features, up=False)
+            h = self.stage(h, len(channels))
         # R3GAN's discriminative basis: one weight per channel and 4x4 position.
         c = channels[-1]
         h = Conv(c, 4, padding="VALID", use_bias=False, dtype=self.dtype, impl=self.conv_impl, groups=c,
