@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.config import Config
+from jaxgan.losses import LOSSES, AdversarialLoss, GANLoss, as_gan_loss
 from jaxgan.models.layers import taps_inside
 from jaxgan.state import init_state
 
@@ -108,36 +109,54 @@ def forward_flops(layers: list[Layer]) -> int:
 WORDS_PER_CAPTION = 16  # token positions assumed for word attention (the shapes encoder's length)
 
 
-def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, sentence_dim: int) -> dict[str, int]:
+def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, sentence_dim: int,
+               loss: GANLoss | AdversarialLoss | None = None) -> dict[str, int]:
     """Analytic FLOPs of one ``jaxgan.step`` train step at the global batch size.
 
     The step (see ``jaxgan/step.py``) runs, in units of a forward pass F:
       G: forward (1F), backward through the kept VJP (2F: weight + input gradients),
-         the EMA generator's forward for its BatchNorm statistics (1F): 4 F_G.
+         the EMA generator's forward for its BatchNorm statistics (1F): 4 F_G. With the
+         diversity term (``train.diversity_weight > 0``) G's forward and backward also run on
+         the twins (one per even example): 3 F_G more at half the batch.
       D update: forward on (real, caption, wrong caption) and on (fake, caption), then the
          backward of both (2F each): 3 (F_D2 + F_D1).
       G loss: forward of the updated D on (fake, caption) and the gradient w.r.t. its input
-         only (1F): 2 F_D1.
+         only (1F): 2 F_D1. A relativistic G loss (``loss.g_needs_real``: ``rpgan``, ``ragan``)
+         also runs the updated D forward on (real, caption), with no gradient: 1 F_D1 more.
     Input gradients of the layers that read data (the first conv on images, the sentence
     projections) are counted although nothing needs them: under 1% of the total here.
     Not counted: gradient penalties (MA-GP/R1/WGAN-GP add a double backward through D on
     real images, about 5 F_D1 more) and DiffAugment, so XLA's count exceeds this one when
     they are on. Word attention is counted with ``WORDS_PER_CAPTION`` tokens.
+
+    Args:
+      loss: the loss the step is built with, as ``make_train_step``'s ``loss`` (default:
+        ``LOSSES[train.loss]``); only whether G's loss needs D(real) matters.
     """
     b, r, z_dim = config.train.batch_size, config.model.resolution, config.model.z_dim
     state = jax.eval_shape(lambda: init_state(config, generator, discriminator, sentence_dim))
     g_vars = {"params": state.g_params, "batch_stats": state.g_stats}
     d_vars = {"params": state.d_params, "batch_stats": state.d_stats}
-    z = jax.ShapeDtypeStruct((b, z_dim), jnp.float32)
+
+    def g_forward(batch: int) -> int:
+        z = jax.ShapeDtypeStruct((batch, z_dim), jnp.float32)
+        s = jax.ShapeDtypeStruct((batch, sentence_dim), jnp.float32)
+        words = {}
+        if config.model.uses_word_attention:
+            words = {"words": jax.ShapeDtypeStruct((batch, WORDS_PER_CAPTION, sentence_dim), jnp.float32),
+                     "word_mask": jax.ShapeDtypeStruct((batch, WORDS_PER_CAPTION), bool)}
+        return forward_flops(trace_layers(generator, g_vars, z, s, **words, train=True,
+                                          rngs={"ca": jax.random.key(0)}))
+
     s = jax.ShapeDtypeStruct((b, sentence_dim), jnp.float32)
     image = jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32)
-    words = {}
-    if config.model.uses_word_attention:
-        words = {"words": jax.ShapeDtypeStruct((b, WORDS_PER_CAPTION, sentence_dim), jnp.float32),
-                 "word_mask": jax.ShapeDtypeStruct((b, WORDS_PER_CAPTION), bool)}
-    f_g = forward_flops(trace_layers(generator, g_vars, z, s, **words, train=True, rngs={"ca": jax.random.key(0)}))
+    f_g = g_forward(b)
     f_d2 = forward_flops(trace_layers(discriminator, d_vars, image, s, s, train=True))
     f_d1 = forward_flops(trace_layers(discriminator, d_vars, image, s, train=True))
     parts = {"generator": 4 * f_g, "d_update": 3 * (f_d2 + f_d1), "g_loss_through_d": 2 * f_d1}
+    if config.train.diversity_weight > 0:
+        parts["generator_twins"] = 3 * g_forward((b + 1) // 2)
+    if as_gan_loss(loss or LOSSES[config.train.loss]).g_needs_real:
+        parts["g_loss_real_logits"] = f_d1
     return {**parts, "total": sum(parts.values()), "generator_forward": f_g,
             "discriminator_forward": f_d1}

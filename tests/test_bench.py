@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import jaxgan
 from jaxgan import bench, cli, flops, program, train
 from jaxgan.models import build_models
 from jaxgan.presets import get_config
@@ -71,6 +72,28 @@ def test_step_count_is_the_sum_of_its_passes():
     assert count["total"] == 4 * count["generator_forward"] + count["d_update"] + 2 * count["discriminator_forward"]
     # D sees (real, caption + wrong caption) and (fake, caption); the heads run three times.
     assert count["d_update"] > 6 * count["discriminator_forward"]
+
+
+def test_relativistic_g_loss_and_diversity_twins_add_their_passes_by_hand():
+    config = get_config("tiny", ["model.conv_impl=matmul"])
+    g, d = build_models(config.model)
+    plain = flops.step_flops(config, g, d, sentence_dim=16)
+    # tiny's D at batch 16 by hand (matmul convs multiply every 4x4 tap, padding included):
+    # three stride-2 4x4 convs 32->16->8->4 px (3->8->16->32 channels), the text projection
+    # (16->16), the joint 1x1 conv on [h, t] (48->32 at 4x4) and the 4x4 valid logit conv.
+    d_forward = 2 * 16 * (16 * 16 * 16 * 3 * 8 + 8 * 8 * 16 * 8 * 16 + 4 * 4 * 16 * 16 * 32 + 16 * 16
+                          + 4 * 4 * 48 * 32 + 16 * 32)
+    assert plain["discriminator_forward"] == d_forward == 12_345_344
+    # G's relativistic loss runs the updated D once more, on (real, caption): one D forward.
+    for loss in ("rpgan", "ragan"):
+        relativistic = flops.step_flops(get_config("tiny", ["model.conv_impl=matmul", f"train.loss={loss}"]), g, d, 16)
+        assert relativistic["total"] - plain["total"] == d_forward, loss
+    own = jaxgan.GANLoss(d=lambda r, f, w: (f - r).mean(), g=lambda f, r: (r - f).mean(), g_needs_real=True)
+    assert flops.step_flops(config, g, d, 16, loss=own)["total"] - plain["total"] == d_forward
+    # The diversity term's twins (8 of 16): G's forward and backward on 8 more examples,
+    # 3 x G's forward at half the batch (G's layers are linear in the batch).
+    twins = flops.step_flops(get_config("tiny", ["model.conv_impl=matmul", "train.diversity_weight=1"]), g, d, 16)
+    assert twins["total"] - plain["total"] == 3 * plain["generator_forward"] // 2
 
 
 def test_limiting_factor_from_the_roofline():
