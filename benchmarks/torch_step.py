@@ -29,18 +29,45 @@ Batch = dict[str, torch.Tensor]
 
 
 class TorchLoss(NamedTuple):
-    """The torch twin of ``jaxgan.losses.AdversarialLoss``: means over the batch."""
+    """The torch twin of ``jaxgan.losses.GANLoss``: D's loss of the (real, fake, wrong) logits,
+    G's of the fake logits and, when ``g_needs_real``, the updated D's logits on the real pairs."""
 
-    d_real: Callable[[torch.Tensor], torch.Tensor]
-    d_fake: Callable[[torch.Tensor], torch.Tensor]
-    g: Callable[[torch.Tensor], torch.Tensor]
+    d: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    g: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    g_needs_real: bool = False
+
+
+def _matching_aware(d_real: Callable, d_fake: Callable, g: Callable) -> TorchLoss:
+    """``jaxgan.losses.matching_aware_d_loss``: l_real(real) + (l_fake(fake) + l_fake(wrong)) / 2."""
+    return TorchLoss(lambda real, fake, wrong: d_real(real) + 0.5 * (d_fake(fake) + d_fake(wrong)),
+                     lambda fake, real: g(fake))
+
+
+def _relativistic(pair: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> TorchLoss:
+    """``jaxgan.losses.matching_aware_relativistic``: D's loss (pair(real, fake) + pair(real,
+    wrong)) / 2; G's loss is D's with the roles swapped, pair(fake, real)."""
+    return TorchLoss(lambda real, fake, wrong: 0.5 * (pair(real, fake) + pair(real, wrong)),
+                     lambda fake, real: pair(fake, real), g_needs_real=True)
+
+
+def _rpgan(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """RpGAN (``jaxgan.losses.rpgan_d``): mean_b softplus(D(negative_b) - D(positive_b))."""
+    return F.softplus(negative - positive).mean()
+
+
+def _ragan(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """RaSGAN (``jaxgan.losses.ragan_d``): each positive against the mean negative and each
+    negative against the mean positive."""
+    return F.softplus(negative.mean() - positive).mean() + F.softplus(negative - positive.mean()).mean()
 
 
 TORCH_LOSSES = {
-    "nonsaturating": TorchLoss(lambda x: F.softplus(-x).mean(), lambda x: F.softplus(x).mean(),
-                               lambda x: F.softplus(-x).mean()),
-    "hinge": TorchLoss(lambda x: F.relu(1.0 - x).mean(), lambda x: F.relu(1.0 + x).mean(),
-                       lambda x: -x.mean()),
+    "nonsaturating": _matching_aware(lambda x: F.softplus(-x).mean(), lambda x: F.softplus(x).mean(),
+                                     lambda x: F.softplus(-x).mean()),
+    "hinge": _matching_aware(lambda x: F.relu(1.0 - x).mean(), lambda x: F.relu(1.0 + x).mean(),
+                             lambda x: -x.mean()),
+    "rpgan": _relativistic(_rpgan),
+    "ragan": _relativistic(_ragan),
 }
 
 
@@ -174,7 +201,7 @@ class TorchStep:
             real_logits, wrong_logits = self._d(real, sentence, wrong_sentence)
             fake_logits = self._d(fake.detach(), sentence)
         loss = self.loss
-        d_loss = loss.d_real(real_logits) + 0.5 * (loss.d_fake(fake_logits) + loss.d_fake(wrong_logits))
+        d_loss = loss.d(real_logits, fake_logits, wrong_logits)
         self.d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         self._optimizer_step(self.d_opt, self._d_params, "d", metrics)
@@ -182,9 +209,15 @@ class TorchStep:
         # --- G update against the updated D; D's statistics from this pass are discarded and
         # its params need no gradient (requires_grad off prunes their backward).
         self.discriminator.requires_grad_(False)
+        real_logits_g = None
+        if loss.g_needs_real:
+            # A relativistic G loss ranks the fakes against the updated D on the real batch:
+            # a constant for G.
+            with torch.no_grad(), self._autocast():
+                real_logits_g = self._d(real, sentence, update_stats=False)
         with self._autocast():
             g_logits = self._d(fake, sentence, update_stats=False)
-        g_loss = loss.g(g_logits)
+        g_loss = loss.g(g_logits, real_logits_g)
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.discriminator.requires_grad_(True)
