@@ -156,7 +156,7 @@ def _read_only(params: Any) -> Any:
     return jax.tree.map(freeze, params)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # compared by identity: its params are arrays
 class FrozenTower:
     """One frozen CLIP tower: its module, config and params (read-only float32 numpy arrays).
 
@@ -180,7 +180,7 @@ class FrozenTower:
                                  method=method, **kwargs)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # compared by identity: its params are arrays
 class ClipTowers:
     """Both towers of a Hugging Face ``CLIPModel`` directory, frozen.
 
