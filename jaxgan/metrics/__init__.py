@@ -13,7 +13,7 @@ The evaluation (``jaxgan eval``; see docs/evaluation.md, "The protocol"):
 ``protocol``: ``EvalProtocol``, everything that changes a number, hashed; reference statistics cache.
 ``features``: feature networks (shapes attribute classifier, FID InceptionV3, CLIP image tower).
 ``inception``: InceptionV3 in the FID variant (Flax), its weight file and pytorch-fid converter.
-``clip_vision``, ``clip_score``: CLIP's image tower (Flax) and CLIP score from a HF CLIPModel directory.
+``clip_score``: CLIP score from a HF CLIPModel directory (towers: ``jaxgan.text.clip_hf.load_clip``).
 ``sharded``: per-example functions over all devices, independent of the device count.
 ``evaluate``: image sources (a generator, real images), feature extraction, every metric.
 ``alignment``: the 432-combination text-alignment report of a run.

@@ -1,8 +1,8 @@
 """CLIP score: how well generated images match their captions, judged by a separate CLIP model.
 
 A full Hugging Face ``CLIPModel`` directory (config.json with ``text_config`` and
-``vision_config``, model.safetensors, tokenizer files, as ``CLIPModel.save_pretrained`` and
-the hub write them) is loaded into the two Flax towers:
+``vision_config``, weights, tokenizer files, as ``CLIPModel.save_pretrained`` and the hub write
+them) is loaded into the two Flax towers (``jaxgan.text.clip_hf.load_clip``) and its tokenizer:
 
     scorer = load_clip_scorer("path/to/clip-vit-base-patch32")
     check_not_training_model(scorer, [hash_of_the_training_text_encoder])
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,19 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgan.errors import JaxganError
-from jaxgan.metrics import clip_vision
-from jaxgan.metrics.clip_vision import ClipVisionConfig, ClipVisionModel
 from jaxgan.text import clip_hf, hf
-from jaxgan.text.clip import LEGACY_EOS_TOKEN_ID, ClipTextModel
+from jaxgan.text.clip import LEGACY_EOS_TOKEN_ID
+from jaxgan.text.clip_vision import CLIP_MEAN, ClipVisionModel, normalize_pixels
 from jaxgan.text.encoder import ClipTextEncoder
-from jaxgan.text.errors import TextEncoderError
-
-# The normalisation of OpenAI's CLIP preprocessing (and Hugging Face's CLIPImageProcessor).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-LOGIT_SCALE = "logit_scale"
-# Hugging Face's CLIPConfig default for the shared projection width.
-DEFAULT_PROJECTION_DIM = 512
+from jaxgan.text.errors import TextEncoderError, TextEncoderNotFoundError
 
 
 class ClipScoreError(JaxganError, ValueError):
@@ -111,8 +102,7 @@ def preprocess_images(images: jax.Array, image_size: int) -> jax.Array:
     if (new_h, new_w) != (h, w):
         x = jnp.clip(jax.image.resize(x, (b, new_h, new_w, c), method="cubic", antialias=True), 0.0, 1.0)
     top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
-    x = x[:, top:top + image_size, left:left + image_size]
-    return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+    return normalize_pixels(x[:, top:top + image_size, left:left + image_size])
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -258,51 +248,6 @@ def check_not_training_model(scorer: ClipScorer, training_text_hashes: Iterable[
                              f"training (sha256 {scorer.weights_sha256[:12]}); use a separate CLIP")
 
 
-def _read_clip_config(directory: Path) -> dict[str, Any]:
-    path = directory / hf.CONFIG_FILE
-    if not path.is_file():
-        raise ClipScoreError(f"{directory} has no {hf.CONFIG_FILE}")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ClipScoreError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(raw.get("vision_config"), dict):
-        raise ClipScoreError(f"{path} has no vision_config (model_type {raw.get('model_type')!r}): "
-                             "a full CLIPModel directory is needed, with both towers")
-    return raw
-
-
-def _vision_config(raw: dict[str, Any], path: Path) -> ClipVisionConfig:
-    vision = raw["vision_config"]
-    fields = {f: vision[f] for f in ClipVisionConfig.__dataclass_fields__ if f in vision}
-    fields["projection_dim"] = raw.get("projection_dim", DEFAULT_PROJECTION_DIM)
-    for key in ("image_size", "patch_size"):
-        value = fields.get(key)
-        if isinstance(value, (list, tuple)):  # Hugging Face allows [n, n]; only square models are ported
-            if len(set(value)) != 1:
-                raise ClipScoreError(f"{path}: vision_config.{key} {value} is not square")
-            fields[key] = value[0]
-    try:
-        return ClipVisionConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise ClipScoreError(f"{path}: vision_config: {e}") from None
-
-
-def _read_all_weights(files: Sequence[Path]) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
-
-    weights = {}
-    for file in files:
-        try:
-            # The flax framework reads bfloat16 too, which plain numpy cannot.
-            with safe_open(str(file), framework="flax") as f:
-                for key in f.keys():
-                    weights[key] = np.asarray(f.get_tensor(key), np.float32)
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise ClipScoreError(f"cannot read {file}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-    return weights
-
-
 def load_clip_scorer(name_or_path: str | Path, max_length: int | None = None) -> ClipScorer:
     """Loads a full Hugging Face ``CLIPModel`` directory (or hub id) for evaluation.
 
@@ -316,27 +261,13 @@ def load_clip_scorer(name_or_path: str | Path, max_length: int | None = None) ->
         weights, tensor or tokenizer; a tensor of the wrong shape).
     """
     try:
-        directory = hf.resolve_directory(name_or_path)
-    except TextEncoderError as e:
+        clip = clip_hf.load_clip(name_or_path)
+    except TextEncoderNotFoundError as e:
         raise ClipScoreError(f"cannot find the CLIP model {name_or_path}: {e}") from None
-    raw = _read_clip_config(directory)
-    config_path = directory / hf.CONFIG_FILE
-    vision_config = _vision_config(raw, config_path)
-    try:
-        text_config = clip_hf.read_config(directory, projection_dim=vision_config.projection_dim)
-        files = hf.weight_files(directory)
     except TextEncoderError as e:
         raise ClipScoreError(str(e)) from None
-    weights = _read_all_weights(files)
-    source = str(files[0] if len(files) == 1 else directory / hf.WEIGHTS_INDEX_FILE)
-    try:
-        text_params = clip_hf.params_from_hf(weights, text_config, source=source)
-        vision_params = clip_vision.params_from_hf(weights, vision_config, source=source)
-    except ValueError as e:  # TextEncoderError is one too
-        raise ClipScoreError(str(e)) from None
-    if LOGIT_SCALE not in weights:
-        raise ClipScoreError(f"{source} lacks {LOGIT_SCALE}")
-    logit_scale = float(np.asarray(weights[LOGIT_SCALE]).reshape(-1)[0])
+    directory, text_config = clip.directory, clip.text.config
+    config_path = directory / hf.CONFIG_FILE
     try:
         tokenizer = hf.load_tokenizer(directory)
     except TextEncoderError as e:
@@ -349,8 +280,8 @@ def load_clip_scorer(name_or_path: str | Path, max_length: int | None = None) ->
     if max_length is None:
         max_length = min(text_config.max_position_embeddings, int(tokenizer.model_max_length))
     try:
-        encoder = ClipTextEncoder(str(name_or_path), ClipTextModel(text_config), text_params, tokenizer, max_length)
+        encoder = ClipTextEncoder(str(name_or_path), clip.text.module, clip.text.params, tokenizer, max_length)
     except TextEncoderError as e:
         raise ClipScoreError(str(e)) from None
-    return ClipScorer(str(name_or_path), directory, ClipVisionModel(vision_config), vision_params, encoder,
-                      logit_scale, files)
+    return ClipScorer(str(name_or_path), directory, clip.vision.module, clip.vision.params, encoder,
+                      clip.logit_scale, clip.weight_files)

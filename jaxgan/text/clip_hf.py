@@ -1,9 +1,17 @@
-"""CLIP text tower <-> Hugging Face directories: the tensor names, a reader and a writer.
+"""CLIP towers <-> Hugging Face directories: the tensor names, readers and a writer.
 
-Reads what ``save_pretrained`` of ``CLIPTextModel``, ``CLIPTextModelWithProjection`` or a full
-``CLIPModel`` writes (of a full model, the text tower and ``text_projection``; the vision tower
-is skipped), and writes directories that both jaxgan and transformers load. Flax param names
-mirror Hugging Face's module names, so the mapping is a rename plus transposed Linear weights.
+``load_clip_text`` reads the text tower of what ``save_pretrained`` of ``CLIPTextModel``,
+``CLIPTextModelWithProjection`` or a full ``CLIPModel`` writes (the vision tower is skipped);
+``save_clip_text`` writes directories that both jaxgan and transformers load. ``load_clip``
+reads both towers of a full ``CLIPModel`` directory (e.g. a local copy of
+openai/clip-vit-base-patch32) as frozen components:
+
+    clip = load_clip("path/to/clip-vit-base-patch32")
+    out = clip.vision.apply(clip.vision.params, pixels, hidden_layers=(2, 5, 9))
+    text = clip.text.apply(clip.text.params, input_ids, attention_mask)
+
+Flax param names mirror Hugging Face's module names, so the mapping is a rename plus
+transposed Linear and Conv weights.
 """
 
 from __future__ import annotations
@@ -13,18 +21,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from flax import traverse_util
 
-from jaxgan.text import hf
+from jaxgan.text import clip_vision, hf
 from jaxgan.text.clip import ClipTextConfig, ClipTextModel, init_params
+from jaxgan.text.clip_vision import ClipVisionConfig, ClipVisionModel
 from jaxgan.text.errors import TextEncoderError
 
 MODEL_TYPES = ("clip", "clip_text_model")
 TEXT_PREFIX = "text_model."
 PROJECTION_WEIGHT = "text_projection.weight"
-_VISION_PREFIXES = ("vision_model.", "visual_projection.", "logit_scale")
+VISION_PREFIX = "vision_model."
+VISUAL_PROJECTION_WEIGHT = "visual_projection.weight"
+LOGIT_SCALE = "logit_scale"
+_VISION_PREFIXES = (VISION_PREFIX, "visual_projection.", LOGIT_SCALE)
+# Hugging Face's CLIPConfig default for the shared projection width.
+DEFAULT_PROJECTION_DIM = 512
 
 
 def read_config(directory: Path, projection_dim: int | None = None) -> ClipTextConfig:
@@ -81,8 +96,133 @@ def load_clip_text(name_or_path: str | Path) -> tuple[ClipTextModel, dict, Path]
     weights = hf.read_weights(directory, keep=lambda name: not name.startswith(_VISION_PREFIXES))
     projection = weights.get(PROJECTION_WEIGHT)
     config = read_config(directory, None if projection is None else int(projection.shape[0]))
-    params = params_from_hf(weights, config, source=str(directory / hf.WEIGHTS_FILE))
+    params = params_from_hf(weights, config, source=hf.weights_source(directory))
     return ClipTextModel(config), params, directory
+
+
+def vision_hf_name(path: tuple[str, ...]) -> str:
+    """The Hugging Face (``CLIPModel``) tensor name of a flattened ``ClipVisionModel`` param path."""
+    if path[0] == "visual_projection":
+        return VISUAL_PROJECTION_WEIGHT
+    if path[-1] == "class_embedding":
+        return VISION_PREFIX + ".".join(path)
+    return VISION_PREFIX + hf.flax_to_torch_name(path)
+
+
+def vision_params_from_hf(weights: dict[str, np.ndarray], config: ClipVisionConfig,
+                          source: str = "weights") -> dict:
+    """Flax params of ``ClipVisionModel(config)`` from the tensors of a Hugging Face ``CLIPModel``.
+
+    ``weights`` may hold other tensors (the text tower); they are ignored. Tensors of a
+    ``CLIPVisionModelWithProjection`` (same names) work too.
+
+    Raises:
+      TextEncoderError: one line naming a missing tensor or one whose shape does not match ``config``.
+    """
+    abstract = jax.eval_shape(lambda: clip_vision.init_params(config, jax.random.key(0)))
+    return hf.params_from_tensors(abstract, weights, vision_hf_name, source=source, error=TextEncoderError)
+
+
+def read_vision_config(directory: Path) -> ClipVisionConfig:
+    """The ``ClipVisionConfig`` of a full ``CLIPModel`` directory's config.json.
+
+    The projection width is the top-level ``projection_dim``. Hugging Face allows
+    ``[n, n]`` image and patch sizes; only square ones are ported.
+    """
+    path = directory / hf.CONFIG_FILE
+    raw = hf.read_config_json(directory)
+    vision = raw.get("vision_config")
+    if not isinstance(vision, dict):
+        raise TextEncoderError(f"{path} has no vision_config (model_type {raw.get('model_type')!r}): "
+                               "a full CLIPModel directory is needed, with both towers")
+    vision = dict(vision)
+    for key in ("image_size", "patch_size"):
+        value = vision.get(key)
+        if isinstance(value, (list, tuple)):
+            if len(set(value)) != 1:
+                raise TextEncoderError(f"{path}: vision_config.{key} {value} is not square")
+            vision[key] = value[0]
+    projection_dim = raw.get("projection_dim", DEFAULT_PROJECTION_DIM)
+    # Keys a config.json leaves out take Hugging Face's CLIPVisionConfig defaults (the dataclass's).
+    return hf.config_fields(vision, ClipVisionConfig, {}, path, projection_dim=projection_dim)
+
+
+def _read_only(params: Any) -> Any:
+    """Params as read-only float32 numpy arrays: an in-place update of a frozen tower fails loudly."""
+    def freeze(leaf: Any) -> np.ndarray:
+        leaf = np.array(leaf, np.float32)
+        leaf.setflags(write=False)
+        return leaf
+    return jax.tree.map(freeze, params)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # compared by identity: its params are arrays
+class FrozenTower:
+    """One frozen CLIP tower: its module, config and params (read-only float32 numpy arrays).
+
+    The params are meant as a separate argument of compiled functions, beside (never inside)
+    the trained state: ``apply`` wraps them in ``stop_gradient``, so differentiating through
+    the tower gives gradients for its inputs only. This class is not a pytree, so a tower cannot
+    slip into a state or an optimizer by accident; pass ``tower.params``.
+    """
+
+    module: nn.Module
+    config: Any
+    params: Any
+
+    def apply(self, params: Any, *args: Any, method: str | None = None, **kwargs: Any) -> Any:
+        """``module.apply`` with the params under ``stop_gradient`` (pure; jit it or call it in a step).
+
+        ``method`` names a ``ClipVisionModel`` method for the tower's pieces ("embed_pixels",
+        "embed_patches", "run_layers", "pool").
+        """
+        return self.module.apply({"params": jax.lax.stop_gradient(params)}, *args,
+                                 method=method, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # compared by identity: its params are arrays
+class ClipTowers:
+    """Both towers of a Hugging Face ``CLIPModel`` directory, frozen.
+
+    Attributes:
+      directory: the resolved local directory; weight_files: the files the tensors came from.
+      text: the ``ClipTextModel`` tower (with ``text_projection``); vision: the ``ClipVisionModel``.
+      logit_scale: the learned log temperature (``exp(logit_scale)`` is 100 in trained CLIPs).
+    """
+
+    directory: Path
+    weight_files: tuple[Path, ...]
+    text: FrozenTower
+    vision: FrozenTower
+    logit_scale: float
+
+
+def load_clip(name_or_path: str | Path) -> ClipTowers:
+    """Loads both towers of a full Hugging Face ``CLIPModel`` directory (or hub id).
+
+    Weights come from model.safetensors or pytorch_model.bin (or their shards). The tokenizer
+    is not loaded (``hf.load_tokenizer``; jaxgan's text encoders embed captions outside the step).
+
+    Raises:
+      TextEncoderError: one line naming the problem (``TextEncoderNotFoundError`` for a missing
+        directory, config.json or weights file; a config without ``vision_config``, a missing
+        tensor or one of the wrong shape).
+    """
+    directory = hf.resolve_directory(name_or_path)
+    # Both configs are checked before the (larger) weights are read.
+    vision_config = read_vision_config(directory)
+    text_config = read_config(directory, projection_dim=vision_config.projection_dim)
+    files = hf.weight_files(directory)
+    weights = hf.read_weights(directory)
+    source = hf.weights_source(directory)
+    text_params = params_from_hf(weights, text_config, source=source)
+    vision_params = vision_params_from_hf(weights, vision_config, source=source)
+    if LOGIT_SCALE not in weights:
+        raise TextEncoderError(f"{source} lacks {LOGIT_SCALE}")
+    logit_scale = float(np.asarray(weights[LOGIT_SCALE]).reshape(-1)[0])
+    return ClipTowers(directory=directory, weight_files=tuple(files), logit_scale=logit_scale,
+                      text=FrozenTower(ClipTextModel(text_config), text_config, _read_only(text_params)),
+                      vision=FrozenTower(ClipVisionModel(vision_config), vision_config, _read_only(vision_params)))
 
 
 def config_json(config: ClipTextConfig) -> dict[str, Any]:

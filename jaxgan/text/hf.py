@@ -1,10 +1,10 @@
 """Reading Hugging Face model directories: what every ported text model shares.
 
-A directory holds config.json, model.safetensors (or an index of shards) and tokenizer files,
-as written by ``save_pretrained``. This module finds the directory (local, or a hub id),
+A directory holds config.json, model.safetensors or pytorch_model.bin (or an index of
+shards) and tokenizer files, as written by ``save_pretrained``. This module finds the directory (local, or a hub id),
 reads config.json and the tensors, loads the tokenizer, and turns named PyTorch tensors into
 a Flax param tree. Its layout helpers (``to_flax_layout``, ``to_torch_layout``, ``torch_shape``)
-are the one place PyTorch layouts become Flax's, for the vision towers of the metrics too.
+are the one place PyTorch layouts become Flax's, for the vision towers too.
 How one model's tensor names map onto its Flax port lives beside that
 port (``clip_hf.py``, ``bert.py``, ``t5.py``).
 """
@@ -26,6 +26,8 @@ from jaxgan.text.errors import TextEncoderError, TextEncoderNotFoundError
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+TORCH_WEIGHTS_FILE = "pytorch_model.bin"
+TORCH_WEIGHTS_INDEX_FILE = "pytorch_model.bin.index.json"
 # What a hub download needs: configs (sentence-transformers keeps some in sub-folders such as
 # 1_Pooling/), weights, and the files of any tokenizer kind.
 _HUB_PATTERNS = ["*.json", "*/*.json", "*.safetensors", "*.txt", "*.model"]
@@ -94,37 +96,56 @@ def config_fields(raw: dict[str, Any], config_class: type, defaults: dict[str, A
 
 
 def weight_files(directory: Path) -> list[Path]:
-    """``directory``'s safetensors file, or its shards in name order; each one checked to exist."""
-    single, index = directory / WEIGHTS_FILE, directory / WEIGHTS_INDEX_FILE
-    if single.is_file():
-        return [single]
-    if not index.is_file():
-        hint = (" (only pytorch_model.bin: re-save it with safetensors)"
-                if (directory / "pytorch_model.bin").exists() else "")
-        raise TextEncoderNotFoundError(f"{directory} has no {WEIGHTS_FILE}{hint}")
-    shards = json.loads(index.read_text()).get("weight_map", {}).values()
-    files = [directory / name for name in sorted(set(shards))]
-    for file in files:
-        if not file.is_file():
-            raise TextEncoderNotFoundError(f"weight shard {file} is missing")
-    return files
+    """``directory``'s weight files, each checked to exist.
+
+    The first that exists of: model.safetensors, its shard index, pytorch_model.bin (what
+    ``save_pretrained(safe_serialization=False)`` and older uploads hold), its shard index.
+    Shards come in name order.
+    """
+    for single, index in ((directory / WEIGHTS_FILE, directory / WEIGHTS_INDEX_FILE),
+                          (directory / TORCH_WEIGHTS_FILE, directory / TORCH_WEIGHTS_INDEX_FILE)):
+        if single.is_file():
+            return [single]
+        if index.is_file():
+            shards = read_json(index).get("weight_map", {}).values()
+            files = [directory / name for name in sorted(set(shards))]
+            for file in files:
+                if not file.is_file():
+                    raise TextEncoderNotFoundError(f"weight shard {file} is missing")
+            return files
+    raise TextEncoderNotFoundError(f"{directory} has no {WEIGHTS_FILE} (nor {TORCH_WEIGHTS_FILE})")
+
+
+def _read_torch_file(file: Path, keep: Callable[[str], bool]) -> dict[str, np.ndarray]:
+    # torch is a heavy optional dependency, needed only for the pickled .bin format.
+    import torch
+
+    state = torch.load(str(file), map_location="cpu", weights_only=True)
+    return {key: value.float().numpy() for key, value in state.items() if keep(key)}
 
 
 def read_weights(directory: Path, keep: Callable[[str], bool] = lambda name: True) -> dict[str, np.ndarray]:
-    """The tensors of ``directory``'s safetensors file(s) whose name ``keep`` accepts, as float32.
+    """The tensors of ``directory``'s weight file(s) whose name ``keep`` accepts, as float32.
 
     ``keep`` lets a loader skip what its port does not use (a vision tower, a decoder) without
-    reading it.
+    reading it. A file that cannot be read is a one-line ``TextEncoderError``.
     """
     from safetensors import safe_open
 
     weights = {}
     for file in weight_files(directory):
-        # The flax framework reads bfloat16 too, which plain numpy cannot.
-        with safe_open(str(file), framework="flax") as f:
-            for key in f.keys():
-                if keep(key):
-                    weights[key] = np.asarray(f.get_tensor(key), np.float32)
+        try:
+            if file.suffix == ".bin":
+                weights.update(_read_torch_file(file, keep))
+                continue
+            # The flax framework reads bfloat16 too, which plain numpy cannot.
+            with safe_open(str(file), framework="flax") as f:
+                for key in f.keys():
+                    if keep(key):
+                        weights[key] = np.asarray(f.get_tensor(key), np.float32)
+        except Exception as e:  # safetensors and torch raise their own error types for corrupt files
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise TextEncoderError(f"cannot read {file}: {type(e).__name__}: {first}") from None
     return weights
 
 
@@ -202,7 +223,11 @@ def params_from_tensors(abstract: Any, weights: dict[str, np.ndarray], name_of: 
 
 def weights_source(directory: Path) -> str:
     """What a loader names in its messages: the weights file, or the shard index."""
-    return str(directory / (WEIGHTS_FILE if (directory / WEIGHTS_FILE).is_file() else WEIGHTS_INDEX_FILE))
+    files = weight_files(directory)
+    if len(files) == 1:
+        return str(files[0])
+    index = WEIGHTS_INDEX_FILE if files[0].name.endswith(".safetensors") else TORCH_WEIGHTS_INDEX_FILE
+    return str(directory / index)
 
 
 def load_tokenizer(directory: Path) -> Any:
