@@ -9,10 +9,12 @@ import torch
 import transformers
 from helpers import train_steps, tree_max_abs_diff, trees_bitwise_equal
 
+from jaxgan import flops
 from jaxgan.bench import synthetic_batch
 from jaxgan.config import ConfigError
 from jaxgan.models import GALIPConfig, build_models, step_pieces
 from jaxgan.models.galip import clip_features, clip_similarity
+from jaxgan.models.layers import SelfAttention
 from jaxgan.presets import get_config
 from jaxgan.regularizers import ma_gp
 from jaxgan.state import init_state
@@ -160,3 +162,44 @@ def test_presets_need_a_clip_directory_and_layers_that_fit_it(clip_dir):
     g, d = build_models(_config(clip_dir).model)
     with pytest.raises(ConfigError, match="projection width 24, got 12"):
         clip_similarity(g.tower, jnp.zeros((2, 32, 32, 3)), jnp.zeros((2, 12)))
+
+
+def _layer_macs(batch, tokens, width=HIDDEN, mlp=40):
+    """One CLIP encoder layer by hand: q, k, v, out projections, the two attention matmuls, the MLP."""
+    return 4 * batch * tokens * width * width + 2 * batch * tokens * tokens * width + 2 * batch * tokens * width * mlp
+
+
+def test_flops_count_the_frozen_tower_without_weight_gradients_by_hand(clip_dir):
+    cfg = _config(clip_dir)
+    g, d = build_models(cfg.model)
+    count = flops.step_flops(cfg, g, d, PROJECTION)
+    b, tokens = 8, GRID * GRID + 1
+    patches = b * GRID * GRID * (8 * 8 * 3) * HIDDEN  # the 8x8 stride-8 patch conv
+    encoder = patches + LAYERS * _layer_macs(b, tokens)  # D reads state 3: every layer runs
+    # d_input: forward on real and fake for D, forward + input gradient on the fakes for G.
+    assert count["d_input"] == 2 * encoder * (2 + 2)
+    # The CLIP term: the whole tower plus the visual projection, forward + input gradient.
+    assert count["g_loss_term"] == 2 * (encoder + b * HIDDEN * PROJECTION) * 2
+    # G's frozen layers (a prompt token makes layer 1's sequence 18 long) cost forward, EMA
+    # forward and input gradient; its trained layers also the weight gradient.
+    g_layers = flops.trace_layers(g, {"params": init_shapes(cfg, g, d).g_params}, jnp.zeros((b, cfg.model.z_dim)),
+                                  jnp.zeros((b, PROJECTION)))
+    frozen = sum(x.macs for x in g_layers if x.frozen)
+    assert frozen == 2 * _layer_macs(b, tokens) + _layer_macs(b, tokens + 1)
+    trained = sum(x.macs for x in g_layers if not x.frozen)
+    assert trained > 0 and count["generator"] == 2 * (4 * trained + 3 * frozen)
+    assert count["total"] == sum(count[k] for k in ("generator", "d_input", "d_update", "g_loss_through_d",
+                                                    "g_loss_term"))
+
+
+def init_shapes(cfg, g, d):
+    return jax.eval_shape(lambda: init_state(cfg, g, d, PROJECTION))
+
+
+def test_flops_count_sagan_attention_by_hand():
+    attention = SelfAttention()
+    x = jnp.zeros((2, 4, 4, 16))
+    layers = flops.trace_layers(attention, attention.init(jax.random.key(0), x), x)
+    n, c, inner = 16, 16, 2
+    projections = 2 * n * (3 * c * inner + inner * c)  # f, g, h to C/8, v back to C
+    assert sum(x.macs for x in layers) == projections + 2 * 2 * n * n * inner
