@@ -12,7 +12,7 @@ from helpers import train_steps, tree_max_abs_diff, trees_bitwise_equal
 from jaxgan import flops
 from jaxgan.bench import synthetic_batch
 from jaxgan.config import ConfigError
-from jaxgan.models import GALIPConfig, build_models, step_pieces
+from jaxgan.models import GALIPConfig, build_models, sentence_width, step_pieces
 from jaxgan.models.galip import clip_features, clip_similarity
 from jaxgan.models.layers import SelfAttention
 from jaxgan.presets import get_config
@@ -61,6 +61,7 @@ def test_shapes_and_d_reads_images_or_their_clip_features(clip_dir):
     z = jnp.ones((8, cfg.model.z_dim))
     fake = jax.jit(lambda p: g.apply({"params": p}, z, batch["sentence"]))(state.g_params)
     assert fake.shape == (8, 32, 32, 3) and fake.dtype == jnp.float32
+    assert sentence_width(g) == PROJECTION and sentence_width(build_models(get_config("tiny").model)[0]) is None
     features = jax.jit(lambda x: clip_features(d.tower, d.layers, x))(fake)
     assert features.shape == (8, 2, GRID, GRID, HIDDEN)
     score = jax.jit(lambda p, x, s, w: d.apply({"params": p}, x, s, w))

@@ -71,8 +71,18 @@ def step_pieces(cfg: ModelConfig, generator: nn.Module, discriminator: nn.Module
     return {} if make is None else make(cfg, generator, discriminator)
 
 
+def sentence_width(generator: nn.Module) -> int | None:
+    """The sentence-embedding width ``generator`` needs (GALIP: its CLIP's projection width, as
+    G's CLIP term compares the two), or None when any width works.
+
+    Example:
+        sentence_dim = sentence_width(generator) or 128  # e.g. for synthetic batches
+    """
+    return getattr(generator, "sentence_dim", None)
+
+
 __all__ = ["ARCHITECTURES", "Architecture", "DCGANConfig", "DFGANConfig", "Generator", "Discriminator",
            "DFGenerator", "DFDiscriminator", "dfgan_channels", "dfgan_d_channels", "R3GANConfig", "R3Generator",
            "R3Discriminator", "r3gan_channels", "GALIPConfig", "GalipGenerator", "GalipDiscriminator",
-           "build_models", "step_pieces",
+           "build_models", "step_pieces", "sentence_width",
            "resolve_conv_impl", "DTYPES"]

@@ -220,6 +220,11 @@ class GalipGenerator(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "conv"
 
+    @property
+    def sentence_dim(self) -> int:
+        """The sentence width G's CLIP term needs: the tower's projection width."""
+        return self.tower.config.projection_dim
+
     @nn.compact
     def __call__(self, z: jax.Array, sentence: jax.Array, train: bool = True) -> jax.Array:
         c = self.tower.config
