@@ -20,6 +20,7 @@ from jaxgan.regularizers import ma_gp
 from jaxgan.state import init_state
 from jaxgan.text import load_clip
 from jaxgan.text.errors import TextEncoderError
+from jaxgan.train import train_and_evaluate
 
 pytestmark = pytest.mark.usefixtures("quick_compiles")
 PROJECTION = 24  # the CLIP's joint width: the sentence embeddings' width
@@ -204,3 +205,11 @@ def test_flops_count_sagan_attention_by_hand():
     n, c, inner = 16, 16, 2
     projections = 2 * n * (3 * c * inner + inner * c)  # f, g, h to C/8, v back to C
     assert sum(x.macs for x in layers) == projections + 2 * 2 * n * n * inner
+
+
+def test_a_run_whose_text_encoder_is_not_the_clip_stops_with_one_line(clip_dir, tmp_path):
+    # The shipped shapes encoder's sentences are 128 wide; the tiny CLIP's joint width is 24.
+    config = _config(clip_dir, "train.num_devices=1", "train.steps=1", "eval.every=0")
+    with pytest.raises(ConfigError, match=r"needs sentence embeddings of width 24 \(its CLIP's\), but "
+                                          r"text.encoder='shapes' gives 128: set text.encoder"):
+        train_and_evaluate(config, tmp_path / "run")
