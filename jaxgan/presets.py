@@ -93,6 +93,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "r3gan64": _R3GAN | {"model.resolution": 64, "model.width": 32, "train.penalty_weight": 1.0},
     "r3gan128": _R3GAN | {"model.resolution": 128, "model.width": 32, "train.penalty_weight": 1.0},
     **{f"galip{r}": _GALIP | {"model.resolution": r} for r in (64, 128, 256)},
+    # GALIP on the CLIP pair shipped for the shapes data (jaxgan/assets/shapes_clip: a 4-layer
+    # ViT of width 64 on an 8x8 grid of 32 px images), thin enough for a CPU budget. D reads
+    # hidden states 1, 2, 3 and G prompts before layers 1-3: GALIP's 2, 5, 9 and 1-8 of 12
+    # layers scaled to 4.
+    "galip64_shapes": _GALIP | {
+        "model.resolution": 64, "model.clip": "shapes_clip", "text.encoder": "shapes_clip", "model.width": 16,
+        "model.d_layers": "1,2,3", "model.prompt_layers": "1,2,3", "model.bridge_width": 32,
+        "model.bridge_blocks": 2, "train.batch_size": 16},
     "tiny": {
         "model.width": 8, "model.z_dim": 16, "model.text_dim": 16, "train.batch_size": 16,
         "train.steps": 20, "train.log_every": 5, "train.sample_every": 10,

@@ -81,8 +81,8 @@ class GALIPConfig(ModelConfig):
     """
 
     arch: str = arch_option("galip")
-    clip: str = option("", "a Hugging Face CLIPModel directory (or hub id): its frozen image tower is part of "
-                       "G and D; required (text.encoder should name the same CLIP)")
+    clip: str = option("", "a Hugging Face CLIPModel directory (or hub id, or shapes_clip: the shipped pair): its "
+                       "frozen image tower is part of G and D; required (text.encoder should name the same CLIP)")
     d_layers: str = option("2,5,9", "hidden states of the CLIP image tower that D reads (state k follows k "
                            "layers; GALIP on ViT-B/32: 2,5,9)")
     prompt_layers: str = option("1,2,3,4,5,6,7,8", "layers of the CLIP image tower in G before which a prompt "
