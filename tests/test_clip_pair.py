@@ -11,9 +11,10 @@ import pytest
 import torch
 import transformers
 
-from jaxgan import pretrain_text
+from jaxgan import presets, pretrain_text
 from jaxgan.data import shapes
-from jaxgan.text import ClipTextConfig, ClipVisionConfig, clip_vision, load_clip, save_clip
+from jaxgan.models.galip import check_tower
+from jaxgan.text import ClipTextConfig, ClipVisionConfig, clip_hf, clip_vision, load_clip, load_text_encoder, save_clip
 from jaxgan.text import clip as clip_text
 
 pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny programs, each compiled once
@@ -120,3 +121,16 @@ def test_hits_counts_a_same_combination_item_among_the_top_k():
     query, gallery = np.array([5, 7, 7]), np.array([5, 7, 7])
     assert pretrain_text._hits(similarity, query, gallery, 1) == pytest.approx(2 / 3)  # row 1 ranks item 0 first
     assert pretrain_text._hits(similarity, query, gallery, 2) == 1.0
+
+
+# --- the shipped pair --------------------------------------------------------------------------
+
+def test_the_shipped_pair_loads_by_name_and_fits_the_shapes_galip_preset():
+    assert (clip_hf.SHAPES_CLIP_DIR / "model.safetensors").stat().st_size < 5e6
+    pair = load_clip("shapes_clip")
+    assert pair.directory == clip_hf.SHAPES_CLIP_DIR
+    encoder = load_text_encoder("shapes_clip")
+    assert encoder.sentence_dim == pair.vision.config.projection_dim == pair.text.config.projection_dim
+    config = presets.get_config("galip64_shapes")
+    assert (config.model.clip, config.text.encoder) == ("shapes_clip", "shapes_clip")
+    check_tower(config.model, pair.vision)  # its layers, grid and resolution fit the tower
