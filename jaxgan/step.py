@@ -83,12 +83,15 @@ def _all_finite(*values: jax.Array) -> jax.Array:
 
 
 Augment = Callable[[jax.Array, jax.Array, Any], jax.Array]
+# An architecture's term in G's loss: (fake images, sentences) -> (scalar, metrics).
+GLossTerm = Callable[[jax.Array, jax.Array], tuple[jax.Array, Metrics]]
 
 
 def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Module,
                     axis_name: str | None = None, *, loss: GANLoss | AdversarialLoss | None = None,
-                    penalty: Penalty | None = None,
-                    augment: Augment | None = None) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
+                    penalty: Penalty | None = None, augment: Augment | None = None,
+                    d_input: Callable[[jax.Array], jax.Array] | None = None,
+                    g_loss_term: GLossTerm | None = None) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
     """Builds the pure step for ``config``; ``axis_name`` is the pmap axis, None under jit.
 
     The variants (loss, gradient penalty, DiffAugment, conditioning augmentation, word
@@ -106,6 +109,12 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         differentiable (default: DiffAugment with ``train.augment``). With ADA
         (``train.ada_target > 0``) it is called as ``augment(key, images, offset, p=p)``, p
         the state's adapted probability of each op.
+      d_input: ``d_input(images) -> x``, what D scores instead of the (augmented) images: a
+        frozen, differentiable encoder with no trained params (GALIP's CLIP features). The
+        penalty then differentiates with respect to x. Default: the images themselves.
+      g_loss_term: ``g_loss_term(fake, sentence) -> (scalar, metrics)`` added to G's loss and
+        differentiated with it (GALIP's CLIP similarity); its metrics join the step's.
+      An architecture's own pieces come from ``jaxgan.models.step_pieces``.
 
     Example:
         rp_hinge = GANLoss(d=lambda real, fake, wrong: jnp.mean(jax.nn.relu(1 - (real - fake))),
@@ -123,6 +132,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     ada = t.ada_target > 0
     twins = t.diversity_weight > 0  # a second sample for half the batch (jaxgan.diversity)
     ema_half_life = ema_half_life_mode(t)
+    encode = d_input or (lambda images: images)
 
     def mean_over_devices(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
@@ -187,17 +197,17 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
 
         # --- D update: (real, caption) real; (fake, caption) and (real, wrong caption) fake.
         def d_loss_fn(d_params):
-            seen_real = augment(k_aug_d, real, offset)
+            seen_real = encode(augment(k_aug_d, real, offset))
             (real_logits, wrong_logits), stats = d_apply(d_params, state.d_stats, seen_real, sentence,
                                                          wrong_sentence)
-            seen_fake = augment(jax.random.fold_in(k_aug_d, 1), jax.lax.stop_gradient(fake), offset)
+            seen_fake = encode(augment(jax.random.fold_in(k_aug_d, 1), jax.lax.stop_gradient(fake), offset))
             fake_logits, stats = d_apply(d_params, stats, seen_fake, sentence)
             adversarial = loss.d(real_logits, fake_logits, wrong_logits)
             # The penalty sees D as a function of (image, sentence); its BatchNorm statistics
             # (dcgan) are not updated by this extra pass.
             d_fn = lambda x, s: d_apply(d_params, stats, x, s)[0]  # noqa: E731
-            reg = penalty(d_fn, real, jax.lax.stop_gradient(fake), sentence, k_penalty, state.step,
-                          t.penalty_every)
+            reg = penalty(d_fn, encode(real), encode(jax.lax.stop_gradient(fake)), sentence, k_penalty,
+                          state.step, t.penalty_every)
             if builtin_penalty:
                 reg = state.hparams["penalty_weight"] * reg
             aux = {"d_real_logit": real_logits.mean(), "d_fake_logit": fake_logits.mean(),
@@ -217,20 +227,24 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         if loss.g_needs_real:
             # A relativistic G loss ranks its fakes against D(real): the updated D on the real
             # batch, a constant for G (it does not depend on G) and no gradient to D.
-            seen_real = augment(jax.random.fold_in(k_aug_g, 1), real, offset)
+            seen_real = encode(augment(jax.random.fold_in(k_aug_g, 1), real, offset))
             real_logits_g = jax.lax.stop_gradient(d_apply(d_params, d_stats, seen_real, sentence)[0])
 
         def g_loss_fn(fake_images):
-            seen = augment(k_aug_g, fake_images, offset)
+            seen = encode(augment(k_aug_g, fake_images, offset))
             fake_logits, _ = d_apply(d_params, d_stats, seen, sentence)
-            return loss.g(fake_logits, real_logits_g)
+            adversarial = loss.g(fake_logits, real_logits_g)
+            if g_loss_term is None:
+                return adversarial, (adversarial, {})
+            term, term_metrics = g_loss_term(fake_images, sentence)
+            return adversarial + term, (adversarial, term_metrics)
 
-        g_adv, d_fake = jax.value_and_grad(g_loss_fn)(fake)
+        (g_arch_loss, (g_adv, g_term_metrics)), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
         kl_weight = state.hparams["kl_weight"]
         if twins:  # G maximises L_z: -weight * L_z joins G's loss, its gradient joins d_fake
             g_diversity, d_fake = diversity_part(state.hparams["diversity_weight"], fake_all, g_inputs[0], d_fake)
         (g_grads,) = g_vjp((d_fake, kl_weight.astype(kl.dtype)))
-        g_loss = g_adv + kl_weight * kl
+        g_loss = g_arch_loss + kl_weight * kl
         if twins:
             g_loss = g_loss - state.hparams["diversity_weight"] * g_diversity
         g_grads = mean_over_devices(g_grads)
@@ -279,7 +293,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             skipped=state.skipped + (~finite).astype(jnp.int32),
             streak=jnp.where(finite, 0, state.streak + 1).astype(jnp.int32))
         metrics = mean_over_devices({"d_loss": d_loss, "g_loss": g_loss, "g_adversarial": g_adv, "g_kl": kl,
-                                     "fake_saturated": saturated_fraction(fake), **d_aux})
+                                     "fake_saturated": saturated_fraction(fake), **d_aux, **g_term_metrics})
         metrics.update({
             "d_grad_norm": d_grad_norm, "g_grad_norm": g_grad_norm,
             "d_update_norm": _norm(d_updates), "g_update_norm": _norm(g_updates),

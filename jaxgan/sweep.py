@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from jaxgan.bench import synthetic_batch
 from jaxgan.config import Config, ConfigError
-from jaxgan.models import build_models
+from jaxgan.models import build_models, step_pieces
 from jaxgan.presets import apply_overrides, get_config
 from jaxgan.schedules import forms
 from jaxgan.state import GANState, init_state
@@ -107,12 +107,14 @@ def make_sweep_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     Args:
       shared_batch: every member trains on the same batch (else the batch has a leading
         member axis too).
-      pieces: ``loss``, ``penalty``, ``augment`` as in ``make_train_step``.
+      pieces: ``loss``, ``penalty``, ``augment`` as in ``make_train_step`` (the architecture's own
+        pieces, ``jaxgan.models.step_pieces``, are added unless given).
 
     Example:
         step = make_sweep_step(config, generator, discriminator)
         states, metrics = step(states, batch)  # metrics["d_loss"]: one value per member
     """
+    pieces = {**step_pieces(config.model, generator, discriminator), **pieces}
     step = make_train_step(config, generator, discriminator, **pieces)
     return jax.jit(jax.vmap(step, in_axes=(0, None if shared_batch else 0)), donate_argnums=0)
 
@@ -127,7 +129,8 @@ def benchmark(config: Config, members: int, steps: int = 10, repeats: int = 5) -
     overrides = [{"train.seed": i} for i in range(members)]
     stacked = init_members(config, generator, discriminator, sentence_dim, overrides)
     vmapped = make_sweep_step(config, generator, discriminator)
-    single = jax.jit(make_train_step(config, generator, discriminator), donate_argnums=0)
+    single = jax.jit(make_train_step(config, generator, discriminator,
+                                     **step_pieces(config.model, generator, discriminator)), donate_argnums=0)
     separate = [member(stacked, i) for i in range(members)]
 
     def run_vmapped() -> None:

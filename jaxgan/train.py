@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from jaxgan import plots
 from jaxgan.checkpoint import Checkpointer, CheckpointError
-from jaxgan.config import Config, to_json
+from jaxgan.config import Config, ConfigError, to_json
 from jaxgan.data import make_source
 from jaxgan.data.embeddings import EmbeddingTable, embedding_table, unknown_token_share
 from jaxgan.data.pipeline import Pipeline
@@ -28,7 +28,7 @@ from jaxgan.data.source import DataError
 from jaxgan.distributed import check_same_config, is_primary, stops_when_a_process_is_lost
 from jaxgan.errors import JaxganError
 from jaxgan.evaluator import Evaluator, evaluates
-from jaxgan.models import build_models
+from jaxgan.models import build_models, sentence_width
 from jaxgan.paths import appending, workdir_path
 from jaxgan.preemption import StopSignals
 from jaxgan.program import build_train_program
@@ -58,6 +58,11 @@ class _Run:
         self.config, self.workdir = config, workdir
         self.encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
         self.program = build_train_program(config, **(pieces or {}))
+        needed = sentence_width(self.program.generator)
+        if needed is not None and needed != self.encoder.sentence_dim:
+            raise ConfigError(f"model.arch={config.model.arch} needs sentence embeddings of width {needed} (its "
+                              f"CLIP's), but text.encoder={config.text.encoder!r} gives "
+                              f"{self.encoder.sentence_dim}: set text.encoder to the CLIP of model.clip")
         self.parallel = self.program.parallel
         # Sampling runs on one copy of the params, so its BatchNorm needs no device layout.
         self.sample_generator, _ = build_models(config.model)

@@ -30,14 +30,14 @@ def train_steps(cfg, sentence_dim: int, steps: int, batch_fn, count_traces=None)
     Returns the single-copy final state (on the host) and each step's metrics as floats.
     ``count_traces`` (a list) gets one entry per trace of the step.
     """
-    from jaxgan.models import build_models
+    from jaxgan.models import build_models, step_pieces
     from jaxgan.parallel import data_fsdp_parallel
     from jaxgan.state import init_state
     from jaxgan.step import make_train_step
 
     dp = data_fsdp_parallel(cfg)
     g, d = build_models(cfg.model, *dp.batchnorm_layout(cfg.model.bn_sync))
-    step = make_train_step(cfg, g, d, dp.axis_name)
+    step = make_train_step(cfg, g, d, dp.axis_name, **step_pieces(cfg.model, g, d))
     if count_traces is not None:
         inner = step
 

@@ -81,7 +81,7 @@ def test_setting_model_arch_switches_the_config_class_and_keeps_the_shared_field
     assert type(back) is DCGANConfig and back.resolution == 64
     # Another architecture's key at its default is accepted (old configs hold every key).
     assert get_config("default", ["model.g_norm=none", "model.d_projection=false"]) == get_config()
-    with pytest.raises(ConfigError, match="model.arch must be one of dcgan, dfgan, r3gan, got 'gan'"):
+    with pytest.raises(ConfigError, match="model.arch must be one of dcgan, dfgan, r3gan, galip, got 'gan'"):
         get_config("default", ["model.arch=gan"])
     with pytest.raises(ConfigError, match="model.upsample='conv_transpose' is not a dfgan option: "
                                           "model.upsample needs model.arch=dcgan"):

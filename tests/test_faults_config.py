@@ -27,6 +27,7 @@ BASES = {f"{preset}-{arch}": (preset, arch) for preset in ("default", "tiny") fo
 # (paths, encoder and dataset names) are checked when what they name is opened, and here only
 # for control characters.
 BAD_TEXT = {"data.dataset": " ", "train.augment": "sparkle", "model.word_attention": "16,x", "model.arch": "gan",
+            "model.d_layers": "2,x", "model.prompt_layers": "1,1",
             **{f"train.{name}_schedule": "cosine:1e-4" for name in ("g_lr", "d_lr", "beta2", "penalty_weight",
                                                                     "ema_kimg")}}
 

@@ -58,22 +58,25 @@ def test_separation_metrics_on_constructed_embeddings():
     assert retrieval_accuracy(emb[2:3], np.array([[9, 9]]), emb[[0, 3]], attrs[[0, 3]]) == 0.0
 
 
-def test_tiny_pretraining_writes_a_directory_jaxgan_and_torch_load(tmp_path, capsys):
-    out = tmp_path / "encoder"
+def test_tiny_pretraining_writes_a_clip_pair_jaxgan_and_torch_load(tmp_path, capsys):
+    out = tmp_path / "pair"
     assert cli.main(["pretrain-text", "--out", str(out), "--preset", "tiny", "--steps", "2", "--no-progress"]) == 0
-    assert "retrieval" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "retrieval" in printed and "zero-shot attribute accuracy" in printed
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"):
         assert (out / name).is_file(), name
     assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
-    assert "--preset tiny --steps 2" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "--preset tiny --steps 2" in readme and "image_to_text@5" in readme
 
     encoder = load_text_encoder(str(out))
     assert (encoder.max_length, encoder.word_dim, encoder.sentence_dim) == (32, 16, 16)
     captions = ["a small red circle in the top left", "the right has a large cyan square"]
     ours = encoder(captions)
-    model = transformers.CLIPTextModelWithProjection.from_pretrained(out).eval()
+    model = transformers.CLIPModel.from_pretrained(out).eval()
+    assert model.config.vision_config.image_size == 16
     tokens = transformers.AutoTokenizer.from_pretrained(out)(captions, padding="max_length", max_length=32,
                                                              return_tensors="pt")
     with torch.no_grad():
-        expected = model(**tokens).text_embeds.numpy()
+        expected = model.text_projection(model.text_model(**tokens).pooler_output).numpy()
     assert np.abs(np.asarray(ours.sentence) - expected).max() < 1e-4

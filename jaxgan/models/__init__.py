@@ -9,23 +9,28 @@ holding the options only it has) and a build function, and is registered below b
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 
 from jaxgan.config import ModelConfig
 from jaxgan.models.dcgan import DCGANConfig, Discriminator, Generator, build_dcgan
 from jaxgan.models.dfgan import DFDiscriminator, DFGANConfig, DFGenerator, build_dfgan, dfgan_channels, dfgan_d_channels
+from jaxgan.models.galip import GALIPConfig, GalipDiscriminator, GalipGenerator, build_galip, galip_step_pieces
 from jaxgan.models.layers import DTYPES, resolve_conv_impl
 from jaxgan.models.r3gan import R3Discriminator, R3GANConfig, R3Generator, build_r3gan, r3gan_channels
 
 
 class Architecture(NamedTuple):
-    """A registered architecture: its model config class and the function that builds its pair
-    ``(config, bn_groups, bn_axis_name) -> (generator, discriminator)``."""
+    """A registered architecture: its model config class, the function that builds its pair
+    ``(config, bn_groups, bn_axis_name) -> (generator, discriminator)`` and, if it needs any,
+    the pieces of the training step it brings ``(config, generator, discriminator) -> {name:
+    piece}`` (keyword arguments of ``jaxgan.step.make_train_step``, e.g. GALIP's ``d_input``
+    and ``g_loss_term``)."""
 
     config: type[ModelConfig]
     build: Callable[..., tuple[nn.Module, nn.Module]]
+    step_pieces: Callable[..., dict[str, Any]] | None = None
 
 
 # model.arch -> its architecture. The name must be the config class's ``arch``.
@@ -33,6 +38,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "dcgan": Architecture(DCGANConfig, build_dcgan),
     "dfgan": Architecture(DFGANConfig, build_dfgan),
     "r3gan": Architecture(R3GANConfig, build_r3gan),
+    "galip": Architecture(GALIPConfig, build_galip, galip_step_pieces),
 }
 
 
@@ -53,7 +59,30 @@ def build_models(cfg: ModelConfig, bn_groups: int = 1,
     return arch.build(cfg, bn_groups, bn_axis_name)
 
 
+def step_pieces(cfg: ModelConfig, generator: nn.Module, discriminator: nn.Module) -> dict[str, Any]:
+    """The training-step pieces the architecture of ``cfg`` brings (none for most): pass them to
+    ``make_train_step`` with the pair ``build_models`` built.
+
+    Example:
+        g, d = build_models(config.model)
+        step = make_train_step(config, g, d, **step_pieces(config.model, g, d))
+    """
+    make = ARCHITECTURES[cfg.arch].step_pieces
+    return {} if make is None else make(cfg, generator, discriminator)
+
+
+def sentence_width(generator: nn.Module) -> int | None:
+    """The sentence-embedding width ``generator`` needs (GALIP: its CLIP's projection width, as
+    G's CLIP term compares the two), or None when any width works.
+
+    Example:
+        sentence_dim = sentence_width(generator) or 128  # e.g. for synthetic batches
+    """
+    return getattr(generator, "sentence_dim", None)
+
+
 __all__ = ["ARCHITECTURES", "Architecture", "DCGANConfig", "DFGANConfig", "Generator", "Discriminator",
            "DFGenerator", "DFDiscriminator", "dfgan_channels", "dfgan_d_channels", "R3GANConfig", "R3Generator",
-           "R3Discriminator", "r3gan_channels", "build_models",
+           "R3Discriminator", "r3gan_channels", "GALIPConfig", "GalipGenerator", "GalipDiscriminator",
+           "build_models", "step_pieces", "sentence_width",
            "resolve_conv_impl", "DTYPES"]

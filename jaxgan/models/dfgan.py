@@ -207,6 +207,9 @@ class GBlock(nn.Module):
     bn_groups: int = 1
     bn_axis_name: str | None = None
     shortcut_upsample: str = "nearest"  # or "bilinear"
+    # False: the same block at its input's size (GALIP's first block, which follows a resize
+    # of the bridge's map to the next power of two).
+    upsample: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array, train: bool = True) -> jax.Array:
@@ -216,13 +219,15 @@ class GBlock(nn.Module):
         h = fuse(c_in, name="fuse_0")(x, cond, train)
         # With norm, conv_0 feeds a BatchNorm that cancels any bias; a bias there only
         # drifts under Adam on rounding-level gradients.
-        h = ResizeConv(self.features, use_bias=not self.norm, dtype=self.dtype, impl=self.conv_impl,
-                       name="conv_0")(h)
+        conv_0 = ResizeConv if self.upsample else Conv
+        h = conv_0(self.features, use_bias=not self.norm, dtype=self.dtype, impl=self.conv_impl, name="conv_0")(h)
         h = fuse(self.features, name="fuse_1")(h, cond, train)
         h = Conv(self.features, 3, dtype=self.dtype, impl=self.conv_impl, name="conv_1")(h)
         shortcut = x.astype(self.dtype)
         if c_in != self.features:
             shortcut = Conv(self.features, 1, dtype=self.dtype, name="shortcut")(shortcut)
+        if not self.upsample:
+            return shortcut + h
         if self.shortcut_upsample not in ("nearest", "bilinear"):
             raise ValueError(f"shortcut_upsample must be 'nearest' or 'bilinear', got {self.shortcut_upsample!r}")
         upsample = upsample_bilinear if self.shortcut_upsample == "bilinear" else upsample_nearest

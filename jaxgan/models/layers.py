@@ -430,6 +430,14 @@ class WordAttention(nn.Module):
         scale = self.param("scale", nn.initializers.zeros, (), jnp.float32).astype(self.dtype)
         return h.astype(self.dtype) + scale * context.reshape(b, height, width, c)
 
+    def attention_macs(self, args: tuple, out: Any) -> int:
+        """Multiply-accumulates of the two attention matmuls (for ``jaxgan.flops``; the
+        projections are Dense layers, counted on their own)."""
+        b, height, width, c = args[0].shape
+        words = args[1].shape[1]
+        d = self.key_dim or c
+        return b * height * width * words * (d + c)
+
 
 class SelfAttention(nn.Module):
     """SAGAN self-attention (Zhang et al. 2019, arXiv:1805.08318).
@@ -459,3 +467,10 @@ class SelfAttention(nn.Module):
         o = proj(c, "v")(jnp.einsum("bji,bid->bjd", beta.astype(self.dtype), h))
         gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32).astype(self.dtype)
         return x + gamma * o.reshape(b, height, width, c)
+
+    def attention_macs(self, args: tuple, out: Any) -> int:
+        """Multiply-accumulates of the two attention matmuls over the H*W positions (for
+        ``jaxgan.flops``; the four projections are Dense layers, counted on their own)."""
+        b, height, width, c = args[0].shape
+        n = height * width
+        return 2 * b * n * n * max(c // 8, 1)

@@ -1,5 +1,5 @@
 """Frozen text encoders and CLIP's towers: Flax ports of CLIP's text and image towers, BERT and
-T5's encoder, a Hugging Face directory loader (and a writer for CLIP's text tower), the encoder
+T5's encoder, a Hugging Face directory loader (and writers for CLIP directories), the encoder
 interface, and the word-level tokenizer of the shipped shapes encoder.
 
     encoder = load_text_encoder()            # the shipped "shapes" encoder; also "minilm",
@@ -14,7 +14,7 @@ interface, and the word-level tokenizer of the shipped shapes encoder.
 
 from jaxgan.text.bert import BertConfig, BertModel, BertOutput, load_bert
 from jaxgan.text.clip import ClipTextConfig, ClipTextModel, ClipTextOutput, init_params, pool_at_eos
-from jaxgan.text.clip_hf import ClipTowers, FrozenTower, load_clip, load_clip_text, save_clip_text
+from jaxgan.text.clip_hf import ClipTowers, FrozenTower, load_clip, load_clip_text, save_clip, save_clip_text
 from jaxgan.text.clip_vision import ClipVisionConfig, ClipVisionModel, ClipVisionOutput, patch_grid, to_pixel_values
 from jaxgan.text.encoder import (
                                  SHAPES_ENCODER_DIR,
@@ -33,7 +33,7 @@ from jaxgan.text.t5 import T5Config, T5EncoderModel, T5EncoderOutput, load_t5
 __all__ = [
     "BertConfig", "BertModel", "BertOutput", "load_bert",
     "ClipTextConfig", "ClipTextModel", "ClipTextOutput", "init_params", "pool_at_eos",
-    "ClipTowers", "FrozenTower", "load_clip", "load_clip_text", "save_clip_text",
+    "ClipTowers", "FrozenTower", "load_clip", "load_clip_text", "save_clip", "save_clip_text",
     "ClipVisionConfig", "ClipVisionModel", "ClipVisionOutput", "patch_grid", "to_pixel_values",
     "SHAPES_ENCODER_DIR", "SUPPORTED_MODEL_TYPES", "ClipTextEncoder", "HFTextEncoder", "TextEmbeddings",
     "TextEncoder", "check_captions", "load_text_encoder",

@@ -113,6 +113,12 @@ class _SelfAttention(nn.Module):
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
         return nn.Dense(width, kernel_init=_normal(width ** -0.5), name="out_proj")(out)
 
+    def attention_macs(self, args: tuple, out: Any) -> int:
+        """Multiply-accumulates of the two attention matmuls (QK^T and weights @ V) for
+        ``jaxgan.flops``; the projections are Dense layers, counted on their own."""
+        b, t, width = args[0].shape
+        return 2 * b * t * t * width
+
 
 class _MLP(nn.Module):
     config: ClipTextConfig

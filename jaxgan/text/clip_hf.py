@@ -4,7 +4,7 @@
 ``CLIPTextModelWithProjection`` or a full ``CLIPModel`` writes (the vision tower is skipped);
 ``save_clip_text`` writes directories that both jaxgan and transformers load. ``load_clip``
 reads both towers of a full ``CLIPModel`` directory (e.g. a local copy of
-openai/clip-vit-base-patch32) as frozen components:
+openai/clip-vit-base-patch32) as frozen components; ``save_clip`` writes one:
 
     clip = load_clip("path/to/clip-vit-base-patch32")
     out = clip.vision.apply(clip.vision.params, pixels, hidden_layers=(2, 5, 9))
@@ -29,7 +29,7 @@ from flax import traverse_util
 from jaxgan.text import clip_vision, hf
 from jaxgan.text.clip import ClipTextConfig, ClipTextModel, init_params
 from jaxgan.text.clip_vision import ClipVisionConfig, ClipVisionModel
-from jaxgan.text.errors import TextEncoderError
+from jaxgan.text.errors import TextEncoderError, TextEncoderNotFoundError
 
 MODEL_TYPES = ("clip", "clip_text_model")
 TEXT_PREFIX = "text_model."
@@ -40,6 +40,19 @@ LOGIT_SCALE = "logit_scale"
 _VISION_PREFIXES = (VISION_PREFIX, "visual_projection.", LOGIT_SCALE)
 # Hugging Face's CLIPConfig default for the shared projection width.
 DEFAULT_PROJECTION_DIM = 512
+# The CLIP pair shipped for the shapes data (``jaxgan pretrain-text``), addressable by name.
+SHAPES_CLIP = "shapes_clip"
+SHAPES_CLIP_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_clip"
+
+
+def shipped_directory(name_or_path: str | Path) -> Path | None:
+    """The directory of the shipped pair when ``name_or_path`` is its name, else None."""
+    if str(name_or_path) != SHAPES_CLIP:
+        return None
+    if not (SHAPES_CLIP_DIR / hf.CONFIG_FILE).is_file():
+        raise TextEncoderNotFoundError(f"the shipped shapes CLIP pair is missing from {SHAPES_CLIP_DIR}; "
+                                       "recreate it with jaxgan pretrain-text --out DIR")
+    return SHAPES_CLIP_DIR
 
 
 def read_config(directory: Path, projection_dim: int | None = None) -> ClipTextConfig:
@@ -198,7 +211,8 @@ class ClipTowers:
 
 
 def load_clip(name_or_path: str | Path) -> ClipTowers:
-    """Loads both towers of a full Hugging Face ``CLIPModel`` directory (or hub id).
+    """Loads both towers of a full Hugging Face ``CLIPModel`` directory (or hub id, or "shapes_clip":
+    the pair shipped in ``jaxgan/assets/shapes_clip``).
 
     Weights come from model.safetensors or pytorch_model.bin (or their shards). The tokenizer
     is not loaded (``hf.load_tokenizer``; jaxgan's text encoders embed captions outside the step).
@@ -208,7 +222,7 @@ def load_clip(name_or_path: str | Path) -> ClipTowers:
         directory, config.json or weights file; a config without ``vision_config``, a missing
         tensor or one of the wrong shape).
     """
-    directory = hf.resolve_directory(name_or_path)
+    directory = shipped_directory(name_or_path) or hf.resolve_directory(name_or_path)
     # Both configs are checked before the (larger) weights are read.
     vision_config = read_vision_config(directory)
     text_config = read_config(directory, projection_dim=vision_config.projection_dim)
@@ -246,4 +260,50 @@ def save_clip_text(directory: str | Path, config: ClipTextConfig, params: Any) -
     directory.mkdir(parents=True, exist_ok=True)
     save_file(hf_from_params(params), str(directory / hf.WEIGHTS_FILE), metadata={"format": "pt"})
     (directory / hf.CONFIG_FILE).write_text(json.dumps(config_json(config), indent=2) + "\n")
+    return directory
+
+
+def vision_hf_from_params(params: Any) -> dict[str, np.ndarray]:
+    """Hugging Face tensors (``CLIPModel`` names) of ``ClipVisionModel`` params."""
+    out = {}
+    for path, leaf in traverse_util.flatten_dict(jax.device_get(params)).items():
+        value = np.asarray(leaf, np.float32)
+        out[vision_hf_name(path)] = np.ascontiguousarray(hf.to_torch_layout(path[-1], value))
+    return out
+
+
+def clip_config_json(text_config: ClipTextConfig, vision_config: ClipVisionConfig) -> dict[str, Any]:
+    """config.json contents that transformers reads as a ``CLIPConfig`` (both towers)."""
+    if text_config.projection_dim != vision_config.projection_dim:
+        raise ValueError(f"the towers project to different widths: text {text_config.projection_dim}, "
+                         f"vision {vision_config.projection_dim}")
+    text = {k: v for k, v in config_json(text_config).items() if k not in ("architectures", "dtype")}
+    vision = {**dataclasses.asdict(vision_config), "model_type": "clip_vision_model", "attention_dropout": 0.0,
+              "initializer_factor": 1.0, "initializer_range": 0.02}
+    return {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": vision_config.projection_dim,
+            "logit_scale_init_value": 2.6592, "initializer_factor": 1.0, "dtype": "float32",
+            "text_config": text, "vision_config": vision}
+
+
+def save_clip(directory: str | Path, text_config: ClipTextConfig, text_params: Any,
+              vision_config: ClipVisionConfig, vision_params: Any, logit_scale: float) -> Path:
+    """Writes a Hugging Face ``CLIPModel`` directory (config.json, model.safetensors) of both towers.
+
+    ``load_clip``, ``load_text_encoder`` (the text tower) and transformers' ``CLIPModel`` load it.
+    Tokenizer files are written separately (``jaxgan.text.tokenizer.save_tokenizer``).
+
+    Args:
+      text_config, text_params: a ``ClipTextModel`` with a projection.
+      vision_config, vision_params: a ``ClipVisionModel`` projecting to the same width.
+      logit_scale: the log inverse temperature (``CLIPModel.logit_scale``).
+    """
+    from safetensors.numpy import save_file
+
+    config = clip_config_json(text_config, vision_config)
+    tensors = {**hf_from_params(text_params), **vision_hf_from_params(vision_params),
+               LOGIT_SCALE: np.asarray(logit_scale, np.float32)}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / hf.WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / hf.CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return directory

