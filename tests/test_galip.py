@@ -1,6 +1,8 @@
 """model.arch=galip on a random tiny CLIP directory: shapes, the frozen towers, the step's
 GALIP pieces (D on CLIP features, G's CLIP term), layouts, presets and errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,7 @@ from jaxgan.models.layers import SelfAttention
 from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.regularizers import ma_gp
-from jaxgan.state import init_state
+from jaxgan.state import frozen_params, init_state
 from jaxgan.text import load_clip
 from jaxgan.text.errors import TextEncoderError
 from jaxgan.train import train_and_evaluate
@@ -66,7 +68,7 @@ def test_shapes_and_d_reads_images_or_their_clip_features(clip_dir):
     @jax.jit
     def run(g_params, d_params, s, w):
         fake = g.apply({"params": g_params}, z, s)
-        features = clip_features(d.tower, d.layers, fake)
+        features = clip_features(d.tower, d.tower.params, d.layers, fake)
         return fake, features, d.apply({"params": d_params}, fake, s, w), d.apply({"params": d_params}, features, s, w)
 
     fake, features, (logits, wrong), (from_features, _) = run(state.g_params, state.d_params, batch["sentence"],
@@ -90,13 +92,17 @@ def test_shapes_and_d_reads_images_or_their_clip_features(clip_dir):
 
 def _train(cfg, steps: int = 2):
     """``steps`` steps of the program training runs (``build_train_program``: the architecture's
-    pieces included), from its jitted fresh state, on batches of seeds 0, 1, ..."""
+    pieces included), from its jitted fresh state, on batches of seeds 0, 1, ...; also the
+    step's lowered text (it is compiled from that lowering, so reading it costs nothing)."""
     program = build_train_program(cfg)
     state, history = program.init_placed_state(PROJECTION), []
-    for i in range(steps):
-        state, metrics = program.step(state, program.parallel.put_batch(_batch(cfg, seed=i)))
+    batches = [program.parallel.put_batch(_batch(cfg, seed=i)) for i in range(steps)]
+    lowered = program.step.lower(state, batches[0], program.frozen)
+    step = lowered.compile()
+    for batch in batches:
+        state, metrics = step(state, batch, program.frozen)
         history.append({k: float(v) for k, v in program.parallel.to_host(metrics).items()})
-    return program.parallel.to_host(state), history
+    return program.parallel.to_host(state), history, lowered.as_text()
 
 
 def _fresh(cfg):
@@ -118,7 +124,7 @@ def single_run(clip_dir):
 
 
 def test_two_steps_are_finite_leave_clip_bitwise_unchanged_and_g_loss_adds_the_clip_term(clip_dir, single_run):
-    cfg, state, history = single_run
+    cfg, state, history, _ = single_run
     before = load_clip(clip_dir).vision.params  # a fresh read of the weights
     g, d, fresh = _fresh(cfg)
     assert trees_bitwise_equal(g.tower.params, before) and d.tower is g.tower
@@ -141,21 +147,39 @@ def test_two_steps_are_finite_leave_clip_bitwise_unchanged_and_g_loss_adds_the_c
     @jax.jit
     def by_hand(p):
         d_fn = lambda x, s: d.apply({"params": p}, x, s)  # noqa: E731
-        return ma_gp(d_fn, d_input(real), jnp.asarray(batch["sentence"]), 2.0, 6.0)
+        return ma_gp(d_fn, d_input(real, frozen_params(d)), jnp.asarray(batch["sentence"]), 2.0, 6.0)
 
     assert history[0]["d_penalty"] == pytest.approx(float(by_hand(fresh.d_params)), rel=1e-4)
 
 
 def test_galip_trains_the_same_on_1_and_8_devices(clip_dir, single_run):
     assert jax.device_count() == 8
-    _, single, h1 = single_run
-    other, h2 = _train(_config(clip_dir, *LAYOUT, "train.num_devices=8", "train.parallel=pmap"))
+    _, single, h1, _ = single_run
+    other, h2, hlo = _train(_config(clip_dir, *LAYOUT, "train.num_devices=8", "train.parallel=pmap"))
     diff = tree_max_abs_diff((single.g_params, single.d_params, single.ema_params),
                              (other.g_params, other.d_params, other.ema_params))
     assert diff < 2e-5, diff
     for a, b in zip(h1, h2):
         assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-4)
         assert a["d_penalty"] == pytest.approx(b["d_penalty"], rel=1e-4)
+
+
+def _largest_constant(hlo: str) -> int:
+    """Bytes of the largest dense constant in lowered StableHLO text (printed as hex)."""
+    return max((len(m.group(1)) // 2 for m in re.finditer(r'dense<"0x([0-9A-F]+)">', hlo)), default=0)
+
+
+def test_the_step_reads_the_clip_tower_as_an_input_not_as_constants(single_run):
+    cfg, _, _, hlo = single_run
+    g, d = build_models(cfg.model)
+    frozen = frozen_params(g, d)
+    largest = max(x.nbytes for x in jax.tree.leaves(frozen))  # the 8x8x3x32 patch conv: 24 KiB
+    # The compiled step embeds no constant near a tower leaf's size: the weights are its input.
+    assert _largest_constant(hlo) < 1024 < largest
+    # The check sees a closed-over tower: D's CLIP features without the frozen argument embed it.
+    d_input, image = step_pieces(cfg.model, g, d)["d_input"], jnp.zeros((1, 32, 32, 3))
+    assert _largest_constant(jax.jit(lambda x: d_input(x, {})).lower(image).as_text()) == largest
+    assert _largest_constant(jax.jit(d_input).lower(image, frozen).as_text()) < 1024
 
 
 def test_presets_need_a_clip_directory_and_layers_that_fit_it(clip_dir):
@@ -175,7 +199,7 @@ def test_presets_need_a_clip_directory_and_layers_that_fit_it(clip_dir):
         _config(clip_dir, "model.ca=true")
     g, d = build_models(_config(clip_dir).model)
     with pytest.raises(ConfigError, match="projection width 24, got 12"):
-        clip_similarity(g.tower, jnp.zeros((2, 32, 32, 3)), jnp.zeros((2, 12)))
+        clip_similarity(g.tower, g.tower.params, jnp.zeros((2, 32, 32, 3)), jnp.zeros((2, 12)))
 
 
 def _layer_macs(batch, tokens, width=HIDDEN, mlp=40):
