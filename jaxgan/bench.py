@@ -264,19 +264,20 @@ def benchmark_program(program: TrainProgram, sentence_dim: int | None = None, wa
     batch = parallel.put_batch(synthetic_batch(config, sentence_dim))
 
     t0 = time.perf_counter()
-    compiled = program.step.lower(state, batch).compile()
+    frozen = program.frozen
+    compiled = program.step.lower(state, batch, frozen).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    state, metrics = compiled(state, batch)
+    state, metrics = compiled(state, batch, frozen)
     jax.block_until_ready((state, metrics))
     first_step_s = time.perf_counter() - t0
     for _ in range(warmup):
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, frozen)
     jax.block_until_ready((state, metrics))
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, frozen)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t0)
     losses = {k: float(v) for k, v in parallel.to_host(metrics).items()

@@ -40,7 +40,7 @@ from jaxgan.config import Config
 from jaxgan.losses import LOSSES, AdversarialLoss, GANLoss, as_gan_loss
 from jaxgan.models import step_pieces
 from jaxgan.models.layers import taps_inside
-from jaxgan.state import init_state
+from jaxgan.state import frozen_params, init_state, with_frozen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,8 +174,9 @@ def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, s
     """
     b, r, z_dim = config.train.batch_size, config.model.resolution, config.model.z_dim
     state = jax.eval_shape(lambda: init_state(config, generator, discriminator, sentence_dim))
-    g_vars = {"params": state.g_params, "batch_stats": state.g_stats}
-    d_vars = {"params": state.d_params, "batch_stats": state.d_stats}
+    frozen = frozen_params(generator, discriminator)
+    g_vars = with_frozen({"params": state.g_params, "batch_stats": state.g_stats}, frozen)
+    d_vars = with_frozen({"params": state.d_params, "batch_stats": state.d_stats}, frozen)
 
     s = jax.ShapeDtypeStruct((b, sentence_dim), jnp.float32)
     image = jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32)
@@ -198,9 +199,9 @@ def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, s
         parts["generator_twins"] = pass_flops(g_layers_at((b + 1) // 2), 1, 1, 1)
     d_in = image
     if "d_input" in pieces:
-        encoder = trace_calls(pieces["d_input"], image, trained=False)
+        encoder = trace_calls(pieces["d_input"], image, frozen, trained=False)
         parts["d_input"] = pass_flops(encoder, 2 + needs_real, 0, 0) + pass_flops(encoder, 1, 1, 0)
-        d_in = jax.eval_shape(pieces["d_input"], image)
+        d_in = jax.eval_shape(pieces["d_input"], image, frozen)
     d2 = trace_layers(discriminator, d_vars, d_in, s, s, train=True)
     d1 = trace_layers(discriminator, d_vars, d_in, s, train=True)
     parts["d_update"] = pass_flops(d2, 1, 1, 1) + pass_flops(d1, 1, 1, 1)
@@ -208,6 +209,7 @@ def step_flops(config: Config, generator: nn.Module, discriminator: nn.Module, s
     if needs_real:
         parts["g_loss_real_logits"] = pass_flops(d1, 1, 0, 0)
     if "g_loss_term" in pieces:
-        parts["g_loss_term"] = pass_flops(trace_calls(pieces["g_loss_term"], image, s, trained=False), 1, 1, 0)
+        term = trace_calls(pieces["g_loss_term"], image, s, frozen, trained=False)
+        parts["g_loss_term"] = pass_flops(term, 1, 1, 0)
     return {**parts, "total": sum(parts.values()), "generator_forward": forward_flops(g_layers),
             "discriminator_forward": forward_flops(d1)}

@@ -149,11 +149,12 @@ class DataFsdpParallel:
         return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.leaf_sharding(a.shape)),
                             abstract_state)
 
-    def init_state(self, init: Callable[[], Any]) -> Any:
-        """Runs ``init`` sharded from the start (no device ever holds a whole FSDP-split
-        leaf) and returns the state in the step's layout."""
-        shardings = self.state_shardings(jax.eval_shape(init))
-        return self.to_step_layout(jax.jit(init, out_shardings=shardings)())
+    def init_state(self, init: Callable[..., Any], *args: Any) -> Any:
+        """Runs ``init(*args)`` sharded from the start (no device ever holds a whole FSDP-split
+        leaf) and returns the state in the step's layout. ``args`` are inputs of the compiled
+        init (frozen params), not constants in it."""
+        shardings = self.state_shardings(jax.eval_shape(init, *args))
+        return self.to_step_layout(jax.jit(init, out_shardings=shardings)(*args))
 
     def put_state(self, state: Any) -> Any:
         """Places a single-copy state (host arrays, the same on every process) for the step."""
@@ -162,6 +163,18 @@ class DataFsdpParallel:
             return jax.make_array_from_callback(x.shape, self.leaf_sharding(x.shape), lambda idx: x[idx])
 
         return self.to_step_layout(jax.tree.map(put, state))
+
+    def put_frozen(self, frozen: Any) -> Any:
+        """Places frozen params (host arrays, ``jaxgan.state.frozen_params``) whole on every
+        device, once, for the step's ``frozen`` argument: replicated under jit (never FSDP-split:
+        they are read, not trained), one copy per device under pmap."""
+        replicated = NamedSharding(self.mesh, P())
+
+        def put(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, replicated, lambda idx: x[idx])
+
+        return self.to_step_layout(jax.tree.map(put, frozen))
 
     def to_step_layout(self, state: Any) -> Any:
         """Canonical (single-copy, global) state -> what the compiled step takes."""
@@ -228,13 +241,14 @@ class DataFsdpParallel:
     # --- the step --------------------------------------------------------------------------
 
     def compile(self, step: Callable) -> Callable:
-        """The compiled step; the state argument is donated."""
+        """The compiled ``step(state, batch[, frozen])``; the state argument is donated, the
+        frozen params (``put_frozen``) are not."""
         if self.mode == "pmap":
             return jax.pmap(step, axis_name=AXIS, devices=self.devices, donate_argnums=0)
         replicated = NamedSharding(self.mesh, P())
 
-        def laid_out(state, batch):
-            new_state, metrics = step(state, batch)
+        def laid_out(state, batch, frozen=None):
+            new_state, metrics = step(state, batch) if frozen is None else step(state, batch, frozen)
             # The new state keeps the layout of the old one (the rule depends only on shapes).
             new_state = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, self.leaf_sharding(x.shape)),
                                      new_state)

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from jaxgan.paths import workdir_path
 from jaxgan.pixels import to_uint8
+from jaxgan.state import frozen_params, with_frozen
 
 
 def sample_noise(seeds: Sequence[int], z_dim: int) -> jax.Array:
@@ -33,23 +34,36 @@ def sample_noise(seeds: Sequence[int], z_dim: int) -> jax.Array:
 
 
 def make_generate_fn(generator: nn.Module) -> Callable[..., jax.Array]:
-    """A jitted ``generate(params, batch_stats, z, text) -> uint8 [N, R, R, 3]``.
+    """``generate(params, batch_stats, z, text) -> uint8 [N, R, R, 3]``, compiled.
 
     ``text`` is a dict with ``sentence`` [N, S] and, for generators with word attention,
     ``words`` [N, L, W] and ``word_mask`` [N, L] (``EmbeddingTable.text``). BatchNorm
     runs in inference mode (running statistics), so a sample does not depend on the other
-    samples in its batch.
+    samples in its batch. The generator's frozen params (GALIP's CLIP tower) are put on the
+    device once here and passed to the compiled function as an argument, not embedded in it.
 
     Example:
         generate = make_generate_fn(generator)
         images = generate(state.ema_params, state.ema_stats, sample_noise([0, 1], 100), embed.text(prompts))
     """
 
+    frozen = jax.device_put(frozen_params(generator))
+
     @jax.jit
+    def compiled(params: Any, batch_stats: Any, z: jax.Array, text: dict[str, jax.Array], frozen: Any) -> jax.Array:
+        variables = with_frozen({"params": params, "batch_stats": batch_stats}, frozen)
+        return to_uint8(apply_generator(generator, variables, z, text))
+
     def generate(params: Any, batch_stats: Any, z: jax.Array, text: dict[str, jax.Array]) -> jax.Array:
-        return to_uint8(apply_generator(generator, {"params": params, "batch_stats": batch_stats}, z, text))
+        return compiled(params, batch_stats, z, text, frozen)
 
     return generate
+
+
+def generator_variables(generator: nn.Module, variables: dict[str, Any]) -> dict[str, Any]:
+    """``variables`` ({"params", "batch_stats"}) plus the generator's frozen params, for a
+    compiled function that takes them all as an argument (evaluation's ``consts``)."""
+    return with_frozen(variables, frozen_params(generator))
 
 
 def apply_generator(generator: nn.Module, variables: Any, z: jax.Array, text: dict[str, jax.Array],

@@ -16,6 +16,41 @@ from jaxgan.augment import ada_init
 from jaxgan.config import Config
 from jaxgan.regularizers import DEFAULT_WEIGHTS
 
+# The Flax collection in which G and D read the params of their frozen components (GALIP's CLIP
+# image tower). Compiled programs take it as an argument, beside the state: an input the program
+# reads, not a constant embedded in it, and never trained, averaged, checkpointed or swept.
+FROZEN = "frozen"
+
+
+def frozen_params(*modules: nn.Module) -> dict[str, Any]:
+    """The params of the frozen components ``modules`` read from their ``FROZEN`` collection,
+    merged (a module declares them as a ``frozen_params`` property; GALIP's G and D share
+    ``{"clip_vision": tower params}``); {} for models without any.
+
+    Example:
+        frozen = jax.device_put(frozen_params(generator, discriminator))  # once
+        state, metrics = jax.jit(train_step)(state, batch, frozen)
+    """
+    out: dict[str, Any] = {}
+    for module in modules:
+        out.update(getattr(module, "frozen_params", None) or {})
+    return out
+
+
+def with_frozen(variables: dict[str, Any], frozen: dict[str, Any] | None) -> dict[str, Any]:
+    """``variables`` plus the ``FROZEN`` collection when there is one (else unchanged)."""
+    return {**variables, FROZEN: frozen} if frozen else variables
+
+
+def init_variables(module: nn.Module, rngs: dict[str, jax.Array], frozen: dict[str, Any] | None,
+                   *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``module.init(rngs, *args, **kwargs)``, reading ``frozen`` as its ``FROZEN`` collection
+    (an input, so that a jitted init does not embed it); the result leaves it out."""
+    if not frozen:
+        return module.init(rngs, *args, **kwargs)
+    _, variables = module.apply({FROZEN: frozen}, *args, rngs=rngs, mutable=True, **kwargs)
+    return {k: v for k, v in variables.items() if k != FROZEN}
+
 
 class GANState(struct.PyTreeNode):
     """Everything a training step reads and writes; a checkpoint is exactly this pytree.
@@ -24,7 +59,7 @@ class GANState(struct.PyTreeNode):
     (``optax.inject_hyperparams``), and so are the loss weights in
     ``hparams``: values a researcher sweeps are data, so ``jax.vmap`` over a stacked state
     trains several GANs with different values in one compiled step (``jaxgan.sweep``). The
-    frozen text encoder is not here.
+    frozen text encoder is not here, nor are frozen components inside G and D (``frozen_params``).
 
     Example:
         state = init_state(config, generator, discriminator, sentence_dim=128)
@@ -167,11 +202,13 @@ def word_inputs(config: Config, words: jax.Array | None, word_mask: jax.Array | 
 
 
 def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
-               sentence_dim: int, word_dim: int | None = None) -> GANState:
+               sentence_dim: int, word_dim: int | None = None, frozen: dict[str, Any] | None = None) -> GANState:
     """Fresh state from ``config.train.seed``; pure, so it can run under ``jax.eval_shape``.
 
     ``word_dim`` (the text encoder's word-embedding width, default ``sentence_dim``) matters
-    only to generators with word attention.
+    only to generators with word attention. ``frozen`` (``frozen_params``) is what G and D
+    read of their frozen components; pass it as an argument of a jitted init (without it they
+    read the components' own arrays, which jit embeds as constants).
 
     Example:
         generator, discriminator = build_models(config.model)
@@ -184,8 +221,8 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
     sentence = jnp.zeros((1, sentence_dim), jnp.float32)
     image = jnp.zeros((1, res, res, 3), jnp.float32)
     words = word_inputs(config, jnp.zeros((1, 1, word_dim or sentence_dim), jnp.float32), jnp.ones((1, 1), bool))
-    g_vars = generator.init({"params": g_key, "ca": g_key}, z, sentence, **words, train=False)
-    d_vars = discriminator.init(d_key, image, sentence, sentence, train=False)
+    g_vars = init_variables(generator, {"params": g_key, "ca": g_key}, frozen, z, sentence, **words, train=False)
+    d_vars = init_variables(discriminator, {"params": d_key}, frozen, image, sentence, sentence, train=False)
     g_tx, d_tx = make_optimizers(config)
     return GANState(
         step=jnp.zeros((), jnp.int32),

@@ -1,9 +1,12 @@
 """The training step: one pure function that updates D, then G, then the EMA generator.
 
 ``make_train_step`` binds the static pieces (config, modules, loss, device axis) and
-returns ``train_step(state, batch) -> (state, metrics)``. The same function is compiled
-with ``jax.jit`` over a mesh or with ``jax.pmap`` (see ``jaxgan.parallel``); under pmap it
-is given ``axis_name`` and averages gradients, statistics and metrics over it.
+returns ``train_step(state, batch, frozen=None) -> (state, metrics)``; ``frozen`` holds the
+params of frozen components inside G and D (GALIP's CLIP tower, ``jaxgan.state.frozen_params``),
+an input of the compiled step that is read, never differentiated, updated or donated. The
+same function is compiled with ``jax.jit`` over a mesh or with ``jax.pmap`` (see
+``jaxgan.parallel``); under pmap it is given ``axis_name`` and averages gradients,
+statistics and metrics over it.
 
 A batch is a dict: ``image`` uint8 [B, R, R, 3], ``sentence`` and ``wrong_sentence``
 float32 [B, S] (embeddings of the caption and of a mismatched caption from the frozen text
@@ -29,10 +32,11 @@ from jaxgan.diversity import diversity_ratio
 from jaxgan.losses import LOSSES, AdversarialLoss, GANLoss, as_gan_loss, conditioning_kl
 from jaxgan.regularizers import Penalty, penalty_from_config
 from jaxgan.schedules import ema_half_life_mode
-from jaxgan.state import GANState, scheduled_metrics, with_scheduled_values, word_inputs
+from jaxgan.state import GANState, scheduled_metrics, with_frozen, with_scheduled_values, word_inputs
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+Frozen = dict[str, Any]
 
 
 def example_noise(key: jax.Array, batch_size: int, z_dim: int, axis_name: str | None) -> jax.Array:
@@ -83,15 +87,15 @@ def _all_finite(*values: jax.Array) -> jax.Array:
 
 
 Augment = Callable[[jax.Array, jax.Array, Any], jax.Array]
-# An architecture's term in G's loss: (fake images, sentences) -> (scalar, metrics).
-GLossTerm = Callable[[jax.Array, jax.Array], tuple[jax.Array, Metrics]]
+# An architecture's term in G's loss: (fake images, sentences, frozen) -> (scalar, metrics).
+GLossTerm = Callable[[jax.Array, jax.Array, Frozen], tuple[jax.Array, Metrics]]
 
 
 def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Module,
                     axis_name: str | None = None, *, loss: GANLoss | AdversarialLoss | None = None,
                     penalty: Penalty | None = None, augment: Augment | None = None,
-                    d_input: Callable[[jax.Array], jax.Array] | None = None,
-                    g_loss_term: GLossTerm | None = None) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
+                    d_input: Callable[[jax.Array, Frozen], jax.Array] | None = None,
+                    g_loss_term: GLossTerm | None = None) -> Callable[..., tuple[GANState, Metrics]]:
     """Builds the pure step for ``config``; ``axis_name`` is the pmap axis, None under jit.
 
     The variants (loss, gradient penalty, DiffAugment, conditioning augmentation, word
@@ -109,11 +113,11 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         differentiable (default: DiffAugment with ``train.augment``). With ADA
         (``train.ada_target > 0``) it is called as ``augment(key, images, offset, p=p)``, p
         the state's adapted probability of each op.
-      d_input: ``d_input(images) -> x``, what D scores instead of the (augmented) images: a
-        frozen, differentiable encoder with no trained params (GALIP's CLIP features). The
-        penalty then differentiates with respect to x. Default: the images themselves.
-      g_loss_term: ``g_loss_term(fake, sentence) -> (scalar, metrics)`` added to G's loss and
-        differentiated with it (GALIP's CLIP similarity); its metrics join the step's.
+      d_input: ``d_input(images, frozen) -> x``, what D scores instead of the (augmented) images:
+        a frozen, differentiable encoder whose params come from the step's ``frozen`` (GALIP's
+        CLIP features). The penalty then differentiates with respect to x. Default: the images.
+      g_loss_term: ``g_loss_term(fake, sentence, frozen) -> (scalar, metrics)`` added to G's
+        loss and differentiated with it (GALIP's CLIP similarity); its metrics join the step's.
       An architecture's own pieces come from ``jaxgan.models.step_pieces``.
 
     Example:
@@ -132,7 +136,6 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     ada = t.ada_target > 0
     twins = t.diversity_weight > 0  # a second sample for half the batch (jaxgan.diversity)
     ema_half_life = ema_half_life_mode(t)
-    encode = d_input or (lambda images: images)
 
     def mean_over_devices(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
@@ -147,10 +150,12 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         padded = jnp.concatenate([d_fake, jnp.zeros((fake_all.shape[0] - n,) + d_fake.shape[1:], d_fake.dtype)])
         return ratio, padded - (weight * grad).astype(d_fake.dtype)
 
-    def train_step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
+    def train_step(state: GANState, batch: Batch, frozen: Frozen | None = None) -> tuple[GANState, Metrics]:
         # Scheduled values (learning rates, beta2, hparams leaves, the EMA decay) at this step's
         # images seen; a no-op without schedules.
         state = with_scheduled_values(state, config)
+        frozen = frozen or {}
+        encode = (lambda images: images) if d_input is None else functools.partial(d_input, frozen=frozen)
         augment = functools.partial(augment_at, p=state.hparams["ada_p"]) if ada else augment_at
         real = pixels.to_float(batch["image"])
         sentence, wrong_sentence = batch["sentence"], batch["wrong_sentence"]
@@ -182,7 +187,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         # With conditioning augmentation G also returns its KL term, so one VJP carries both.
         def generate(g_params):
             g_z, g_sentence, g_words = g_inputs
-            fake, updates = generator.apply({"params": g_params, "batch_stats": state.g_stats},
+            fake, updates = generator.apply(with_frozen({"params": g_params, "batch_stats": state.g_stats}, frozen),
                                             g_z, g_sentence, **g_words, train=True, rngs={"ca": k_ca},
                                             mutable=["batch_stats", "losses"])
             return (fake, conditioning_kl(updates.get("losses", {}))), updates.get("batch_stats", {})
@@ -191,8 +196,8 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         fake_all, fake = fake, fake[:batch_size]
 
         def d_apply(d_params, d_stats, images, text, wrong_text=None):
-            out, upd = discriminator.apply({"params": d_params, "batch_stats": d_stats}, images, text,
-                                           wrong_text, train=True, mutable=["batch_stats"])
+            variables = with_frozen({"params": d_params, "batch_stats": d_stats}, frozen)
+            out, upd = discriminator.apply(variables, images, text, wrong_text, train=True, mutable=["batch_stats"])
             return out, upd.get("batch_stats", {})
 
         # --- D update: (real, caption) real; (fake, caption) and (real, wrong caption) fake.
@@ -236,7 +241,7 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
             adversarial = loss.g(fake_logits, real_logits_g)
             if g_loss_term is None:
                 return adversarial, (adversarial, {})
-            term, term_metrics = g_loss_term(fake_images, sentence)
+            term, term_metrics = g_loss_term(fake_images, sentence, frozen)
             return adversarial + term, (adversarial, term_metrics)
 
         (g_arch_loss, (g_adv, g_term_metrics)), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
@@ -261,9 +266,8 @@ def make_train_step(config: Config, generator: nn.Module, discriminator: nn.Modu
         # The EMA generator needs statistics of its own activations: the raw generator's
         # running statistics do not match the averaged weights, and samples come out dim
         # and washed out (BigGAN recomputes "standing statistics" for the same reason).
-        _, ema_updates = generator.apply({"params": ema_params, "batch_stats": state.ema_stats}, z,
-                                         sentence, **words, train=True, rngs={"ca": k_ca},
-                                         mutable=["batch_stats"])
+        _, ema_updates = generator.apply(with_frozen({"params": ema_params, "batch_stats": state.ema_stats}, frozen),
+                                         z, sentence, **words, train=True, rngs={"ca": k_ca}, mutable=["batch_stats"])
 
         d_grad_norm, g_grad_norm = _norm(d_grads), _norm(g_grads)
         # A non-finite loss or gradient skips the update: no NaN ever reaches the params,

@@ -33,7 +33,7 @@ from jaxgan.config import Config, ConfigError
 from jaxgan.models import build_models, step_pieces
 from jaxgan.presets import apply_overrides, get_config
 from jaxgan.schedules import forms
-from jaxgan.state import GANState, init_state
+from jaxgan.state import GANState, frozen_params, init_state
 from jaxgan.step import Batch, Metrics, make_train_step
 
 # Config keys whose values are data in the state; any other key changes the program.
@@ -102,7 +102,9 @@ def init_members(config: Config, generator: nn.Module, discriminator: nn.Module,
 
 def make_sweep_step(config: Config, generator: nn.Module, discriminator: nn.Module,
                     shared_batch: bool = True, **pieces: Any) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
-    """The ordinary train step, vmapped over the members and jitted (state donated).
+    """The ordinary train step, vmapped over the members and jitted (state donated). The
+    models' frozen params (GALIP's CLIP tower) are put on the device once and passed to every
+    call, shared by the members: an input of the program, not swept.
 
     Args:
       shared_batch: every member trains on the same batch (else the batch has a leading
@@ -116,7 +118,9 @@ def make_sweep_step(config: Config, generator: nn.Module, discriminator: nn.Modu
     """
     pieces = {**step_pieces(config.model, generator, discriminator), **pieces}
     step = make_train_step(config, generator, discriminator, **pieces)
-    return jax.jit(jax.vmap(step, in_axes=(0, None if shared_batch else 0)), donate_argnums=0)
+    compiled = jax.jit(jax.vmap(step, in_axes=(0, None if shared_batch else 0, None)), donate_argnums=0)
+    frozen = jax.device_put(frozen_params(generator, discriminator))
+    return lambda states, batch: compiled(states, batch, frozen)
 
 
 def benchmark(config: Config, members: int, steps: int = 10, repeats: int = 5) -> dict[str, float]:

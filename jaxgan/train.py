@@ -323,7 +323,7 @@ def _train(config: Config, workdir: epath.Path, progress: bool, pieces: dict[str
     stop = StopSignals(jax.process_count()).install()
     try:
         for step, batch in enumerate(_on_device_ahead(batches, run.parallel.put_batch), start=start + 1):
-            state, metrics = run.step_fn(state, batch)
+            state, metrics = run.step_fn(state, batch, run.program.frozen)
             bar.update(1)
             t = config.train
             _stop_after_skips(previous, step - 1, t.max_skips, run.checkpoints.latest_step(), host)

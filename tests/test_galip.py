@@ -1,5 +1,12 @@
 """model.arch=galip on a random tiny CLIP directory: shapes, the frozen towers, the step's
-GALIP pieces (D on CLIP features, G's CLIP term), layouts, presets and errors."""
+GALIP pieces (D on CLIP features, G's CLIP term), the tower as an input of the compiled
+programs, layouts, presets and errors.
+
+Cost: two compiled steps (1 device, then pmap over 8 from the same fresh state), one
+compiled function for everything checked by hand (``by_hand``) and one for sampling."""
+
+import contextlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -15,21 +22,23 @@ from jaxgan.config import ConfigError
 from jaxgan.models import GALIPConfig, build_models, sentence_width, step_pieces
 from jaxgan.models.galip import clip_features, clip_similarity
 from jaxgan.models.layers import SelfAttention
+from jaxgan.pixels import to_uint8
 from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.regularizers import ma_gp
-from jaxgan.state import init_state
+from jaxgan.sampling import make_generate_fn
+from jaxgan.state import frozen_params
 from jaxgan.text import load_clip
 from jaxgan.text.errors import TextEncoderError
 from jaxgan.train import train_and_evaluate
 
 pytestmark = pytest.mark.usefixtures("quick_compiles")
 PROJECTION = 24  # the CLIP's joint width: the sentence embeddings' width
-HIDDEN, LAYERS, IMAGE, GRID = 32, 3, 40, 5
+HIDDEN, MLP, LAYERS, IMAGE, GRID = 16, 20, 2, 40, 5
 # A tiny GALIP: CLIP 40 px, 8 px patches (a 5x5 grid: like ViT-B/32's 7x7, not a power of two,
-# so G's first block follows a resize 5 -> 8), 3 layers; D reads states 1 and 3, G's prompts
-# enter before layer 1.
-TINY = ["model.width=4", "model.z_dim=8", "model.resolution=32", "model.d_layers=1,3", "model.prompt_layers=1",
+# so G's first block follows a resize 5 -> 8), 2 layers; D reads states 1 and 2, G's prompt
+# enters before layer 1.
+TINY = ["model.width=4", "model.z_dim=8", "model.resolution=32", "model.d_layers=1,2", "model.prompt_layers=1",
         "model.bridge_width=4", "model.bridge_blocks=1", "model.conv_impl=conv", "train.batch_size=8"]
 # Layout comparisons train with plain SGD (tests/test_step.py explains why).
 LAYOUT = ["train.optimizer=sgd", "train.g_lr=2e-2", "train.d_lr=2e-2"]
@@ -39,9 +48,9 @@ LAYOUT = ["train.optimizer=sgd", "train.g_lr=2e-2", "train.d_lr=2e-2"]
 def clip_dir(tmp_path_factory):
     """A random tiny CLIPModel directory as transformers' save_pretrained writes it."""
     directory = tmp_path_factory.mktemp("galip_clip")
-    text = dict(vocab_size=40, hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+    text = dict(vocab_size=40, hidden_size=HIDDEN, intermediate_size=MLP, num_hidden_layers=1, num_attention_heads=2,
                 max_position_embeddings=16, eos_token_id=39, bos_token_id=1, pad_token_id=0)
-    vision = dict(hidden_size=HIDDEN, intermediate_size=40, num_hidden_layers=LAYERS, num_attention_heads=4,
+    vision = dict(hidden_size=HIDDEN, intermediate_size=MLP, num_hidden_layers=LAYERS, num_attention_heads=2,
                   image_size=IMAGE, patch_size=8)
     torch.manual_seed(0)
     transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
@@ -57,70 +66,100 @@ def _batch(cfg, seed=0):
     return synthetic_batch(cfg, PROJECTION, seed=seed)
 
 
-def test_shapes_and_d_reads_images_or_their_clip_features(clip_dir):
-    cfg = _config(clip_dir)
-    g, d, state = _fresh(cfg)
+@contextlib.contextmanager
+def _quick_compiles():
+    # Module fixtures are set up before the function-scoped quick_compiles: switch it here too.
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
+def _train(cfg, fresh, steps: int = 2):
+    """``steps`` steps of the program training runs (``build_train_program``: the architecture's
+    pieces included) from the single-copy state ``fresh`` (None: the program's jitted init,
+    ``fresh_state``: one trace, where ``init_placed_state`` traces twice for its shardings), on
+    batches of seeds 0, 1, ...; returns the initial and final states on the host, each step's
+    metrics and the step's lowered text (it is compiled from that lowering, so reading it is free)."""
+    program = build_train_program(cfg)
+    fresh = jax.device_get(program.fresh_state(PROJECTION)) if fresh is None else fresh
+    state = program.parallel.put_state(fresh)
+    batches = [program.parallel.put_batch(_batch(cfg, seed=i)) for i in range(steps)]
+    lowered = program.step.lower(state, batches[0], program.frozen)
+    step, history = lowered.compile(), []
+    for batch in batches:
+        state, metrics = step(state, batch, program.frozen)
+        history.append({k: float(v) for k, v in program.parallel.to_host(metrics).items()})
+    return fresh, program.parallel.to_host(state), history, lowered.as_text()
+
+
+@pytest.fixture(scope="module")
+def single_run(clip_dir):
+    """Two steps on one device (plain SGD, for the layout comparison) from the program's fresh
+    state, on batches of seeds 0 and 1: (config, fresh state, final state, metrics, lowered step)."""
+    cfg = _config(clip_dir, *LAYOUT, "train.num_devices=1")
+    with _quick_compiles():
+        return cfg, *_train(cfg, None)
+
+
+@pytest.fixture(scope="module")
+def by_hand(single_run):
+    """One compiled function of the fresh state on batch 0: G's images, their CLIP features, D's
+    logits from images and from features, and MA-GP (k=2, p=6) of D as a function of (CLIP
+    features, sentence) at the real images' features, as GALIP's MA_GP(CLIP_real, sent_emb, ...)."""
+    cfg, fresh = single_run[:2]
+    g, d = build_models(cfg.model)
+    d_input = step_pieces(cfg.model, g, d)["d_input"]
     batch = _batch(cfg)
     z = jnp.ones((8, cfg.model.z_dim))
 
     @jax.jit
-    def run(g_params, d_params, s, w):
-        fake = g.apply({"params": g_params}, z, s)
-        features = clip_features(d.tower, d.layers, fake)
-        return fake, features, d.apply({"params": d_params}, fake, s, w), d.apply({"params": d_params}, features, s, w)
+    def run(g_params, d_params, frozen, image, s, w):
+        variables = lambda p: {"params": p, "frozen": frozen}  # noqa: E731
+        fake = g.apply(variables(g_params), z, s)
+        features = clip_features(d.tower, frozen["clip_vision"], d.layers, fake)
+        d_fn = lambda x, s: d.apply(variables(d_params), x, s)  # noqa: E731
+        penalty = ma_gp(d_fn, d_input(image.astype(jnp.float32) / 127.5 - 1.0, frozen), s, 2.0, 6.0)
+        return (fake, features, d.apply(variables(d_params), fake, s, w), d.apply(variables(d_params), features, s, w),
+                penalty)
 
-    fake, features, (logits, wrong), (from_features, _) = run(state.g_params, state.d_params, batch["sentence"],
-                                                               batch["wrong_sentence"])
+    with _quick_compiles():
+        out = run(fresh.g_params, fresh.d_params, frozen_params(g, d), batch["image"], batch["sentence"],
+                  batch["wrong_sentence"])
+    return g, d, z, batch, out
+
+
+def test_shapes_d_reads_images_or_their_clip_features_and_sampling_gets_the_tower(single_run, by_hand):
+    cfg, fresh = single_run[:2]
+    g, d, z, batch, (fake, features, (logits, wrong), (from_features, _), _) = by_hand
     assert fake.shape == (8, 32, 32, 3) and fake.dtype == jnp.float32
     assert sentence_width(g) == PROJECTION and sentence_width(build_models(get_config("tiny").model)[0]) is None
     assert features.shape == (8, 2, GRID, GRID, HIDDEN)
     assert logits.shape == wrong.shape == (8,)
     np.testing.assert_array_equal(np.asarray(logits), np.asarray(from_features))
     # The mate: one block per D layer after the first, one to 8 * d_width, then the head.
-    assert set(state.d_params) == {"mate_0", "mate_out", "head"}
+    assert set(fresh.d_params) == {"mate_0", "mate_out", "head"}
     # The head: conv (g - 3)x(g - 3) valid on [8 * d_width map, sentence] to 2 * d_width, then 4x4 valid.
-    assert state.d_params["head"]["joint"]["kernel"].shape == (GRID - 3, GRID - 3, 8 * 4 + PROJECTION, 2 * 4)
+    assert fresh.d_params["head"]["joint"]["kernel"].shape == (GRID - 3, GRID - 3, 8 * 4 + PROJECTION, 2 * 4)
     # G: the first block at 8x8 keeps its size (no upsampling conv), then 8 -> 16 -> 32.
-    assert set(state.g_params) >= {"block_0", "block_1", "block_2"} and "block_3" not in state.g_params
+    assert set(fresh.g_params) >= {"block_0", "block_1", "block_2"} and "block_3" not in fresh.g_params
     # No CLIP tensor is a trained param (the tower's would be under embeddings/encoder/...).
     names = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(
-        (state.g_params, state.d_params))}
+        (fresh.g_params, fresh.d_params, fresh.ema_params))}
     assert not [n for n in names if any(w in n for w in ("embeddings", "encoder", "layrnorm", "projection"))]
+    # Sampling passes the tower to its compiled generator: the same images, as uint8.
+    images = make_generate_fn(g)(fresh.ema_params, fresh.ema_stats, z, {"sentence": batch["sentence"]})
+    assert images.dtype == jnp.uint8
+    assert np.max(np.abs(np.asarray(images, np.int32) - np.asarray(to_uint8(fake), np.int32))) <= 1
 
 
-def _train(cfg, steps: int = 2):
-    """``steps`` steps of the program training runs (``build_train_program``: the architecture's
-    pieces included), from its jitted fresh state, on batches of seeds 0, 1, ..."""
-    program = build_train_program(cfg)
-    state, history = program.init_placed_state(PROJECTION), []
-    for i in range(steps):
-        state, metrics = program.step(state, program.parallel.put_batch(_batch(cfg, seed=i)))
-        history.append({k: float(v) for k, v in program.parallel.to_host(metrics).items()})
-    return program.parallel.to_host(state), history
-
-
-def _fresh(cfg):
-    g, d = build_models(cfg.model)
-    return g, d, jax.jit(lambda: init_state(cfg, g, d, PROJECTION))()
-
-
-@pytest.fixture(scope="module")
-def single_run(clip_dir):
-    """Two steps on one device (plain SGD, for the layout comparison), from batches of seeds 0 and 1."""
-    cfg = _config(clip_dir, *LAYOUT, "train.num_devices=1")
-    # Module fixtures are set up before the function-scoped quick_compiles: switch it here too.
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        return cfg, *_train(cfg)
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
-
-
-def test_two_steps_are_finite_leave_clip_bitwise_unchanged_and_g_loss_adds_the_clip_term(clip_dir, single_run):
-    cfg, state, history = single_run
+def test_two_steps_are_finite_leave_clip_bitwise_unchanged_and_g_loss_adds_the_clip_term(clip_dir, single_run,
+                                                                                       by_hand):
+    cfg, fresh, state, history, _ = single_run
     before = load_clip(clip_dir).vision.params  # a fresh read of the weights
-    g, d, fresh = _fresh(cfg)
+    g, d = by_hand[:2]
     assert trees_bitwise_equal(g.tower.params, before) and d.tower is g.tower
     for h in history:
         assert all(np.isfinite(v) for v in h.values()), h
@@ -131,31 +170,41 @@ def test_two_steps_are_finite_leave_clip_bitwise_unchanged_and_g_loss_adds_the_c
     assert tree_max_abs_diff(state.g_params, fresh.g_params) > 1e-3
     # G's prompt tokens enter only inside the frozen tower: they moved, so the gradient crossed it.
     assert tree_max_abs_diff(state.g_params["prompts"], fresh.g_params["prompts"]) > 1e-6
-
-    # Step 0's penalty is MA-GP (k=2, p=6) of D as a function of (CLIP features, sentence) at
-    # the real images' features, as GALIP's MA_GP(CLIP_real, sent_emb, ...).
-    batch = _batch(cfg, seed=0)
-    d_input = step_pieces(cfg.model, g, d)["d_input"]
-    real = jnp.asarray(batch["image"], jnp.float32) / 127.5 - 1.0
-
-    @jax.jit
-    def by_hand(p):
-        d_fn = lambda x, s: d.apply({"params": p}, x, s)  # noqa: E731
-        return ma_gp(d_fn, d_input(real), jnp.asarray(batch["sentence"]), 2.0, 6.0)
-
-    assert history[0]["d_penalty"] == pytest.approx(float(by_hand(fresh.d_params)), rel=1e-4)
+    # Step 0's penalty is MA-GP of D on (CLIP features of the real batch, sentence), by hand.
+    assert history[0]["d_penalty"] == pytest.approx(float(by_hand[-1][-1]), rel=1e-4)
 
 
 def test_galip_trains_the_same_on_1_and_8_devices(clip_dir, single_run):
     assert jax.device_count() == 8
-    _, single, h1 = single_run
-    other, h2 = _train(_config(clip_dir, *LAYOUT, "train.num_devices=8", "train.parallel=pmap"))
+    _, fresh, single, h1, _ = single_run
+    # From the same fresh state (the 8-device program's own init is the same; not compiled again).
+    _, other, h2, hlo = _train(_config(clip_dir, *LAYOUT, "train.num_devices=8", "train.parallel=pmap"), fresh)
     diff = tree_max_abs_diff((single.g_params, single.d_params, single.ema_params),
                              (other.g_params, other.d_params, other.ema_params))
     assert diff < 2e-5, diff
     for a, b in zip(h1, h2):
         assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-4)
         assert a["d_penalty"] == pytest.approx(b["d_penalty"], rel=1e-4)
+    # pmap's program too reads the tower as an input (one copy per device), not as constants.
+    assert _largest_constant(hlo) < 1024
+
+
+def _largest_constant(hlo: str) -> int:
+    """Bytes of the largest dense constant in lowered StableHLO text (printed as hex)."""
+    return max((len(m.group(1)) // 2 for m in re.finditer(r'dense<"0x([0-9A-F]+)">', hlo)), default=0)
+
+
+def test_the_step_reads_the_clip_tower_as_an_input_not_as_constants(single_run, by_hand):
+    cfg, hlo = single_run[0], single_run[-1]
+    g, d = by_hand[:2]
+    frozen = frozen_params(g, d)
+    largest = max(x.nbytes for x in jax.tree.leaves(frozen))  # the 8x8x3x16 patch conv: 12 KiB
+    # The compiled step embeds no constant near a tower leaf's size: the weights are its input.
+    assert _largest_constant(hlo) < 1024 < largest
+    # The check sees a closed-over tower: D's CLIP features without the frozen argument embed it.
+    d_input, image = step_pieces(cfg.model, g, d)["d_input"], jnp.zeros((1, 32, 32, 3))
+    assert _largest_constant(jax.jit(lambda x: d_input(x, {})).lower(image).as_text()) == largest
+    assert _largest_constant(jax.jit(d_input).lower(image, frozen).as_text()) < 1024
 
 
 def test_presets_need_a_clip_directory_and_layers_that_fit_it(clip_dir):
@@ -175,45 +224,41 @@ def test_presets_need_a_clip_directory_and_layers_that_fit_it(clip_dir):
         _config(clip_dir, "model.ca=true")
     g, d = build_models(_config(clip_dir).model)
     with pytest.raises(ConfigError, match="projection width 24, got 12"):
-        clip_similarity(g.tower, jnp.zeros((2, 32, 32, 3)), jnp.zeros((2, 12)))
+        clip_similarity(g.tower, g.tower.params, jnp.zeros((2, 32, 32, 3)), jnp.zeros((2, 12)))
 
 
-def _layer_macs(batch, tokens, width=HIDDEN, mlp=40):
+def _layer_macs(batch, tokens, width=HIDDEN, mlp=MLP):
     """One CLIP encoder layer by hand: q, k, v, out projections, the two attention matmuls, the MLP."""
     return 4 * batch * tokens * width * width + 2 * batch * tokens * tokens * width + 2 * batch * tokens * width * mlp
 
 
-def test_flops_count_the_frozen_tower_without_weight_gradients_by_hand(clip_dir):
-    cfg = _config(clip_dir)
-    g, d = build_models(cfg.model)
+def test_flops_count_the_frozen_tower_without_weight_gradients_by_hand(single_run, by_hand):
+    cfg, fresh = single_run[:2]
+    g, d = by_hand[:2]
     count = flops.step_flops(cfg, g, d, PROJECTION)
     b, tokens = 8, GRID * GRID + 1
     patches = b * GRID * GRID * (8 * 8 * 3) * HIDDEN  # the 8x8 stride-8 patch conv
-    encoder = patches + LAYERS * _layer_macs(b, tokens)  # D reads state 3: every layer runs
+    encoder = patches + LAYERS * _layer_macs(b, tokens)  # D reads the last state: every layer runs
     # d_input: forward on real and fake for D, forward + input gradient on the fakes for G.
     assert count["d_input"] == 2 * encoder * (2 + 2)
     # The CLIP term: the whole tower plus the visual projection, forward + input gradient.
     assert count["g_loss_term"] == 2 * (encoder + b * HIDDEN * PROJECTION) * 2
-    # G's frozen layers (a prompt token makes layer 1's sequence 18 long) cost forward, EMA
+    # G's frozen layers (a prompt token makes layer 1's sequence one longer) cost forward, EMA
     # forward and input gradient; its trained layers also the weight gradient.
-    g_layers = flops.trace_layers(g, {"params": init_shapes(cfg, g, d).g_params}, jnp.zeros((b, cfg.model.z_dim)),
-                                  jnp.zeros((b, PROJECTION)))
+    g_layers = flops.trace_layers(g, {"params": fresh.g_params, "frozen": frozen_params(g)},
+                                  jnp.zeros((b, cfg.model.z_dim)), jnp.zeros((b, PROJECTION)))
     frozen = sum(x.macs for x in g_layers if x.frozen)
-    assert frozen == 2 * _layer_macs(b, tokens) + _layer_macs(b, tokens + 1)
+    assert frozen == (LAYERS - 1) * _layer_macs(b, tokens) + _layer_macs(b, tokens + 1)
     trained = sum(x.macs for x in g_layers if not x.frozen)
     assert trained > 0 and count["generator"] == 2 * (4 * trained + 3 * frozen)
     assert count["total"] == sum(count[k] for k in ("generator", "d_input", "d_update", "g_loss_through_d",
                                                     "g_loss_term"))
 
 
-def init_shapes(cfg, g, d):
-    return jax.eval_shape(lambda: init_state(cfg, g, d, PROJECTION))
-
-
 def test_flops_count_sagan_attention_by_hand():
     attention = SelfAttention()
     x = jnp.zeros((2, 4, 4, 16))
-    layers = flops.trace_layers(attention, attention.init(jax.random.key(0), x), x)
+    layers = flops.trace_layers(attention, jax.eval_shape(attention.init, jax.random.key(0), x), x)
     n, c, inner = 16, 16, 2
     projections = 2 * n * (3 * c * inner + inner * c)  # f, g, h to C/8, v back to C
     assert sum(x.macs for x in layers) == projections + 2 * 2 * n * n * inner

@@ -19,7 +19,7 @@ from jaxgan.data.images import ImageError, load_image
 from jaxgan.data.source import DataError, ExampleSource
 from jaxgan.metrics.evaluate import CaptionGroups, ImageSource, protocol_noise
 from jaxgan.metrics.protocol import EvalProtocol
-from jaxgan.sampling import apply_generator
+from jaxgan.sampling import apply_generator, generator_variables
 
 
 class EvalExamples:
@@ -174,4 +174,5 @@ def dataset_generator_source(generator: Any, variables: Any, z_dim: int,
     def inputs_for(captions: list[str]) -> dict[str, np.ndarray]:
         return dict(embed(captions))
 
-    return ImageSource(name, variables, make_images, inputs, captions, inputs_for=inputs_for)
+    return ImageSource(name, generator_variables(generator, variables), make_images, inputs, captions,
+                       inputs_for=inputs_for)

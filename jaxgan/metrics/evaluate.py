@@ -45,7 +45,7 @@ from jaxgan.metrics.protocol import (
     reference_path,
 )
 from jaxgan.metrics.sharded import ShardedMap, evaluation_mesh
-from jaxgan.sampling import apply_generator
+from jaxgan.sampling import apply_generator, generator_variables
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -126,7 +126,7 @@ def generator_source(generator: Any, variables: Any, z_dim: int,
     Args:
       generator: the Flax generator module; applied with ``train=False`` (BatchNorm running
         statistics, so a sample does not depend on its batch).
-      variables: ``{"params": ..., "batch_stats": ...}``.
+      variables: ``{"params": ..., "batch_stats": ...}`` (the generator's frozen params are added).
       z_dim: noise width.
       embed: captions -> ``{"sentence": [B, S]}`` plus ``words``/``word_mask`` for generators
         with word attention (``EmbeddingTable.text`` of the run's frozen text encoder).
@@ -146,7 +146,8 @@ def generator_source(generator: Any, variables: Any, z_dim: int,
     def inputs_for(captions: list[str]) -> dict[str, np.ndarray]:
         return dict(embed(captions))
 
-    return ImageSource(name, variables, make_images, inputs, source.labels, bool(source.attributes), inputs_for)
+    return ImageSource(name, generator_variables(generator, variables), make_images, inputs, source.labels,
+                       bool(source.attributes), inputs_for)
 
 
 def drawn_real_source(source: ExampleSource, offset: int = 0, name: str | None = None) -> ImageSource:

@@ -24,9 +24,13 @@ fusion blocks (``jaxgan.models.dfgan.GBlock``) take it to the image: the first a
 resize to the next power of two above g (7 -> 8), at that size, then one per doubling.
 GALIP's output has no tanh (``output=linear``; pixels are clipped only when saved).
 
-The tower's params are closed over by the modules (read-only numpy arrays under
-``stop_gradient``), never in ``params``: the optimizer and the checkpoint never see them,
-while G still receives gradients through the frozen layers.
+The tower's params are never in ``params``: G and D read them from their ``frozen`` collection
+(``jaxgan.state.FROZEN``, ``{"clip_vision": params}``, which ``frozen_params`` of either gives),
+and the compiled step, sampling and evaluation take that as an argument, so the weights are an
+input of the program rather than constants embedded in it, and the optimizer, the EMA and the
+checkpoint never see them; ``stop_gradient`` keeps them fixed while G still receives gradients
+through the frozen layers. A call without the collection (shape inference, FLOPs tracing, a
+quick look) reads the tower's own read-only arrays.
 
 Training (``galip_step_pieces``): D scores the tower's features, which the step computes
 outside D (``d_input``), so MA-GP differentiates with respect to those features and the
@@ -48,6 +52,7 @@ import jax.numpy as jnp
 from jaxgan.config import ConfigError, ModelConfig, arch_option, option
 from jaxgan.models.dfgan import DFBlock, GBlock, dfgan_channels
 from jaxgan.models.layers import DTYPES, Conv, resolve_conv_impl
+from jaxgan.state import FROZEN
 from jaxgan.text import ClipTowers, load_clip, patch_grid, to_pixel_values
 from jaxgan.text.clip_hf import FrozenTower
 
@@ -55,6 +60,8 @@ from jaxgan.text.clip_hf import FrozenTower
 PRIOR_SCALE = 0.1
 # How images reach the tower: GALIP resizes with F.interpolate's default, nearest.
 RESIZE = "nearest"
+# The tower's params in the frozen pytree (``jaxgan.state.frozen_params``).
+CLIP_VISION = "clip_vision"
 
 
 def parse_layers(key: str, text: str) -> tuple[int, ...]:
@@ -115,11 +122,18 @@ class GALIPConfig(ModelConfig):
 # --- the frozen tower's pieces -------------------------------------------------------------
 
 
-def clip_features(tower: FrozenTower, layers: tuple[int, ...], images: jax.Array) -> jax.Array:
+def tower_params(tower: FrozenTower, frozen: Any) -> Any:
+    """The tower's params in ``frozen`` (the step's argument, a module's ``frozen`` collection),
+    or, when absent, the tower's own arrays (which jit then embeds as constants)."""
+    return (frozen or {}).get(CLIP_VISION, tower.params)
+
+
+
+def clip_features(tower: FrozenTower, params: Any, layers: tuple[int, ...], images: jax.Array) -> jax.Array:
     """What GALIP's D reads: the tower's hidden states ``layers`` of ``images`` as maps.
 
     Args:
-      tower: the frozen CLIP image tower.
+      tower: the frozen CLIP image tower; params: its params (``tower_params``).
       layers: sorted hidden-state indices (state k follows k encoder layers).
       images: [B, R, R, 3] in [-1, 1] (any size: resized to the tower's input, differentiably).
 
@@ -127,16 +141,16 @@ def clip_features(tower: FrozenTower, layers: tuple[int, ...], images: jax.Array
       [B, len(layers), g, g, width] float32; only the layers up to the last one run.
     """
     pixels = to_pixel_values(images, tower.config.image_size, method=RESIZE)
-    h = tower.apply(tower.params, pixels, method="embed_pixels")
+    h = tower.apply(params, pixels, method="embed_pixels")
     maps, at = [], 0
     for k in layers:
-        h = tower.apply(tower.params, h, at, k, method="run_layers")
+        h = tower.apply(params, h, at, k, method="run_layers")
         maps.append(patch_grid(h))
         at = k
     return jnp.stack(maps, axis=1)
 
 
-def clip_similarity(tower: FrozenTower, images: jax.Array, sentence: jax.Array) -> jax.Array:
+def clip_similarity(tower: FrozenTower, params: Any, images: jax.Array, sentence: jax.Array) -> jax.Array:
     """Mean cosine similarity of the tower's image embeddings of ``images`` with ``sentence`` [B, P].
 
     GALIP's ``torch.cosine_similarity(fake_emb, sent_emb).mean()`` (eps 1e-8 on each norm).
@@ -146,17 +160,19 @@ def clip_similarity(tower: FrozenTower, images: jax.Array, sentence: jax.Array) 
         raise ConfigError(f"galip's CLIP similarity needs sentence embeddings of the CLIP's projection width {p}, "
                           f"got {sentence.shape[-1]}: set text.encoder to the same CLIP as model.clip")
     pixels = to_pixel_values(images, tower.config.image_size, method=RESIZE)
-    embeds = tower.apply(tower.params, pixels).image_embeds
+    embeds = tower.apply(params, pixels).image_embeds
     s = sentence.astype(jnp.float32)
     dot = jnp.sum(embeds * s, axis=-1)
     norms = jnp.maximum(jnp.linalg.norm(embeds, axis=-1), 1e-8) * jnp.maximum(jnp.linalg.norm(s, axis=-1), 1e-8)
     return jnp.mean(dot / norms)
 
 
-def clip_prior(tower: FrozenTower, grid: jax.Array, prompts: jax.Array, prompt_layers: tuple[int, ...]) -> jax.Array:
+def clip_prior(tower: FrozenTower, params: Any, grid: jax.Array, prompts: jax.Array,
+               prompt_layers: tuple[int, ...]) -> jax.Array:
     """GALIP's ``CLIP_Mapper``: the frozen tower's layers as a prior on G's map.
 
     Args:
+      tower, params: the frozen tower and its params (``tower_params``).
       grid: [B, g, g, width] bridge features in place of the patch embeddings.
       prompts: [B, len(prompt_layers), width]; prompt i is appended before layer
         ``prompt_layers[i]`` and dropped after it.
@@ -165,14 +181,14 @@ def clip_prior(tower: FrozenTower, grid: jax.Array, prompts: jax.Array, prompt_l
       The last hidden state's patch tokens as a [B, g, g, width] float32 map.
     """
     n = tower.config.num_hidden_layers
-    h = tower.apply(tower.params, grid.astype(jnp.float32), method="embed_patches")
+    h = tower.apply(params, grid.astype(jnp.float32), method="embed_patches")
     at = 0
     for i, layer in enumerate(prompt_layers):
-        h = tower.apply(tower.params, h, at, layer, method="run_layers")
+        h = tower.apply(params, h, at, layer, method="run_layers")
         with_prompt = jnp.concatenate([h, prompts[:, i:i + 1].astype(jnp.float32)], axis=1)
-        h = tower.apply(tower.params, with_prompt, layer, layer + 1, method="run_layers")[:, :-1]
+        h = tower.apply(params, with_prompt, layer, layer + 1, method="run_layers")[:, :-1]
         at = layer + 1
-    return patch_grid(tower.apply(tower.params, h, at, n, method="run_layers"))
+    return patch_grid(tower.apply(params, h, at, n, method="run_layers"))
 
 
 # --- generator -----------------------------------------------------------------------------
@@ -207,7 +223,8 @@ def first_size(grid: int) -> int:
 class GalipGenerator(nn.Module):
     """Maps noise z [B, Z] and CLIP sentence embeddings [B, S] to images [B, R, R, 3] (float32).
 
-    ``tower`` is the frozen CLIP image tower (closed over; its params are not this module's).
+    ``tower`` is the frozen CLIP image tower; its params are read from the ``frozen`` collection
+    (``frozen_params``), not this module's ``params``.
     """
 
     tower: FrozenTower
@@ -225,6 +242,11 @@ class GalipGenerator(nn.Module):
         """The sentence width G's CLIP term needs: the tower's projection width."""
         return self.tower.config.projection_dim
 
+    @property
+    def frozen_params(self) -> dict[str, Any]:
+        """What this module reads from its ``frozen`` collection: the tower's params."""
+        return {CLIP_VISION: self.tower.params}
+
     @nn.compact
     def __call__(self, z: jax.Array, sentence: jax.Array, train: bool = True) -> jax.Array:
         c = self.tower.config
@@ -237,7 +259,8 @@ class GalipGenerator(nn.Module):
                             name=f"bridge_{i}")(h, cond)
         bridge = Conv(c.hidden_size, 5, dtype=self.dtype, impl=self.conv_impl, name="to_clip")(h)
         prompts = nn.Dense(len(self.prompt_layers) * c.hidden_size, dtype=self.dtype, name="prompts")(cond)
-        prior = clip_prior(self.tower, bridge, prompts.reshape(b, -1, c.hidden_size), self.prompt_layers)
+        params = tower_params(self.tower, self.variables.get(FROZEN))
+        prior = clip_prior(self.tower, params, bridge, prompts.reshape(b, -1, c.hidden_size), self.prompt_layers)
         channels = dfgan_channels(self.resolution, self.width)
         mixed = bridge.astype(jnp.float32) + PRIOR_SCALE * prior
         h = Conv(channels[0], 5, dtype=self.dtype, impl=self.conv_impl, name="from_clip")(mixed)
@@ -309,7 +332,8 @@ class GalipDiscriminator(nn.Module):
     ``x`` is either images [B, R, R, 3] in [-1, 1], which go through the tower first
     (``clip_features``), or those features [B, len(layers), g, g, width] already (what the
     training step passes, so that MA-GP is taken with respect to them). With
-    ``wrong_sentence`` it returns ``(logits, wrong_logits)`` from one mate pass.
+    ``wrong_sentence`` it returns ``(logits, wrong_logits)`` from one mate pass. The tower's params
+    are read from the ``frozen`` collection, as in ``GalipGenerator``.
     """
 
     tower: FrozenTower
@@ -318,11 +342,16 @@ class GalipDiscriminator(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "conv"
 
+    @property
+    def frozen_params(self) -> dict[str, Any]:
+        """What this module reads from its ``frozen`` collection: the tower's params."""
+        return {CLIP_VISION: self.tower.params}
+
     @nn.compact
     def __call__(self, x: jax.Array, sentence: jax.Array, wrong_sentence: jax.Array | None = None,
                  train: bool = True):
         if x.ndim == 4:
-            x = clip_features(self.tower, self.layers, x)
+            x = clip_features(self.tower, tower_params(self.tower, self.variables.get(FROZEN)), self.layers, x)
         hidden = self.tower.config.hidden_size
         h = x[:, 0]
         for k in range(1, x.shape[1]):
@@ -394,18 +423,20 @@ def galip_step_pieces(cfg: GALIPConfig, generator: GalipGenerator,
     ``d_input``: images -> the tower's features that D scores (MA-GP then differentiates with
     respect to them, as GALIP's ``MA_GP`` does with ``CLIP_real``). ``g_loss_term``: G's CLIP
     term ``-clip_weight * mean cos(CLIP(fake), sentence)``, GALIP's ``- sim_w * text_img_sim``.
+    Both read the tower's params from the step's ``frozen`` argument.
     """
     tower, layers, weight = discriminator.tower, discriminator.layers, cfg.clip_weight
 
-    def d_input(images: jax.Array) -> jax.Array:
-        return clip_features(tower, layers, images)
+    def d_input(images: jax.Array, frozen: dict[str, Any]) -> jax.Array:
+        return clip_features(tower, tower_params(tower, frozen), layers, images)
 
-    def g_loss_term(fake: jax.Array, sentence: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        sim = clip_similarity(tower, fake, sentence)
+    def g_loss_term(fake: jax.Array, sentence: jax.Array,
+                    frozen: dict[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        sim = clip_similarity(tower, tower_params(tower, frozen), fake, sentence)
         return -weight * sim, {"g_clip_sim": sim}
 
     return {"d_input": d_input, "g_loss_term": g_loss_term}
 
 
 __all__ = ["GALIPConfig", "GalipGenerator", "GalipDiscriminator", "build_galip", "galip_step_pieces",
-           "clip_features", "clip_similarity", "clip_prior"]
+           "clip_features", "clip_similarity", "clip_prior", "tower_params"]
