@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,13 @@ def params_from_hf(weights: dict[str, np.ndarray], config: ClipTextConfig, sourc
                                   error=TextEncoderError)
 
 
-def hf_from_params(params: Any) -> dict[str, np.ndarray]:
-    """Hugging Face tensors (``CLIPTextModelWithProjection`` names) of Flax params."""
+def hf_from_params(params: Any, name: Callable[[tuple[str, ...]], str] = hf_name) -> dict[str, np.ndarray]:
+    """Hugging Face tensors of Flax params, each named by ``name`` (default: the
+    ``CLIPTextModelWithProjection`` names; ``vision_hf_name`` for the vision tower)."""
     out = {}
     for path, leaf in traverse_util.flatten_dict(jax.device_get(params)).items():
         value = np.asarray(leaf, np.float32)
-        out[hf_name(path)] = np.ascontiguousarray(hf.to_torch_layout(path[-1], value))
+        out[name(path)] = np.ascontiguousarray(hf.to_torch_layout(path[-1], value))
     return out
 
 
@@ -263,15 +265,6 @@ def save_clip_text(directory: str | Path, config: ClipTextConfig, params: Any) -
     return directory
 
 
-def vision_hf_from_params(params: Any) -> dict[str, np.ndarray]:
-    """Hugging Face tensors (``CLIPModel`` names) of ``ClipVisionModel`` params."""
-    out = {}
-    for path, leaf in traverse_util.flatten_dict(jax.device_get(params)).items():
-        value = np.asarray(leaf, np.float32)
-        out[vision_hf_name(path)] = np.ascontiguousarray(hf.to_torch_layout(path[-1], value))
-    return out
-
-
 def clip_config_json(text_config: ClipTextConfig, vision_config: ClipVisionConfig) -> dict[str, Any]:
     """config.json contents that transformers reads as a ``CLIPConfig`` (both towers)."""
     if text_config.projection_dim != vision_config.projection_dim:
@@ -300,7 +293,7 @@ def save_clip(directory: str | Path, text_config: ClipTextConfig, text_params: A
     from safetensors.numpy import save_file
 
     config = clip_config_json(text_config, vision_config)
-    tensors = {**hf_from_params(text_params), **vision_hf_from_params(vision_params),
+    tensors = {**hf_from_params(text_params), **hf_from_params(vision_params, vision_hf_name),
                LOGIT_SCALE: np.asarray(logit_scale, np.float32)}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
