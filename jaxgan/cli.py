@@ -25,6 +25,7 @@ from jaxgan.data.captions import clean_caption
 from jaxgan.distributed import DEFAULT_HEARTBEAT_TIMEOUT_S, initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
 from jaxgan.evaluator import evaluate_workdir
+from jaxgan.importers import commands as importers
 from jaxgan.metrics import attributes, features, inception, sanity
 from jaxgan.metrics.alignment import alignment_of
 from jaxgan.metrics.evaluate import EvalResult, metric_lines
@@ -259,6 +260,8 @@ COMMANDS: dict[str, Command] = {
                                  inception.run),
     "feature-scale": Command("measure the shapes feature network's feature scale", features.build_parser,
                              features.run),
+    "import": Command("convert official PyTorch release files (damsm, ...)", importers.build_parser,
+                      importers.run),
 }
 
 

