@@ -101,6 +101,18 @@ def test_words_and_sentence_match_the_pytorch_reference(converted):
     np.testing.assert_allclose(np.asarray(alone.sentence[0]), np.asarray(out.sentence[0]), atol=1e-6)
 
 
+def test_a_longer_max_length_reproduces_dfgan_sample_py(converted):
+    reference, encoder, out_dir = converted
+    # DF-GAN's sample.py keeps every known word: the 28-word caption in full.
+    words_ref, sent_ref = damsm_reference.encode(reference, damsm_reference.tokenize(WORDTOIX, CAPTIONS))
+    longer = load_text_encoder(str(out_dir), max_length=32)
+    out = longer(CAPTIONS)
+    np.testing.assert_allclose(np.asarray(out.words[:, :28]), words_ref.transpose(0, 2, 1), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(out.sentence), sent_ref, atol=1e-5, rtol=0)
+    # The cut caption (first 18 words) is a different sentence from the whole one.
+    assert np.abs(np.asarray(out.sentence[2]) - np.asarray(encoder(CAPTIONS[2:3]).sentence[0])).max() > 1e-3
+
+
 def test_params_are_frozen(converted):
     _, encoder, _ = converted
     tokens = encoder.tokenize(CAPTIONS[:2])
