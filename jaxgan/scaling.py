@@ -1,7 +1,8 @@
 """On paper: what data-parallel training moves between chips per step, and the step time
 that implies at a given scale.
 
-``jaxgan scaling --preset default --preset dfgan256 --chips 256 --link-gbps 400``
+``jaxgan scaling --preset default --preset dfgan256 --chips 256 --link-gbps 400`` (``--set KEY=VALUE``
+overrides config keys of every preset, as in training)
 
 Per step, each network's gradient is all-reduced once (D's, then G's; BatchNorm statistics
 and the metrics are a few kilobytes). A ring all-reduce of S bytes over n chips sends and
@@ -30,7 +31,7 @@ from jax.sharding import PartitionSpec
 
 from jaxgan.config import Config, ConfigError
 from jaxgan.flops import step_flops
-from jaxgan.models import build_models
+from jaxgan.models import build_models, sentence_width
 from jaxgan.parallel import fsdp_spec
 from jaxgan.presets import get_config
 from jaxgan.state import abstract_state
@@ -45,6 +46,15 @@ def fsdp_bytes(size_bytes: float, n: int, fsdp: int) -> float:
     """Bytes one chip sends per step with weights split over ``fsdp`` chips (see module doc)."""
     within = 3.0 * (fsdp - 1) / fsdp * size_bytes if fsdp > 1 else 0.0
     return within + ring_allreduce_bytes(size_bytes / fsdp, n // fsdp)
+
+
+SENTENCE_DIM = 128  # the sentence width assumed when the generator does not fix one
+
+
+def sentence_dim_of(config: Config) -> int:
+    """The sentence width ``config``'s generator takes: its own where it fixes one (GALIP: the
+    CLIP's projection), else ``SENTENCE_DIM``."""
+    return sentence_width(build_models(config.model)[0]) or SENTENCE_DIM
 
 
 def _params(config: Config, sentence_dim: int) -> tuple[Any, Any]:
@@ -100,22 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="per-chip peak (default: H100 bf16 dense)")
     p.add_argument("--mfu", type=float, default=0.3, help="fraction of peak the compute reaches")
     p.add_argument("--latency-us", type=float, default=5.0, help="per-hop latency of a ring all-reduce step")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, applied to every preset (repeatable), e.g. model.clip=DIR")
     return p
 
 
 def configs(args: argparse.Namespace) -> list[Config]:
-    """The configs ``jaxgan scaling`` projects: each ``--preset``."""
-    return [get_config(preset) for preset in args.preset or ["default"]]
+    """The configs ``jaxgan scaling`` projects: each ``--preset`` with the ``--set`` overrides."""
+    return [get_config(preset, args.overrides) for preset in args.preset or ["default"]]
 
 
 def run(args: argparse.Namespace) -> int:
     """``jaxgan scaling``: one line per preset with its traffic and expected step time."""
-    for preset in args.preset or ["default"]:
-        config = get_config(preset)
+    for preset, config in zip(args.preset or ["default"], configs(args)):
         if args.chips < 1 or args.chips % args.fsdp:
             raise ConfigError(f"--fsdp {args.fsdp} must divide --chips {args.chips}")
         r = expected_step(config, args.chips, args.link_gbps, args.peak_tflops, args.mfu, args.fsdp,
-                          args.latency_us)
+                          args.latency_us, sentence_dim_of(config))
         print(f"{preset}: G {r['g_params_mb']:.1f} MiB + D {r['d_params_mb']:.1f} MiB of float32 params; "
               f"{r['bytes_per_chip_per_step'] / 2**20:.1f} MiB sent per chip per step over {args.chips} chips "
               f"(fsdp={args.fsdp}) = {r['comm_ms']:.3f} ms at {args.link_gbps:g} Gbit/s and "

@@ -3,10 +3,20 @@
 import jax
 import numpy as np
 import pytest
+import transformers
 
 from jaxgan.models import build_models
 from jaxgan.presets import get_config
-from jaxgan.scaling import expected_step, fsdp_bytes, parameter_bytes, ring_allreduce_bytes
+from jaxgan.scaling import (
+    SENTENCE_DIM,
+    build_parser,
+    expected_step,
+    fsdp_bytes,
+    parameter_bytes,
+    ring_allreduce_bytes,
+    run,
+    sentence_dim_of,
+)
 from jaxgan.state import init_state
 
 
@@ -35,3 +45,32 @@ def test_expected_step_adds_bandwidth_latency_and_compute():
     latency_ms = 1e3 * 2 * 2 * 3 * 10e-6  # two all-reduces, 2 (n - 1) hops each
     assert r["comm_ms"] == pytest.approx(bandwidth_ms + latency_ms)
     assert r["step_ms"] == pytest.approx(r["comm_ms"] + r["compute_ms"])
+
+
+def test_set_overrides_every_preset(capsys):
+    args = build_parser().parse_args(["--preset", "tiny", "--set", "model.width=4", "--chips", "4"])
+    run(args)
+    config = get_config("tiny", ["model.width=4"])
+    g_mib = parameter_bytes(config)["g"] / 2**20
+    assert g_mib != parameter_bytes(get_config("tiny"))["g"] / 2**20
+    assert f"tiny: G {g_mib:.1f} MiB" in capsys.readouterr().out
+
+
+def test_galip_params_are_counted_at_the_clip_sentence_width(tmp_path):
+    """GALIP's G and D take the CLIP's projection (24 here), not SENTENCE_DIM: the bytes
+    scaling all-reduces are those of the params initialised at that width."""
+    text = dict(vocab_size=40, hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16, eos_token_id=39, bos_token_id=1, pad_token_id=0)
+    vision = dict(hidden_size=16, intermediate_size=20, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=40, patch_size=8)
+    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
+                                                   projection_dim=24)).save_pretrained(tmp_path)
+    config = get_config("galip64", [f"model.clip={tmp_path}", "model.width=4", "model.z_dim=8",
+                                    "model.resolution=32", "model.d_layers=1,2", "model.prompt_layers=1",
+                                    "model.bridge_width=4", "model.bridge_blocks=1"])
+    assert sentence_dim_of(config) == 24 and sentence_dim_of(get_config("tiny")) == SENTENCE_DIM
+    g, d = build_models(config.model)
+    state = jax.eval_shape(lambda: init_state(config, g, d, 24))
+    count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))  # noqa: E731
+    assert parameter_bytes(config, sentence_dim_of(config)) == {"g": 4 * count(state.g_params),
+                                                                "d": 4 * count(state.d_params)}
