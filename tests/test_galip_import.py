@@ -6,6 +6,9 @@ official ``state_epoch_*.pth`` onto jaxgan's params.
 A random tiny CLIP with ViT-B/32's geometry (224 px, 32 px patches: a 7x7 grid, 12 layers) but
 width 32 stands in for ViT-B/32; G and D are thin (nf 2, bridge 8, D's map 16 channels)."""
 
+import json
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,12 +20,17 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from jaxgan.cli import run_command
 from jaxgan.importers.galip import check_clip, discriminator_params, generator_params, openai_visual_from_hf, split_clip
 from jaxgan.importers.torch_files import ImportFileError, load_torch_file, state_dict_from
 from jaxgan.models import build_models
 from jaxgan.models.galip import clip_similarity, tower_params
 from jaxgan.models.layers import resize_nearest, torch_nearest_index
+from jaxgan.pixels import to_uint8
 from jaxgan.presets import get_config
+from jaxgan.sampling import sample_noise
+from jaxgan.text.clip_hf import SHAPES_CLIP_DIR
+from jaxgan.workdir import TrainedGenerator, saved_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 from benchmarks.galip_reference import CLIP_IMG_ENCODER, NetC, NetD, NetG, openai_clip_from_hf, randomize_  # noqa: E402
@@ -36,14 +44,17 @@ TOLERANCE = 1e-4
 def official(tmp_path_factory):
     """(CLIP directory, official checkpoint path, the reference modules) with random weights."""
     root = tmp_path_factory.mktemp("galip_official")
-    text = dict(vocab_size=40, hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=16, eos_token_id=39, bos_token_id=1, pad_token_id=0)
+    # The text tower takes the shipped shapes CLIP's tokenizer (172 tokens), so captions work.
+    text = dict(vocab_size=172, hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=32, eos_token_id=3, bos_token_id=2, pad_token_id=0)
     vision = dict(hidden_size=HIDDEN, intermediate_size=48, num_hidden_layers=12, num_attention_heads=2,
                   image_size=224, patch_size=32)
     torch.manual_seed(0)
     hf = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
                                                         projection_dim=PROJECTION)).eval()
     hf.save_pretrained(root / "clip")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(SHAPES_CLIP_DIR / name, root / "clip" / name)
     clip = openai_clip_from_hf(hf)
     net_g = NetG(NF, Z, PROJECTION, 224, 3, clip, code_ch=BRIDGE, mid_ch=BRIDGE // 2).eval()
     net_d = NetD(HIDDEN, D_OUT).eval()
@@ -169,3 +180,29 @@ def test_a_checkpoint_of_other_widths_is_a_one_line_error(official, imported):
     with pytest.raises(ImportFileError, match=r"^netG: 2 differences from the expected layout: missing "
                                               r"to_rgb.1.bias; GBlocks.0.c1.weight has shape"):
         generator_params(net_g, g_abstract, 7)
+
+
+def test_jaxgan_import_galip_writes_a_workdir_that_samples_the_official_image(official, tmp_path, capsys):
+    workdir = tmp_path / "imported"
+    sizes = [f"model.width={NF}", f"model.d_width={NF}", f"model.z_dim={Z}", f"model.bridge_width={BRIDGE}"]
+    argv = ["galip", "--checkpoint", str(official["pth"]), "--clip", official["clip"], "--workdir", str(workdir)]
+    assert run_command("import", [*argv, *(a for kv in sizes for a in ("--set", kv))]) == 0
+    assert json.loads((workdir / "imported.json").read_text())["epoch"] == 7
+    config = saved_config(workdir)
+    assert (config.model.resolution, config.model.nearest, config.model.clip_pixels) == (224, "floor", "galip")
+    sampler = TrainedGenerator(config, workdir)  # what sample.py runs
+    prompts, seeds = ["a red circle", "a small blue square"], [0, 1]
+    ours = sampler(prompts, seeds)
+    z = np.asarray(sample_noise(seeds, Z))
+    with torch.no_grad():
+        sentence = np.array(sampler.embed.text(prompts)["sentence"])
+        theirs = official["G"](torch.from_numpy(np.array(z)), torch.from_numpy(sentence))
+    theirs = np.asarray(to_uint8(jnp.asarray(_nhwc(theirs))))
+    assert ours.shape == theirs.shape == (2, 224, 224, 3)
+    assert len(np.unique(theirs)) > 10
+    # Equal pixels, but for a rare rounding tie at a level boundary.
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1 and (ours == theirs).mean() > 0.999
+    # A second import into the now non-empty workdir is refused in one line.
+    assert run_command("import", [*argv, *(a for kv in sizes for a in ("--set", kv))]) == 2
+    assert re.fullmatch(r"error: \S+imported exists and is not empty; import into a new or empty folder\n",
+                        capsys.readouterr().err)

@@ -16,13 +16,33 @@ their forward never uses, which is checked for shape and dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import argparse
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
+import jax
 import numpy as np
 from flax import traverse_util
 
-from jaxgan.importers.torch_files import ImportFileError, check_state_dict
+from jaxgan.checkpoint import Checkpointer
+from jaxgan.config import Config, ConfigError, to_json
+from jaxgan.data import make_source, source_type
+from jaxgan.data.pipeline import Pipeline
+from jaxgan.errors import JaxganError
+from jaxgan.importers.torch_files import ImportFileError, check_state_dict, load_torch_file, state_dict_from
+from jaxgan.models import build_models
+from jaxgan.paths import workdir_path
+from jaxgan.presets import get_config
+from jaxgan.state import abstract_state, init_state
+from jaxgan.text import load_text_encoder
+from jaxgan.text.clip_hf import hf_from_params, vision_hf_name
+from jaxgan.workdir import write_atomically
+
+DEFAULT_PRESET = "galip_official_coco"
+FORMAT = "tobran/GALIP state_epoch_*.pth"
 
 # netG's copy of the frozen tower (CLIP_Adapter.CLIP_ViT, a CLIP_Mapper).
 CLIP_IN_G = "mapping.CLIP_ViT."
@@ -196,3 +216,114 @@ def check_clip(in_checkpoint: Mapping[str, np.ndarray], hf: Mapping[str, np.ndar
             raise ImportFileError(f"{what}: mapping.CLIP_ViT.{key} differs from the CLIP directory's tower "
                                   f"(max |diff| {worst:.3g} at {int(bad.sum())} values): --clip names another "
                                   "CLIP than the one GALIP was trained with")
+
+
+class _Given(nn.Module):
+    """A stand-in for G or D whose ``init`` returns ``values`` as its params."""
+
+    values: Any
+
+    @nn.compact
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        for name, value in self.values.items():
+            self.param(name, lambda _rng, v=value: v)
+
+
+def _data_position_at_start(config: Config) -> dict[str, Any]:
+    """The data position a checkpoint written before the first step stores: the pipeline's own
+    when the dataset opens here, else that of a one-process run that has read nothing."""
+    try:
+        source = make_source(config)
+    except JaxganError:
+        source = None
+    if source is not None:
+        return Pipeline(config, source, None).position(0)
+    base = {"dataset": config.data.dataset, "next_step": 0, "seed": config.data.seed,
+            "batch_size": config.train.batch_size}
+    if source_type(config.data.dataset).drawn:
+        return base
+    return base | {"process_count": 1, "consumed": [0], "stats": {"skipped": {}, "repaired": {}}}
+
+
+def import_galip(checkpoint: str | Path, clip: str, workdir: str | Path, preset: str = DEFAULT_PRESET,
+                 overrides: Sequence[str] = (), check_clip_weights: bool = True, notice: Any = print) -> Path:
+    """Writes a jaxgan workdir (``config.json``, a checkpoint at step 0, ``imported.json``) from an
+    official GALIP ``state_epoch_N.pth``; returns the workdir. Optimizers start fresh.
+
+    Args:
+      checkpoint: the official file.
+      clip: the Hugging Face CLIP directory GALIP was trained on (ViT-B/32 for the releases):
+        ``model.clip`` and ``text.encoder``.
+      workdir: a new or empty folder.
+      preset: a preset with the checkpoint's settings (``galip_official_coco`` or ``_cub``).
+      overrides: ``key=value`` config overrides on top (widths of a non-released model, ``data.*``).
+      check_clip_weights: compare netG's copy of the tower with the directory's (``check_clip``).
+
+    Raises:
+      ImportFileError: an existing non-empty workdir, an unreadable or mismatched checkpoint.
+      ConfigError: an unknown preset or override, or a preset of another architecture.
+    """
+    workdir = workdir_path(workdir)
+    if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+        raise ImportFileError(f"{workdir} exists and is not empty; import into a new or empty folder")
+    config = get_config(preset, [*overrides, f"model.clip={clip}", f"text.encoder={clip}"])
+    if config.model.arch != "galip":
+        raise ConfigError(f"preset {preset} is model.arch={config.model.arch}; GALIP checkpoints need a galip "
+                          f"preset such as {DEFAULT_PRESET}")
+    raw = load_torch_file(checkpoint)
+    net_g, clip_weights = split_clip(state_dict_from(raw, checkpoint, "model", "netG"))
+    net_d = state_dict_from(raw, checkpoint, "model", "netD")
+    net_c = state_dict_from(raw, checkpoint, "model", "netC")
+    generator, discriminator = build_models(config.model)
+    tower = generator.tower
+    if check_clip_weights:
+        hf = hf_from_params(tower.params, vision_hf_name)
+        check_clip(clip_weights, hf, tower.config.num_hidden_layers, f"{checkpoint}")
+    encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
+    shapes = abstract_state(config, generator, discriminator, encoder.sentence_dim, encoder.word_dim)
+    g_params = generator_params(net_g, shapes.g_params, tower.config.grid_size, f"{checkpoint} netG")
+    d_params = discriminator_params(net_d, net_c, shapes.d_params, f"{checkpoint}")
+    # The state a fresh run starts from (optimizers, EMA, counters) around the imported params,
+    # built without running G and D: compiling their init at 224 px costs minutes on a CPU.
+    state = jax.jit(lambda g, d: init_state(config, _Given(g), _Given(d), encoder.sentence_dim,
+                                            encoder.word_dim))(g_params, d_params)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_atomically(workdir / "config.json", to_json(config) + "\n")
+    checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints, asynchronous=False)
+    try:
+        checkpoints.save(0, state, _data_position_at_start(config), config)
+        checkpoints.wait()
+    finally:
+        checkpoints.close()
+    epoch = raw.get("epoch") if isinstance(raw, Mapping) else None
+    record = {"source": str(Path(checkpoint).resolve()), "format": FORMAT, "epoch": epoch, "clip": clip,
+              "clip_checked": bool(check_clip_weights), "preset": preset, "overrides": list(overrides),
+              "optimizers": "fresh"}
+    write_atomically(workdir / "imported.json", json.dumps(record, indent=2) + "\n")
+    notice(f"imported {checkpoint} (epoch {epoch}) into {workdir} at step 0; optimizers start fresh")
+    return Path(str(workdir))
+
+
+def add_galip_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds ``galip`` to ``jaxgan import``'s subcommands; returns its parser."""
+    p = subparsers.add_parser("galip", help="an official GALIP state_epoch_N.pth (tobran/GALIP)",
+                              description="Write a jaxgan workdir from an official GALIP checkpoint.")
+    p.add_argument("--checkpoint", required=True, help="the official state_epoch_N.pth")
+    p.add_argument("--clip", required=True, metavar="DIR",
+                   help="the Hugging Face CLIP directory GALIP was trained on (a local openai/clip-vit-base-patch32 "
+                        "for the released models); becomes model.clip and text.encoder")
+    p.add_argument("--workdir", required=True, help="a new or empty folder")
+    p.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"the checkpoint's settings (default {DEFAULT_PRESET}; galip_official_cub for CUB)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set data.captions_dir=DIR (repeatable)")
+    p.add_argument("--no-check-clip", dest="check_clip", action="store_false",
+                   help="skip comparing the checkpoint's copy of the CLIP tower with --clip's")
+    p.set_defaults(run_import=run_import_galip)
+    return p
+
+
+def run_import_galip(args: argparse.Namespace) -> int:
+    """``jaxgan import galip``: the parsed flags -> ``import_galip``."""
+    import_galip(args.checkpoint, args.clip, args.workdir, args.preset, args.overrides, args.check_clip)
+    return 0
