@@ -71,6 +71,17 @@ _GALIP: dict[str, Any] = {
     "train.g_lr": 1e-4, "train.d_lr": 4e-4, "train.beta1": 0.0, "train.beta2": 0.9,
 }
 
+# GALIP as tobran/GALIP's code computes it (models/GALIP.py, cfg/birds.yml and cfg/coco.yml): G
+# ends at the CLIP input size, 224 (its last block resizes 64 -> 224); F.interpolate's default
+# nearest (source pixel floor(i * in / out)) for G's 7 -> 8 resize and for the CLIP input, and
+# transf_to_CLIP_input's double shift; z 100; 8 processes x batch 64 (scripts/train.sh). GALIP
+# keeps no average of G: with ema_decay 0 the EMA generator is G. model.clip and text.encoder
+# name a CLIP ViT-B/32 directory. docs/importing.md ("GALIP") compares the layers.
+_GALIP_OFFICIAL: dict[str, Any] = _GALIP | {
+    "model.resolution": 224, "model.z_dim": 100, "model.nearest": "floor", "model.clip_pixels": "galip",
+    "train.batch_size": 512, "train.ema_decay": 0.0,
+}
+
 # Presets override a few fields of the default. "tiny" is for tests and quick local runs.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -107,6 +118,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.resolution": 64, "model.clip": "shapes_clip", "text.encoder": "shapes_clip", "model.width": 16,
         "model.d_layers": "1,2,3", "model.prompt_layers": "1,2,3", "model.bridge_width": 32,
         "model.bridge_blocks": 2, "train.batch_size": 16},
+    "galip_official_cub": _GALIP_OFFICIAL | {"data.dataset": "caltech_birds2011"},
+    "galip_official_coco": _GALIP_OFFICIAL | {"data.dataset": "coco_captions"},
     "tiny": {
         "model.width": 8, "model.z_dim": 16, "model.text_dim": 16, "train.batch_size": 16,
         "train.steps": 20, "train.log_every": 5, "train.sample_every": 10,

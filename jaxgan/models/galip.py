@@ -51,10 +51,11 @@ import jax.numpy as jnp
 
 from jaxgan.config import ConfigError, ModelConfig, arch_option, option
 from jaxgan.models.dfgan import DFBlock, GBlock, dfgan_channels
-from jaxgan.models.layers import DTYPES, Conv, resolve_conv_impl
+from jaxgan.models.layers import DTYPES, Conv, resize_nearest, resolve_conv_impl
 from jaxgan.state import FROZEN
 from jaxgan.text import ClipTowers, load_clip, patch_grid, to_pixel_values
 from jaxgan.text.clip_hf import FrozenTower
+from jaxgan.text.clip_vision import normalize_pixels
 
 # GALIP adds the tower's output to the bridge's map at this scale (``fuse_feat + 0.1 * map_feat``).
 PRIOR_SCALE = 0.1
@@ -100,6 +101,16 @@ class GALIPConfig(ModelConfig):
                                "their inner convs have half)", at_least=2)
     bridge_blocks: int = option(4, "fusion blocks in G's bridge before the CLIP tower (GALIP: 4)", at_least=1)
     output: str = option("linear", "G's output: linear (GALIP) or tanh", choices=("linear", "tanh"))
+    # GALIP's G ends at the CLIP input size, 224, which is no power of two: its last block
+    # resizes 64 -> 224 (docs/importing.md, "GALIP").
+    resolution: int = option(32, "image side in pixels; 224 is GALIP's own (its last block resizes 64 -> 224)",
+                             choices=(32, 64, 128, 224, 256))
+    nearest: str = option("centre", "which source pixel a nearest resize (G's grid -> first block, images -> "
+                          "CLIP input) reads: centre (jax.image.resize, PyTorch's nearest-exact) or floor "
+                          "(PyTorch's default nearest, which GALIP's code uses)", choices=("centre", "floor"))
+    clip_pixels: str = option("unit", "how images in [-1, 1] reach CLIP's mean/std normalisation: unit maps "
+                              "them to [0, 1]; galip shifts twice as GALIP's transf_to_CLIP_input does, "
+                              "x / 4 + 3 / 4 in [0.5, 1]", choices=("unit", "galip"))
 
     @property
     def d_layer_list(self) -> tuple[int, ...]:
@@ -129,18 +140,39 @@ def tower_params(tower: FrozenTower, frozen: Any) -> Any:
 
 
 
-def clip_features(tower: FrozenTower, params: Any, layers: tuple[int, ...], images: jax.Array) -> jax.Array:
+def galip_pixel_values(images: jax.Array, image_size: int, nearest: str = "centre",
+                       clip_pixels: str = "unit") -> jax.Array:
+    """The CLIP input of images in [-1, 1]: a nearest resize to ``image_size`` and CLIP's
+    normalisation, differentiable.
+
+    ``nearest="centre", clip_pixels="unit"`` is ``to_pixel_values(..., method="nearest")``.
+    ``"floor", "galip"`` is GALIP's ``transf_to_CLIP_input``: ``F.interpolate(x * 0.5 + 0.5)``
+    (source pixel ``floor(i * in / out)``), then ``(x + 1) * 0.5`` a second time, then
+    ``(x - mean) / std``: the tower sees x / 4 + 3 / 4, not (x + 1) / 2.
+    """
+    if nearest == "centre" and clip_pixels == "unit":
+        return to_pixel_values(images, image_size, method=RESIZE)
+    x = jnp.asarray(images, jnp.float32) * 0.5 + 0.5
+    x = resize_nearest(x, image_size, nearest)
+    if clip_pixels == "galip":
+        x = (x + 1.0) * 0.5
+    return normalize_pixels(x)
+
+
+def clip_features(tower: FrozenTower, params: Any, layers: tuple[int, ...], images: jax.Array,
+                  nearest: str = "centre", clip_pixels: str = "unit") -> jax.Array:
     """What GALIP's D reads: the tower's hidden states ``layers`` of ``images`` as maps.
 
     Args:
       tower: the frozen CLIP image tower; params: its params (``tower_params``).
       layers: sorted hidden-state indices (state k follows k encoder layers).
       images: [B, R, R, 3] in [-1, 1] (any size: resized to the tower's input, differentiably).
+      nearest, clip_pixels: the pixel path (``galip_pixel_values``).
 
     Returns:
       [B, len(layers), g, g, width] float32; only the layers up to the last one run.
     """
-    pixels = to_pixel_values(images, tower.config.image_size, method=RESIZE)
+    pixels = galip_pixel_values(images, tower.config.image_size, nearest, clip_pixels)
     h = tower.apply(params, pixels, method="embed_pixels")
     maps, at = [], 0
     for k in layers:
@@ -150,16 +182,18 @@ def clip_features(tower: FrozenTower, params: Any, layers: tuple[int, ...], imag
     return jnp.stack(maps, axis=1)
 
 
-def clip_similarity(tower: FrozenTower, params: Any, images: jax.Array, sentence: jax.Array) -> jax.Array:
+def clip_similarity(tower: FrozenTower, params: Any, images: jax.Array, sentence: jax.Array,
+                    nearest: str = "centre", clip_pixels: str = "unit") -> jax.Array:
     """Mean cosine similarity of the tower's image embeddings of ``images`` with ``sentence`` [B, P].
 
-    GALIP's ``torch.cosine_similarity(fake_emb, sent_emb).mean()`` (eps 1e-8 on each norm).
+    GALIP's ``torch.cosine_similarity(fake_emb, sent_emb).mean()`` (eps 1e-8 on each norm);
+    ``nearest`` and ``clip_pixels`` choose the pixel path (``galip_pixel_values``).
     """
     p = tower.config.projection_dim
     if sentence.shape[-1] != p:
         raise ConfigError(f"galip's CLIP similarity needs sentence embeddings of the CLIP's projection width {p}, "
                           f"got {sentence.shape[-1]}: set text.encoder to the same CLIP as model.clip")
-    pixels = to_pixel_values(images, tower.config.image_size, method=RESIZE)
+    pixels = galip_pixel_values(images, tower.config.image_size, nearest, clip_pixels)
     embeds = tower.apply(params, pixels).image_embeds
     s = sentence.astype(jnp.float32)
     dot = jnp.sum(embeds * s, axis=-1)
@@ -234,6 +268,7 @@ class GalipGenerator(nn.Module):
     bridge_blocks: int = 4
     prompt_layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
     output: str = "linear"     # or "tanh"
+    nearest: str = "centre"    # or "floor": GALIPConfig.nearest
     dtype: Any = jnp.float32
     conv_impl: str = "conv"
 
@@ -261,21 +296,27 @@ class GalipGenerator(nn.Module):
         prompts = nn.Dense(len(self.prompt_layers) * c.hidden_size, dtype=self.dtype, name="prompts")(cond)
         params = tower_params(self.tower, self.variables.get(FROZEN))
         prior = clip_prior(self.tower, params, bridge, prompts.reshape(b, -1, c.hidden_size), self.prompt_layers)
-        channels = dfgan_channels(self.resolution, self.width)
+        # Below a resolution that is no power of two (GALIP's 224) the blocks are those of the
+        # power of two under it, and the last one resizes to the resolution instead (64 -> 224).
+        pow2 = 1 << (self.resolution.bit_length() - 1)
+        channels = dfgan_channels(pow2, self.width)
         mixed = bridge.astype(jnp.float32) + PRIOR_SCALE * prior
         h = Conv(channels[0], 5, dtype=self.dtype, impl=self.conv_impl, name="from_clip")(mixed)
         size = first_size(g)
         block = functools.partial(GBlock, dtype=self.dtype, conv_impl=self.conv_impl)
-        # The first block runs at `size`: GALIP interpolates 7 -> 8 first; a grid of half that size
-        # is the ordinary upsampling block.
         start = (size // 4).bit_length() - 1  # index of `size` in channels (sizes 4, 8, ...)
-        if size == 2 * g:
-            h = block(channels[start], name="block_0")(h, cond, train)
-        else:
-            h = jax.image.resize(h, (b, size, size, h.shape[-1]), "nearest")
-            h = block(channels[start], upsample=False, name="block_0")(h, cond, train)
-        for i, features in enumerate(channels[start + 1:], start=1):
-            h = block(features, name=f"block_{i}")(h, cond, train)
+        sizes = [size * 2 ** i for i in range(len(channels) - start)]
+        sizes[-1] = self.resolution
+        # Each block runs at its size: GALIP interpolates 7 -> 8 first; a doubling is the
+        # ordinary upsampling block (both nearest rules agree there), any other ratio a resize
+        # and the block at its input's size (fusion and the 1x1 shortcut are per pixel, so
+        # resizing first is the same function as PyTorch's G_Block).
+        for i, (features, out) in enumerate(zip(channels[start:], sizes)):
+            if out == 2 * h.shape[1]:
+                h = block(features, name=f"block_{i}")(h, cond, train)
+            else:
+                h = resize_nearest(h, out, self.nearest)
+                h = block(features, upsample=False, name=f"block_{i}")(h, cond, train)
         h = Conv(3, 3, dtype=self.dtype, impl=self.conv_impl, name="to_rgb")(nn.leaky_relu(h, 0.2))
         h = h.astype(jnp.float32)
         return jnp.tanh(h) if self.output == "tanh" else h
@@ -339,6 +380,8 @@ class GalipDiscriminator(nn.Module):
     tower: FrozenTower
     layers: tuple[int, ...] = (2, 5, 9)
     width: int = 64            # the mate ends at 8 * width channels, the head's joint conv has 2 * width
+    nearest: str = "centre"    # the pixel path of images (galip_pixel_values)
+    clip_pixels: str = "unit"
     dtype: Any = jnp.float32
     conv_impl: str = "conv"
 
@@ -351,7 +394,8 @@ class GalipDiscriminator(nn.Module):
     def __call__(self, x: jax.Array, sentence: jax.Array, wrong_sentence: jax.Array | None = None,
                  train: bool = True):
         if x.ndim == 4:
-            x = clip_features(self.tower, tower_params(self.tower, self.variables.get(FROZEN)), self.layers, x)
+            x = clip_features(self.tower, tower_params(self.tower, self.variables.get(FROZEN)), self.layers, x,
+                              self.nearest, self.clip_pixels)
         hidden = self.tower.config.hidden_size
         h = x[:, 0]
         for k in range(1, x.shape[1]):
@@ -410,9 +454,9 @@ def build_galip(cfg: GALIPConfig, bn_groups: int = 1,
     dtype, impl = DTYPES[cfg.dtype], resolve_conv_impl(cfg.conv_impl)
     generator = GalipGenerator(tower, resolution=cfg.resolution, width=cfg.width, bridge_width=cfg.bridge_width,
                                bridge_blocks=cfg.bridge_blocks, prompt_layers=cfg.prompt_layer_list,
-                               output=cfg.output, dtype=dtype, conv_impl=impl)
-    discriminator = GalipDiscriminator(tower, layers=cfg.d_layer_list, width=cfg.discriminator_width, dtype=dtype,
-                                       conv_impl=impl)
+                               output=cfg.output, nearest=cfg.nearest, dtype=dtype, conv_impl=impl)
+    discriminator = GalipDiscriminator(tower, layers=cfg.d_layer_list, width=cfg.discriminator_width,
+                                       nearest=cfg.nearest, clip_pixels=cfg.clip_pixels, dtype=dtype, conv_impl=impl)
     return generator, discriminator
 
 
@@ -426,17 +470,18 @@ def galip_step_pieces(cfg: GALIPConfig, generator: GalipGenerator,
     Both read the tower's params from the step's ``frozen`` argument.
     """
     tower, layers, weight = discriminator.tower, discriminator.layers, cfg.clip_weight
+    pixel_path = (cfg.nearest, cfg.clip_pixels)
 
     def d_input(images: jax.Array, frozen: dict[str, Any]) -> jax.Array:
-        return clip_features(tower, tower_params(tower, frozen), layers, images)
+        return clip_features(tower, tower_params(tower, frozen), layers, images, *pixel_path)
 
     def g_loss_term(fake: jax.Array, sentence: jax.Array,
                     frozen: dict[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
-        sim = clip_similarity(tower, tower_params(tower, frozen), fake, sentence)
+        sim = clip_similarity(tower, tower_params(tower, frozen), fake, sentence, *pixel_path)
         return -weight * sim, {"g_clip_sim": sim}
 
     return {"d_input": d_input, "g_loss_term": g_loss_term}
 
 
 __all__ = ["GALIPConfig", "GalipGenerator", "GalipDiscriminator", "build_galip", "galip_step_pieces",
-           "clip_features", "clip_similarity", "clip_prior", "tower_params"]
+           "clip_features", "clip_similarity", "clip_prior", "galip_pixel_values", "tower_params"]

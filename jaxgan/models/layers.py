@@ -76,6 +76,33 @@ def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
     return x.reshape(b, h * factor, w * factor, c)
 
 
+def torch_nearest_index(size_in: int, size_out: int) -> np.ndarray:
+    """The source index of each output index in PyTorch's default ``F.interpolate`` (mode
+    "nearest"): ``min(floor(i * (in / out)), in - 1)`` in float32, as its kernels compute it
+    (exact 2x upsampling takes ``i >> 1``). jax.image.resize's nearest reads the pixel under
+    the output pixel's centre instead, ``floor((i + 0.5) * in / out)``: 7 -> 8 differs."""
+    if size_out == size_in:
+        return np.arange(size_out)
+    if size_out == 2 * size_in:
+        return np.arange(size_out) >> 1
+    scale = np.float32(size_in) / np.float32(size_out)
+    return np.minimum(np.floor(np.arange(size_out, dtype=np.float32) * scale).astype(np.int64), size_in - 1)
+
+
+def resize_nearest(x: jax.Array, size: int, rule: str = "centre") -> jax.Array:
+    """Nearest-neighbour resize of NHWC to ``size`` x ``size``: ``rule="centre"`` is
+    ``jax.image.resize(..., "nearest")``, ``"floor"`` PyTorch's default nearest
+    (``torch_nearest_index``), a gather with static indices."""
+    b, h, w, c = x.shape
+    if (h, w) == (size, size):
+        return x
+    if rule == "centre":
+        return jax.image.resize(x, (b, size, size, c), "nearest")
+    if rule != "floor":
+        raise ValueError(f"unknown nearest rule {rule!r}; valid: centre, floor")
+    return jnp.take(jnp.take(x, torch_nearest_index(h, size), axis=1), torch_nearest_index(w, size), axis=2)
+
+
 def upsample_bilinear(x: jax.Array) -> jax.Array:
     """Bilinear 2x upsampling of NHWC with half-pixel centres and clamped edges.
 
