@@ -25,6 +25,7 @@ from jaxgan.data.captions import clean_caption
 from jaxgan.distributed import DEFAULT_HEARTBEAT_TIMEOUT_S, initialize, is_primary
 from jaxgan.errors import JaxganError, UsageError
 from jaxgan.evaluator import evaluate_workdir
+from jaxgan.importers import dfgan as import_dfgan
 from jaxgan.metrics import attributes, features, inception, sanity
 from jaxgan.metrics.alignment import alignment_of
 from jaxgan.metrics.evaluate import EvalResult, metric_lines
@@ -218,6 +219,18 @@ def _alignment(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_parser() -> argparse.ArgumentParser:
+    """The flags of ``jaxgan import``: one subcommand per official release format."""
+    p = argparse.ArgumentParser(description="Write a jaxgan workdir or text encoder from official release files.")
+    sub = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    import_dfgan.add_dfgan_parser(sub)
+    return p
+
+
+def _import(args: argparse.Namespace) -> int:
+    return args.run_import(args)
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One ``jaxgan`` command.
@@ -257,6 +270,7 @@ COMMANDS: dict[str, Command] = {
                                 attributes.build_parser, attributes.run),
     "convert-inception": Command("convert pytorch-fid's Inception weights for FID", inception.build_parser,
                                  inception.run),
+    "import": Command("official checkpoints as jaxgan workdirs (dfgan)", import_parser, _import),
     "feature-scale": Command("measure the shapes feature network's feature scale", features.build_parser,
                              features.run),
 }

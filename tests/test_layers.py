@@ -27,7 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "commands": ("jaxgan.cli",),
     "run": ("jaxgan.train", "jaxgan.workdir", "jaxgan.evaluator", "jaxgan.checkpoint", "jaxgan.tensorboard",
             "jaxgan.report", "jaxgan.plots", "jaxgan.preemption", "jaxgan.bench", "jaxgan.scaling",
-            "jaxgan.sweep", "jaxgan.pretrain_text", "jaxgan.data.throughput"),
+            "jaxgan.sweep", "jaxgan.pretrain_text", "jaxgan.data.throughput", "jaxgan.importers"),
     "library": ("jaxgan.presets", "jaxgan.program", "jaxgan.parallel", "jaxgan.distributed", "jaxgan.flops",
                 "jaxgan.sampling", "jaxgan.models.*", "jaxgan.data.*", "jaxgan.text.*", "jaxgan.metrics.*"),
     "core": ("jaxgan.config", "jaxgan.errors", "jaxgan.paths", "jaxgan.pixels", "jaxgan.schedules", "jaxgan.state",
