@@ -29,8 +29,8 @@ from jaxgan.importers.torch_files import ImportFileError  # noqa: E402
 from jaxgan.models import build_models  # noqa: E402
 from jaxgan.presets import get_config  # noqa: E402
 from jaxgan.sampling import sample_noise  # noqa: E402
-from jaxgan.text import load_text_encoder  # noqa: E402
-from jaxgan.workdir import TrainedGenerator, resolve_config, restore_state  # noqa: E402
+from jaxgan.state import abstract_state  # noqa: E402
+from jaxgan.workdir import TrainedGenerator, resolve_config  # noqa: E402
 
 NF, NZ, COND, RES = 4, 100, 128, 32
 TINY = ["model.resolution=32", "model.width=4"]
@@ -57,23 +57,24 @@ def _inputs(seed: int, n: int = 3):
             rng.uniform(-1, 1, (n, RES, RES, 3)).astype(np.float32))
 
 
-def test_generator_gives_the_reference_image(official):
+def test_generator_gives_the_reference_image(official, quick_compiles):
     netG, _, _, _, _, config, imported = official
     z, s, _ = _inputs(0)
     generator, _ = build_models(config.model)
-    ours = np.asarray(generator.apply({"params": imported.g_params}, z, s, train=False))
+    ours = np.asarray(jax.jit(lambda p: generator.apply({"params": p}, z, s, train=False))(imported.g_params))
     with torch.no_grad():
         ref = netG(torch.from_numpy(z), torch.from_numpy(s)).numpy().transpose(0, 2, 3, 1)
     assert ref.std() > 0.05  # random weights: an image, not a constant
     np.testing.assert_allclose(ours, ref, atol=1e-4)
 
 
-def test_discriminator_gives_the_reference_logits(official):
+def test_discriminator_gives_the_reference_logits(official, quick_compiles):
     _, netD, netC, _, _, config, imported = official
     _, s, x = _inputs(1)
     wrong = np.roll(s, 1, axis=0)
     _, discriminator = build_models(config.model)
-    logits, wrong_logits = discriminator.apply({"params": imported.d_params}, x, s, wrong, train=False)
+    logits, wrong_logits = jax.jit(lambda p: discriminator.apply({"params": p}, x, s, wrong, train=False))(
+        imported.d_params)
     with torch.no_grad():
         features = netD(torch.from_numpy(x.transpose(0, 3, 1, 2)))
         ref = netC(features, torch.from_numpy(s)).numpy().reshape(-1)
@@ -83,7 +84,7 @@ def test_discriminator_gives_the_reference_logits(official):
     np.testing.assert_allclose(np.asarray(wrong_logits), ref_wrong, atol=1e-4)
 
 
-def test_adam_moments_continue_the_torch_optimizer(official, tmp_path):
+def test_adam_moments_continue_the_torch_optimizer(official, tmp_path, quick_compiles):
     """The imported optimizer state takes the same next Adam step as torch's own."""
     netG, netD, netC, (opt_g, _), _, config, imported = official
     count, mu, nu = imported.adam["generator"]
@@ -100,8 +101,7 @@ def test_adam_moments_continue_the_torch_optimizer(official, tmp_path):
     tx = optax.adam(1e-4, b1=0.0, b2=0.9)
     adam, *rest = tx.init(imported.g_params)
     state = (adam._replace(count=jnp.asarray(count, jnp.int32), mu=mu, nu=nu), *rest)
-    updates, _ = tx.update(g_grads, state, imported.g_params)
-    ours = optax.apply_updates(imported.g_params, updates)
+    ours = jax.jit(lambda g, st, p: optax.apply_updates(p, tx.update(g, st, p)[0]))(g_grads, state, imported.g_params)
     after = convert_checkpoint(official_checkpoint(tmp_path / "after.pth", netG, netD, netC),
                                config.model, COND).g_params
     moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(), after, imported.g_params)
@@ -110,7 +110,7 @@ def test_adam_moments_continue_the_torch_optimizer(official, tmp_path):
     assert max(jax.tree.leaves(diff)) < 1e-7
 
 
-def test_imported_workdir_samples_the_reference_and_resumes(official, tmp_path):
+def test_imported_workdir_samples_the_reference_and_resumes(official, tmp_path, quick_compiles):
     netG, *_, path, _, imported = official
     workdir = tmp_path / "w"
     lines = []
@@ -122,26 +122,25 @@ def test_imported_workdir_samples_the_reference_and_resumes(official, tmp_path):
     generate = TrainedGenerator(config, workdir)
     prompts, seeds = ["a red circle", "a small blue square"], [3, 4]
     images = generate(prompts, seeds)
-    z = np.asarray(sample_noise(seeds, NZ))
-    sentence = np.asarray(load_text_encoder("shapes")(prompts).sentence)
+    z = np.array(sample_noise(seeds, NZ))
+    sentence = np.array(generate.encoder(prompts).sentence)
     with torch.no_grad():
         ref = netG(torch.from_numpy(z), torch.from_numpy(sentence)).numpy().transpose(0, 2, 3, 1)
     ref_uint8 = np.clip(np.round((ref + 1) * 127.5), 0, 255)
     assert np.abs(images.astype(np.float64) - ref_uint8).max() <= 1  # rounding at a half-step
-    # A resumed train.py: the checkpoint restores for a resume, and the data pipeline accepts its position.
-    encoder = load_text_encoder("shapes")
-    state = restore_state(config, workdir, encoder)
-    assert int(state.g_opt_state.inner_state[0].count) == 1 and int(state.step) == 0
+    # A resumed train.py: the checkpoint restores for a resume (Adam's count carried over) and
+    # the data pipeline accepts its position.
+    abstract = abstract_state(config, generate.generator, build_models(config.model)[1], COND)
     checkpoints = Checkpointer(workdir / "checkpoints")
     try:
-        abstract = jax.eval_shape(lambda: state)
         resumed = checkpoints.restore_for_resume(abstract, config)
     finally:
         checkpoints.close()
+    assert resumed.step == 0 and not resumed.changes.refused
+    assert int(resumed.state.g_opt_state.inner_state[0].count) == 1
     shapes_config = get_config("dfgan_official_cub", [*TINY, "data.dataset=shapes"])
     assert Pipeline(shapes_config, make_source(shapes_config), None).resume(
         data_position_at_start(shapes_config)) == 0
-    assert resumed.step == 0 and not resumed.changes.refused
 
 
 def test_missing_key_is_one_line(official, tmp_path):

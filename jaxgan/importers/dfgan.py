@@ -263,10 +263,12 @@ def import_dfgan(checkpoint: str | Path, workdir: str | Path, text_encoder: str,
     encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
     imported = convert_checkpoint(checkpoint, config.model, encoder.sentence_dim)
     generator, discriminator = build_models(config.model)
-    state: GANState = init_state(config, generator, discriminator, encoder.sentence_dim, encoder.word_dim)
-    state = state.replace(g_params=jax.tree.map(jnp.asarray, imported.g_params),
-                          d_params=jax.tree.map(jnp.asarray, imported.d_params),
-                          ema_params=jax.tree.map(jnp.asarray, imported.g_params))
+    # The official networks replace the random init (which is also not computed: compiling
+    # DF-GAN's init costs minutes on CPU); the EMA generator starts as a copy of G.
+    variables = ({"params": jax.tree.map(jnp.asarray, imported.g_params)},
+                 {"params": jax.tree.map(jnp.asarray, imported.d_params)})
+    state: GANState = init_state(config, generator, discriminator, encoder.sentence_dim, encoder.word_dim,
+                                 variables=variables)
     optimizers = {}
     for net, field in (("generator", "g_opt_state"), ("discriminator", "d_opt_state")):
         moments = imported.adam[net]
