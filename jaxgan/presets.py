@@ -58,7 +58,7 @@ _DFGAN64_CPU: dict[str, Any] = _DFGAN | {
 # ema_decay 0 the EMA generator is G. docs/importing.md ("DF-GAN") compares the layers.
 _DFGAN_OFFICIAL: dict[str, Any] = _DFGAN | {
     "model.resolution": 256, "model.width": 32, "model.z_dim": 100, "train.batch_size": 32,
-    "train.ema_decay": 0.0,
+    "model.init": "torch", "train.ema_decay": 0.0,
 }
 
 # R3GAN (Huang et al. 2024): its modernised residual pair, Adam (0, 0.9) at 2e-4 for both

@@ -19,14 +19,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 
-from benchmarks.dfgan_reference import build, official_checkpoint, official_optimizers, surrogate_step  # noqa: E402
+from benchmarks.dfgan_reference import (  # noqa: E402
+    D_Block,
+    G_Block,
+    NetC,
+    build,
+    official_checkpoint,
+    official_optimizers,
+    surrogate_step,
+)
 from jaxgan.checkpoint import Checkpointer  # noqa: E402
 from jaxgan.cli import run_command  # noqa: E402
 from jaxgan.data import make_source  # noqa: E402
 from jaxgan.data.pipeline import Pipeline  # noqa: E402
-from jaxgan.importers.dfgan import convert_checkpoint, data_position_at_start, import_dfgan  # noqa: E402
+from jaxgan.importers.dfgan import (  # noqa: E402
+    convert_checkpoint,
+    data_position_at_start,
+    import_dfgan,
+    official_name,
+    official_shape,
+)
 from jaxgan.importers.torch_files import ImportFileError  # noqa: E402
 from jaxgan.models import build_models  # noqa: E402
+from jaxgan.models.dfgan import DBlock, GBlock, MatchingHead  # noqa: E402
 from jaxgan.presets import get_config  # noqa: E402
 from jaxgan.sampling import sample_noise  # noqa: E402
 from jaxgan.state import abstract_state  # noqa: E402
@@ -165,3 +180,36 @@ def test_cli_refuses_a_non_empty_workdir_and_a_wrong_sentence_width(official, tm
     assert run_command("import", [*argv, "--workdir", str(tmp_path / "new"), "--set", "model.z_dim=90"]) == 2
     err = capsys.readouterr().err.strip()
     assert "netG reads sentences of width 138" in err and "gives width 128" in err
+
+
+def test_torch_init_draws_each_layer_as_pytorch_does():
+    """model.init=torch: every weight and bias uniform in +-1/sqrt(fan_in) with PyTorch's fan_in of
+    the official layer it maps to; the fusion MLPs' last layers and D's gamma as the paper's."""
+    key, cond = jax.random.key(0), jnp.zeros((1, 40))
+    ours = {
+        ("block_0",): (GBlock(16, torch_init=True).init(key, jnp.zeros((1, 4, 4, 32)), cond, train=False),
+                       G_Block(40, 32, 16), "GBlocks.0."),
+        ("trunk", "block_0"): (DBlock(32, torch_init=True).init(key, jnp.zeros((1, 8, 8, 16)), train=False),
+                               D_Block(16, 32), "DBlocks.0."),
+        ("matcher",): (MatchingHead(4, torch_init=True).init(key, jnp.zeros((1, 4, 4, 32)), cond, train=False),
+                       NetC(4, 40), ""),
+    }
+    checked = 0
+    for prefix, (variables, reference, strip) in ours.items():
+        theirs = dict(reference.named_parameters())
+        for path, value in jax.tree_util.tree_flatten_with_path(variables["params"])[0]:
+            path = prefix + tuple(k.key for k in path)
+            _, name = official_name(path)
+            ref = theirs[name.removeprefix(strip)].detach().numpy()
+            assert official_shape(path, value.shape) == ref.shape
+            value = np.asarray(value)
+            if "linear2" in name or name.endswith("gamma"):  # the paper's own init: exact
+                np.testing.assert_array_equal(value.reshape(-1), ref.reshape(-1))
+                continue
+            weight = theirs[name.removeprefix(strip).replace(".bias", ".weight")]
+            bound = 1 / np.sqrt(weight[0].numel())  # PyTorch's fan_in: in * kh * kw
+            assert np.abs(value).max() <= bound and np.abs(value).max() > 0.5 * bound, name
+            if value.size >= 256:
+                assert abs(value.std() / (bound / np.sqrt(3)) - 1) < 0.15, name
+            checked += 1
+    assert checked >= 20

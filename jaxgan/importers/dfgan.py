@@ -223,10 +223,14 @@ def _with_adam(opt_state: Any, moments: tuple[int, dict, dict]) -> Any:
 def data_position_at_start(config: Config) -> dict[str, Any]:
     """What a checkpoint written before the first step stores as its data position: the
     input pipeline's own position at step 0 when the dataset can be opened here, else the
-    same for a dataset read from files (a one-process run, nothing consumed)."""
+    same for a TFDS dataset not prepared here (a one-process run, nothing consumed).
+
+    Example:
+        data_position_at_start(get_config("dfgan_official_cub"))["next_step"]  # 0
+    """
     try:
         source = make_source(config)
-    except JaxganError:
+    except (JaxganError, ImportError):  # not prepared here, or tensorflow_datasets not installed
         source = None
     if source is not None:
         return Pipeline(config, source, None).position(0)
