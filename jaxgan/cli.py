@@ -219,6 +219,7 @@ def _alignment(args: argparse.Namespace) -> int:
     return 0
 
 
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One ``jaxgan`` command.

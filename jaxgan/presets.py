@@ -52,6 +52,15 @@ _DFGAN64_CPU: dict[str, Any] = _DFGAN | {
     "train.ema_decay": 0.995,
 }
 
+# The official DF-GAN (tobran/DF-GAN, cfg/bird.yml and cfg/coco.yml): 256 px, nf=32, z 100, batch
+# 32; its DAMSM sentence (cond_dim 256) is the text encoder's width, so text.encoder must name a
+# 256-wide encoder (`jaxgan import dfgan --text-encoder DIR`). DF-GAN keeps no average of G: with
+# ema_decay 0 the EMA generator is G. docs/importing.md ("DF-GAN") compares the layers.
+_DFGAN_OFFICIAL: dict[str, Any] = _DFGAN | {
+    "model.resolution": 256, "model.width": 32, "model.z_dim": 100, "train.batch_size": 32,
+    "model.init": "torch", "train.ema_decay": 0.0,
+}
+
 # R3GAN (Huang et al. 2024): its modernised residual pair, Adam (0, 0.9) at 2e-4 for both
 # networks, R3GAN's noise size 64. Widths per size in docs/training.md ("Presets").
 # Its recipe: the relativistic pairing loss and gamma / 2 * (R1 + R2) (gamma 0.05 on CIFAR-10,
@@ -94,6 +103,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     **{f"dfgan{r}": _DFGAN | {"model.resolution": r} for r in (64, 128, 256)},
     **{f"dfgan{r}_wide": _DFGAN | {"model.resolution": r, "model.width": 64} for r in (64, 128, 256)},
     "dfgan64_cpu": _DFGAN64_CPU,
+    "dfgan_official_cub": _DFGAN_OFFICIAL | {"data.dataset": "caltech_birds2011"},
+    "dfgan_official_coco": _DFGAN_OFFICIAL | {"data.dataset": "coco_captions"},
     # The same with AttnGAN word attention in G's 16x16 block: in the 30-minute runs of
     # docs/experiments it lifted shape alignment above DCGAN's at the same wall clock.
     "dfgan64_cpu_attn": _DFGAN64_CPU | {"model.word_attention": "16"},

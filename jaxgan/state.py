@@ -202,13 +202,16 @@ def word_inputs(config: Config, words: jax.Array | None, word_mask: jax.Array | 
 
 
 def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
-               sentence_dim: int, word_dim: int | None = None, frozen: dict[str, Any] | None = None) -> GANState:
+               sentence_dim: int, word_dim: int | None = None, frozen: dict[str, Any] | None = None,
+               variables: tuple[dict[str, Any], dict[str, Any]] | None = None) -> GANState:
     """Fresh state from ``config.train.seed``; pure, so it can run under ``jax.eval_shape``.
 
     ``word_dim`` (the text encoder's word-embedding width, default ``sentence_dim``) matters
     only to generators with word attention. ``frozen`` (``frozen_params``) is what G and D
     read of their frozen components; pass it as an argument of a jitted init (without it they
-    read the components' own arrays, which jit embeds as constants).
+    read the components' own arrays, which jit embeds as constants). ``variables`` (G's and
+    D's ``{"params": ..., "batch_stats": ...}``) replace the random init: an imported
+    checkpoint's networks; everything else is as a fresh state's.
 
     Example:
         generator, discriminator = build_models(config.model)
@@ -221,8 +224,12 @@ def init_state(config: Config, generator: nn.Module, discriminator: nn.Module,
     sentence = jnp.zeros((1, sentence_dim), jnp.float32)
     image = jnp.zeros((1, res, res, 3), jnp.float32)
     words = word_inputs(config, jnp.zeros((1, 1, word_dim or sentence_dim), jnp.float32), jnp.ones((1, 1), bool))
-    g_vars = init_variables(generator, {"params": g_key, "ca": g_key}, frozen, z, sentence, **words, train=False)
-    d_vars = init_variables(discriminator, {"params": d_key}, frozen, image, sentence, sentence, train=False)
+    if variables is not None:
+        g_vars, d_vars = variables
+    else:
+        g_vars = init_variables(generator, {"params": g_key, "ca": g_key}, frozen, z, sentence, **words,
+                                train=False)
+        d_vars = init_variables(discriminator, {"params": d_key}, frozen, image, sentence, sentence, train=False)
     g_tx, d_tx = make_optimizers(config)
     return GANState(
         step=jnp.zeros((), jnp.int32),

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable
 
-from jaxgan.importers import damsm, galip
+from jaxgan.importers import damsm, dfgan, galip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Importer:
 IMPORTERS: dict[str, Importer] = {
     "damsm": Importer("AttnGAN's DAMSM text encoder (text_encoder*.pth + captions pickle) -> a text encoder "
                       "directory", damsm.add_arguments, damsm.run),
+    "dfgan": Importer("an official DF-GAN state_epoch_N.pth (tobran/DF-GAN) + a DAMSM encoder directory -> a "
+                      "jaxgan workdir", dfgan.add_arguments, dfgan.run),
     "galip": Importer("an official GALIP state_epoch_N.pth (tobran/GALIP) + its CLIP directory -> a jaxgan "
                       "workdir", galip.add_arguments, galip.run),
 }

@@ -50,6 +50,7 @@ from jaxgan.models.layers import (
     WordAttention,
     maybe_spectral_norm,
     resolve_conv_impl,
+    torch_uniform,
     upsample_bilinear,
     upsample_nearest,
 )
@@ -79,6 +80,12 @@ class DFGANConfig(ModelConfig):
                                at_least=0)
     d_projection: bool = option(False, "add the projection discriminator's term to D's matching head "
                                 "(see MatchingHead)")
+    # The official DF-GAN (tobran/DF-GAN) keeps PyTorch's default init; the forward pass is the
+    # same either way (docs/importing.md, "DF-GAN").
+    init: str = option("flax", "init of the weights and biases: flax (lecun-normal weights, zero biases) or torch "
+                       "(PyTorch's default: uniform in +-1/sqrt(fan_in), as the official DF-GAN trains from); "
+                       "the fusion MLPs' last layers and D's gammas start as in the paper either way",
+                       choices=("flax", "torch"))
 
     @property
     def uses_word_attention(self) -> bool:
@@ -143,11 +150,15 @@ class Affine(nn.Module):
 
     features: int
     dtype: Any = jnp.float32
+    torch_init: bool = False  # PyTorch's default init of the first layers (torch_uniform)
 
     @nn.compact
     def __call__(self, h: jax.Array, cond: jax.Array) -> jax.Array:
+        first = ({"kernel_init": torch_uniform(cond.shape[-1]), "bias_init": torch_uniform(cond.shape[-1])}
+                 if self.torch_init else {})
+
         def mlp(name: str, bias_init) -> jax.Array:
-            x = nn.relu(nn.Dense(self.features, dtype=self.dtype, name=f"{name}_0")(cond))
+            x = nn.relu(nn.Dense(self.features, dtype=self.dtype, name=f"{name}_0", **first)(cond))
             x = nn.Dense(self.features, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                          bias_init=bias_init, name=f"{name}_1")(x)
             return x[:, None, None, :].astype(self.dtype)
@@ -175,14 +186,15 @@ class DFBlock(nn.Module):
     norm: bool = False
     bn_groups: int = 1
     bn_axis_name: str | None = None
+    torch_init: bool = False
 
     @nn.compact
     def __call__(self, h: jax.Array, cond: jax.Array, train: bool = True) -> jax.Array:
         if self.norm:
             h = BatchNorm(groups=self.bn_groups, axis_name=self.bn_axis_name, dtype=self.dtype,
                           name="norm")(h, train)
-        h = nn.leaky_relu(Affine(self.features, self.dtype, name="affine_0")(h, cond), 0.2)
-        return nn.leaky_relu(Affine(self.features, self.dtype, name="affine_1")(h, cond), 0.2)
+        h = nn.leaky_relu(Affine(self.features, self.dtype, self.torch_init, name="affine_0")(h, cond), 0.2)
+        return nn.leaky_relu(Affine(self.features, self.dtype, self.torch_init, name="affine_1")(h, cond), 0.2)
 
 
 class GBlock(nn.Module):
@@ -210,22 +222,25 @@ class GBlock(nn.Module):
     # False: the same block at its input's size (GALIP's first block, which follows a resize
     # of the bridge's map to the next power of two).
     upsample: bool = True
+    torch_init: bool = False  # PyTorch's default init (see DFGANConfig.init)
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array, train: bool = True) -> jax.Array:
         c_in = x.shape[-1]
         fuse = functools.partial(DFBlock, dtype=self.dtype, norm=self.norm, bn_groups=self.bn_groups,
-                                 bn_axis_name=self.bn_axis_name)
+                                 bn_axis_name=self.bn_axis_name, torch_init=self.torch_init)
         h = fuse(c_in, name="fuse_0")(x, cond, train)
         # With norm, conv_0 feeds a BatchNorm that cancels any bias; a bias there only
         # drifts under Adam on rounding-level gradients.
         conv_0 = ResizeConv if self.upsample else Conv
-        h = conv_0(self.features, use_bias=not self.norm, dtype=self.dtype, impl=self.conv_impl, name="conv_0")(h)
+        h = conv_0(self.features, use_bias=not self.norm, dtype=self.dtype, impl=self.conv_impl,
+                   torch_init=self.torch_init, name="conv_0")(h)
         h = fuse(self.features, name="fuse_1")(h, cond, train)
-        h = Conv(self.features, 3, dtype=self.dtype, impl=self.conv_impl, name="conv_1")(h)
+        h = Conv(self.features, 3, dtype=self.dtype, impl=self.conv_impl, torch_init=self.torch_init,
+                 name="conv_1")(h)
         shortcut = x.astype(self.dtype)
         if c_in != self.features:
-            shortcut = Conv(self.features, 1, dtype=self.dtype, name="shortcut")(shortcut)
+            shortcut = Conv(self.features, 1, dtype=self.dtype, torch_init=self.torch_init, name="shortcut")(shortcut)
         if not self.upsample:
             return shortcut + h
         if self.shortcut_upsample not in ("nearest", "bilinear"):
@@ -254,6 +269,7 @@ class DFGenerator(nn.Module):
     bn_groups: int = 1
     bn_axis_name: str | None = None
     shortcut_upsample: str = "nearest"  # or "bilinear" (see GBlock)
+    torch_init: bool = False  # PyTorch's default init (see DFGANConfig.init)
 
     @nn.compact
     def __call__(self, z: jax.Array, sentence: jax.Array, words: jax.Array | None = None,
@@ -281,13 +297,16 @@ class DFGenerator(nn.Module):
 
         channels = dfgan_channels(self.resolution, self.width)
         # DF-GAN's fc reads the noise only; the text enters through every fusion block.
-        h = nn.Dense(4 * 4 * channels[0], dtype=self.dtype, name="fc")(z.astype(self.dtype))
+        fc_init = ({"kernel_init": torch_uniform(z.shape[-1]), "bias_init": torch_uniform(z.shape[-1])}
+                   if self.torch_init else {})
+        h = nn.Dense(4 * 4 * channels[0], dtype=self.dtype, name="fc", **fc_init)(z.astype(self.dtype))
         h = attend(h.reshape(z.shape[0], 4, 4, channels[0]))
         for i, features in enumerate(channels[1:]):
             block = GBlock(features, self.dtype, self.conv_impl, self.norm == "batch", self.bn_groups,
-                           self.bn_axis_name, self.shortcut_upsample, name=f"block_{i}")
+                           self.bn_axis_name, self.shortcut_upsample, torch_init=self.torch_init, name=f"block_{i}")
             h = attend(block(h, cond, train))
-        h = Conv(3, 3, dtype=self.dtype, impl=self.conv_impl, name="to_rgb")(nn.leaky_relu(h, 0.2))
+        h = Conv(3, 3, dtype=self.dtype, impl=self.conv_impl, torch_init=self.torch_init,
+                 name="to_rgb")(nn.leaky_relu(h, 0.2))
         return jnp.tanh(h.astype(jnp.float32))
 
 
@@ -307,18 +326,22 @@ class DBlock(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "conv"
     spectral_norm: bool = False
+    torch_init: bool = False  # PyTorch's default init (see DFGANConfig.init)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         sn = functools.partial(maybe_spectral_norm, enabled=self.spectral_norm, train=train)
+        ti = self.torch_init
         x = x.astype(self.dtype)
-        r = sn(DownConv(self.features, use_bias=False, dtype=self.dtype, impl=self.conv_impl, name="conv_0"))(x)
+        r = sn(DownConv(self.features, use_bias=False, dtype=self.dtype, impl=self.conv_impl, torch_init=ti,
+                        name="conv_0"))(x)
         r = nn.leaky_relu(r, 0.2)
-        r = sn(Conv(self.features, 3, use_bias=False, dtype=self.dtype, impl=self.conv_impl, name="conv_1"))(r)
+        r = sn(Conv(self.features, 3, use_bias=False, dtype=self.dtype, impl=self.conv_impl, torch_init=ti,
+                    name="conv_1"))(r)
         r = nn.leaky_relu(r, 0.2)
         s = _avg_pool2(x)
         if x.shape[-1] != self.features:
-            s = sn(Conv(self.features, 1, dtype=self.dtype, name="shortcut"))(s)
+            s = sn(Conv(self.features, 1, dtype=self.dtype, torch_init=ti, name="shortcut"))(s)
         gamma = self.param("gamma", nn.initializers.zeros, (), jnp.float32)
         return s + gamma.astype(self.dtype) * r
 
@@ -332,13 +355,14 @@ class DFTrunk(nn.Module):
     conv_impl: str = "conv"
     spectral_norm: bool = False
     self_attention_resolution: int = 0
+    torch_init: bool = False
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> jax.Array:
         sa = (self.self_attention_resolution,) if self.self_attention_resolution else ()
         _check_sizes("self_attention_resolution", sa, self.resolution)
         channels = dfgan_d_channels(self.resolution, self.width)
-        conv = Conv(channels[0], 3, dtype=self.dtype, impl=self.conv_impl, name="conv_img")
+        conv = Conv(channels[0], 3, dtype=self.dtype, impl=self.conv_impl, torch_init=self.torch_init, name="conv_img")
         h = maybe_spectral_norm(conv, self.spectral_norm, train)(image)
 
         def attend(h: jax.Array) -> jax.Array:
@@ -348,7 +372,8 @@ class DFTrunk(nn.Module):
 
         h = attend(h)
         for i, features in enumerate(channels[1:]):
-            h = attend(DBlock(features, self.dtype, self.conv_impl, self.spectral_norm, name=f"block_{i}")(h, train))
+            h = attend(DBlock(features, self.dtype, self.conv_impl, self.spectral_norm, self.torch_init,
+                              name=f"block_{i}")(h, train))
         return h
 
 
@@ -369,6 +394,7 @@ class MatchingHead(nn.Module):
     spectral_norm: bool = False
     hidden: int = 0
     projection: bool = False
+    torch_init: bool = False
 
     @nn.compact
     def __call__(self, features: jax.Array, sentence: jax.Array, train: bool) -> jax.Array:
@@ -376,9 +402,9 @@ class MatchingHead(nn.Module):
         h = features.astype(self.dtype)
         t = jnp.broadcast_to(sentence.astype(self.dtype)[:, None, None, :], (*h.shape[:3], sentence.shape[-1]))
         x = sn(Conv(self.hidden or 2 * self.width, 3, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
-                    name="joint"))(jnp.concatenate([h, t], axis=-1))
+                    torch_init=self.torch_init, name="joint"))(jnp.concatenate([h, t], axis=-1))
         x = sn(Conv(1, 4, padding="VALID", use_bias=False, dtype=self.dtype, impl=self.conv_impl,
-                    name="logit"))(nn.leaky_relu(x, 0.2))
+                    torch_init=self.torch_init, name="logit"))(nn.leaky_relu(x, 0.2))
         logit = x.reshape(-1).astype(jnp.float32)
         if self.projection:
             pooled = nn.leaky_relu(h, 0.2).mean((1, 2))
@@ -404,12 +430,13 @@ class DFDiscriminator(nn.Module):
     self_attention_resolution: int = 0
     head_hidden: int = 0       # the head's joint channels; 0: 2nf (see MatchingHead)
     projection: bool = False   # the projection term in the head (see MatchingHead)
+    torch_init: bool = False   # PyTorch's default init (see DFGANConfig.init)
 
     def setup(self):
         self.trunk = DFTrunk(self.resolution, self.width, self.dtype, self.conv_impl, self.spectral_norm,
-                             self.self_attention_resolution)
+                             self.self_attention_resolution, self.torch_init)
         self.matcher = MatchingHead(self.width, self.dtype, self.conv_impl, self.spectral_norm, self.head_hidden,
-                                    self.projection)
+                                    self.projection, self.torch_init)
 
     def features(self, image: jax.Array, train: bool = True) -> jax.Array:
         """[B, R, R, 3] -> [B, 4, 4, 8nf] in the compute dtype."""
@@ -441,9 +468,9 @@ def build_dfgan(cfg: DFGANConfig, bn_groups: int = 1,
         resolution=cfg.resolution, width=cfg.width, z_dim=cfg.z_dim, dtype=dtype, conv_impl=impl,
         ca=cfg.ca, ca_dim=cfg.text_dim, attention_resolutions=cfg.word_attention_sizes,
         self_attention_resolution=cfg.self_attention, norm=cfg.g_norm, bn_groups=bn_groups,
-        bn_axis_name=bn_axis_name, shortcut_upsample=cfg.g_shortcut)
+        bn_axis_name=bn_axis_name, shortcut_upsample=cfg.g_shortcut, torch_init=cfg.init == "torch")
     discriminator = DFDiscriminator(
         resolution=cfg.resolution, width=cfg.discriminator_width, dtype=dtype, conv_impl=impl,
         spectral_norm=cfg.spectral_norm, self_attention_resolution=cfg.self_attention,
-        head_hidden=cfg.d_head_width, projection=cfg.d_projection)
+        head_hidden=cfg.d_head_width, projection=cfg.d_projection, torch_init=cfg.init == "torch")
     return generator, discriminator

@@ -14,6 +14,17 @@ import numpy as np
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def torch_uniform(fan_in: int) -> Any:
+    """PyTorch's default init of a Linear or Conv2d weight or bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (``kaiming_uniform_(a=sqrt(5))`` for weights, which reduces to that bound)."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
 def resolve_conv_impl(conv_impl: str) -> str:
     """"auto" -> "matmul" on CPU (XLA's CPU conv gradients are slow), "conv" elsewhere."""
     if conv_impl == "auto":
@@ -204,11 +215,13 @@ class ResizeConv(nn.Module):
     use_bias: bool = True
     dtype: Any = jnp.float32
     impl: str = "conv"  # "conv" or "matmul" (see conv2x2_valid)
+    torch_init: bool = False  # PyTorch's default init of kernel and bias (torch_uniform)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c, self.features), jnp.float32)
+        kernel_init = torch_uniform(9 * c) if self.torch_init else nn.initializers.lecun_normal()
+        kernel = self.param("kernel", kernel_init, (3, 3, c, self.features), jnp.float32)
         # Taps are summed in float32, then cast: the fold must not round in bf16.
         k = subpixel_kernel(kernel).astype(self.dtype)
         padded = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -217,7 +230,8 @@ class ResizeConv(nn.Module):
         rows = [jnp.stack([y[:, a:a + h, p:p + w, a, p] for p in (0, 1)], axis=3) for a in (0, 1)]
         out = jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, self.features)
         if self.use_bias:
-            out = out + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+            bias_init = torch_uniform(9 * c) if self.torch_init else nn.initializers.zeros
+            out = out + self.param("bias", bias_init, (self.features,), jnp.float32).astype(self.dtype)
         return out
 
     def macs(self, x: Any, y: Any) -> int:
@@ -253,11 +267,13 @@ class DownConv(nn.Module):
     use_bias: bool = True
     dtype: Any = jnp.float32
     impl: str = "conv"
+    torch_init: bool = False  # PyTorch's default init of kernel and bias (torch_uniform)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, c, self.features), jnp.float32)
+        kernel_init = torch_uniform(16 * c) if self.torch_init else nn.initializers.lecun_normal()
+        kernel = self.param("kernel", kernel_init, (4, 4, c, self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if self.impl == "conv":
             y = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
@@ -267,7 +283,8 @@ class DownConv(nn.Module):
             padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
             y = conv2x2_valid(space_to_depth(padded), k.reshape(2, 2, 4 * c, self.features), "matmul")
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+            bias_init = torch_uniform(16 * c) if self.torch_init else nn.initializers.zeros
+            y = y + self.param("bias", bias_init, (self.features,), jnp.float32).astype(self.dtype)
         return y
 
     def macs(self, x: Any, y: Any) -> int:
@@ -327,13 +344,16 @@ class Conv(nn.Module):
     impl: str = "conv"
     groups: int = 1
     kernel_init: Any = nn.initializers.lecun_normal()
+    torch_init: bool = False  # PyTorch's default init of kernel and bias (torch_uniform); overrides kernel_init
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, c, g = self.kernel_size, x.shape[-1], self.groups
         if c % g or self.features % g:
             raise ValueError(f"groups={g} must divide the input ({c}) and output ({self.features}) channels")
-        kernel = self.param("kernel", self.kernel_init, (k, k, c // g, self.features), jnp.float32)
+        fan_in = k * k * (c // g)
+        kernel_init = torch_uniform(fan_in) if self.torch_init else self.kernel_init
+        kernel = self.param("kernel", kernel_init, (k, k, c // g, self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if self.padding == "SAME":
             if k % 2 == 0:
@@ -361,7 +381,8 @@ class Conv(nn.Module):
             y = jnp.einsum("gnk,gko->gno", patches, w)
             y = y.reshape(g, b, ho, wo, -1).transpose(1, 2, 3, 0, 4).reshape(b, ho, wo, self.features)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+            bias_init = torch_uniform(fan_in) if self.torch_init else nn.initializers.zeros
+            y = y + self.param("bias", bias_init, (self.features,), jnp.float32).astype(self.dtype)
         return y
 
     def macs(self, x: Any, y: Any) -> int:
