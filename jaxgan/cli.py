@@ -159,6 +159,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default=None, help="shapes (shipped), shapes:DIR or inception:FILE")
     p.add_argument("--generator", choices=("ema", "raw"), default=None)
     p.add_argument("--truncation", type=float, default=None, help="0: none; t: normal truncated to [-t, t]")
+    p.add_argument("--truncation-scale", type=float, default=None,
+                   help="factor s on the noise (DF-GAN's evaluation: --truncation 2 --truncation-scale 0.88)")
     p.add_argument("--seed", type=int, default=None, help="noise seed of the samples")
     p.add_argument("--split", choices=("train", "test"), default=None, help="captions and reference split")
     p.add_argument("--clip", default=None, help="a Hugging Face CLIPModel directory, for CLIP score")
@@ -180,7 +182,8 @@ def _eval(args: argparse.Namespace) -> int:
     result, step = evaluate_workdir(
         args.workdir, step=args.step, real=args.real, num_devices=args.devices, cache_dir=args.cache_dir,
         progress=not args.no_progress, num_samples=args.num_samples, num_reference=args.num_reference,
-        features=args.features, generator=args.generator, truncation=args.truncation, seed=args.seed,
+        features=args.features, generator=args.generator, truncation=args.truncation,
+        truncation_scale=args.truncation_scale, seed=args.seed,
         split=args.split, clip=args.clip, fidelity_samples=args.fidelity_samples,
         diversity_captions=args.diversity_captions, diversity_samples=args.diversity_samples)
     _print_result(result, step)

@@ -330,6 +330,8 @@ class EvalConfig:
     features: str = option("shapes", "feature network: shapes, shapes:DIR or inception:FILE")
     generator: str = option("ema", "which generator to evaluate", choices=("ema", "raw"))
     truncation: float = option(0.0, "truncation of the noise; 0: off", at_least=0)
+    truncation_scale: float = option(1.0, "factor on the (truncated) noise; DF-GAN's evaluation: 0.88 with "
+                                     "truncation 2", above=0)
     seed: int = option(0, "seed of the generated samples", at_least=0)
     clip: str = option("", "a Hugging Face CLIPModel directory for CLIP score; empty: none")
     fidelity_samples: int = option(2000, "samples scored for shape fidelity (sources that draw ideal "

@@ -61,7 +61,8 @@ def protocol_for(config: Config, **overrides: Any) -> EvalProtocol:
     fields = dict(dataset=config.data.dataset, data_seed=config.data.seed, split=e.split,
                   num_samples=e.num_samples, num_reference=e.num_reference or e.num_samples,
                   resolution=config.model.resolution, features=e.features, generator=e.generator,
-                  truncation=e.truncation, seed=e.seed, clip=e.clip, fidelity_samples=e.fidelity_samples,
+                  truncation=e.truncation, truncation_scale=e.truncation_scale, seed=e.seed, clip=e.clip,
+                  fidelity_samples=e.fidelity_samples,
                   diversity_captions=e.diversity_captions, diversity_samples=e.diversity_samples,
                   fit=config.data.fit if fixed_fit is None else fixed_fit)
     fields.update({k: v for k, v in overrides.items() if v is not None})

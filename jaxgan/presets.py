@@ -59,6 +59,8 @@ _DFGAN64_CPU: dict[str, Any] = _DFGAN | {
 _DFGAN_OFFICIAL: dict[str, Any] = _DFGAN | {
     "model.resolution": 256, "model.width": 32, "model.z_dim": 100, "train.batch_size": 32,
     "model.init": "torch", "train.ema_decay": 0.0,
+    # DF-GAN evaluates on truncnorm(-2, 2) * 0.88 noise (cfg/*.yml: truncation True, trunc_rate 0.88).
+    "eval.truncation": 2.0, "eval.truncation_scale": 0.88,
 }
 
 # R3GAN (Huang et al. 2024): its modernised residual pair, Adam (0, 0.9) at 2e-4 for both

@@ -99,6 +99,19 @@ def test_noise_is_a_function_of_seed_and_index_only():
     assert float(jnp.abs(truncated).max()) <= 0.5 and float(truncated.std()) > 0.2
 
 
+def test_scaled_truncated_noise_is_dfgans_distribution():
+    # DF-GAN's evaluation draws truncnorm.rvs(-2, 2) * 0.88 (tobran/DF-GAN lib/utils.py,
+    # truncated_noise): bounds +-1.76, not +-2, and a spread of 0.88 times the truncated one.
+    from scipy import stats
+
+    z = np.asarray(evaluate_lib.protocol_noise(0, jnp.arange(4000, dtype=jnp.int32), 8, 2.0, 0.88)).ravel()
+    reference = stats.truncnorm(-2, 2, scale=0.88)
+    assert float(np.abs(z).max()) <= 0.88 * 2 + 1e-6
+    assert stats.kstest(z, reference.cdf).pvalue > 1e-3
+    assert stats.kstest(z, stats.truncnorm(-2, 2).cdf).pvalue < 1e-6  # the unscaled one is told apart
+    np.testing.assert_allclose(z.std(), reference.std(), rtol=0.02)
+
+
 def test_reference_statistics_are_computed_once_and_cached_by_hash(tmp_path, network, monkeypatch):
     protocol = EvalProtocol(num_samples=256, num_reference=256, kid_subsets=2, kid_subset_size=100)
     stats, path = evaluate_lib.reference_stats(protocol, network, evaluation_mesh(2), tmp_path, progress=False)
@@ -128,7 +141,8 @@ def test_protocol_hash_covers_every_field(network):
     resolved = ResolvedProtocol(base, network.identity, "r" * 64)
     assert resolved.hash == ResolvedProtocol(EvalProtocol(), network.identity, "r" * 64).hash
     changes = dict(data_seed=1, split="train", num_samples=5000, num_reference=5000, resolution=64,
-                   generator="raw", truncation=0.7, seed=1, kid_subsets=50, kid_subset_size=100, pr_k=5,
+                   generator="raw", truncation=0.7, truncation_scale=0.88, seed=1, kid_subsets=50, kid_subset_size=100,
+                   pr_k=5,
                    is_splits=5, fidelity_samples=1000, diversity_captions=50, diversity_samples=5)
     hashes = {resolved.hash}
     for field, value in changes.items():
@@ -150,6 +164,7 @@ def test_protocol_hash_covers_every_field(network):
     (dict(split="validation"), "split must be train or test"),
     (dict(generator="best"), "generator must be ema or raw"),
     (dict(truncation=-1.0), "truncation"),
+    (dict(truncation_scale=0.0), "truncation_scale must be a positive finite number"),
     (dict(pr_k=2000, num_samples=1000), "pr_k"),
     (dict(captions_per_image=5), "one caption per image"),
     (dict(fidelity_samples=-1), "fidelity_samples must be 0"),

@@ -162,7 +162,7 @@ def dataset_generator_source(generator: Any, variables: Any, z_dim: int,
     protocol = examples.protocol
 
     def make_images(consts: Any, inputs: dict[str, Any]) -> Any:
-        z = protocol_noise(protocol.seed, inputs["index"], z_dim, protocol.truncation)
+        z = protocol_noise(protocol.seed, inputs["index"], z_dim, protocol.truncation, protocol.truncation_scale)
         return apply_generator(generator, consts, z, inputs)
 
     def captions(start: int, size: int) -> tuple[list[str], np.ndarray]:

@@ -91,19 +91,23 @@ class CaptionGroups:
     real_group: np.ndarray
 
 
-def protocol_noise(seed: int, index: jax.Array, z_dim: int, truncation: float = 0.0) -> jax.Array:
+def protocol_noise(seed: int, index: jax.Array, z_dim: int, truncation: float = 0.0,
+                   scale: float = 1.0) -> jax.Array:
     """Noise of samples ``index`` [B]: a pure function of (seed, index), whatever the batching.
 
     With ``truncation`` t > 0, each component is drawn from the standard normal truncated to
-    [-t, t] (BigGAN's truncation trick, Brock et al. 2019, arXiv:1809.11096).
+    [-t, t] (BigGAN's truncation trick, Brock et al. 2019, arXiv:1809.11096). ``scale`` s then
+    multiplies it, as BigGAN's and DF-GAN's samplers do (``truncnorm(-2, 2) * 0.88``).
     """
     base = jax.random.key(seed)
 
     def one(i: jax.Array) -> jax.Array:
         key = jax.random.fold_in(base, i)
         if truncation > 0:
-            return jax.random.truncated_normal(key, -truncation, truncation, (z_dim,))
-        return jax.random.normal(key, (z_dim,))
+            z = jax.random.truncated_normal(key, -truncation, truncation, (z_dim,))
+        else:
+            z = jax.random.normal(key, (z_dim,))
+        return z if scale == 1.0 else scale * z
 
     return jax.vmap(one)(index)
 
@@ -133,11 +137,11 @@ def generator_source(generator: Any, variables: Any, z_dim: int,
       protocol: gives the seed and the truncation, and the captions unless ``source`` does.
       source: a ``drawn`` example source (default ``drawn_source(protocol)``).
     """
-    seed, truncation = protocol.seed, protocol.truncation
+    seed, truncation, scale = protocol.seed, protocol.truncation, protocol.truncation_scale
     source = source or drawn_source(protocol)
 
     def make_images(consts: Any, inputs: dict[str, jax.Array]) -> jax.Array:
-        z = protocol_noise(seed, inputs["index"], z_dim, truncation)
+        z = protocol_noise(seed, inputs["index"], z_dim, truncation, scale)
         return apply_generator(generator, consts, z, inputs)
 
     def inputs(start: int, size: int) -> dict[str, np.ndarray]:

@@ -57,6 +57,10 @@ class EvalProtocol:
       generator: "ema" (the EMA weights, as sampling uses) or "raw" (the trained weights).
       truncation: 0 for none, else the truncation trick (Brock et al. 2019, BigGAN): noise
         drawn from a standard normal truncated to [-t, t].
+      truncation_scale: s, a factor on the noise: s * normal, or with truncation t,
+        s * (normal truncated to [-t, t]). BigGAN's sampling code and DF-GAN's evaluation
+        (``truncnorm(-2, 2) * trunc_rate``) draw it so: DF-GAN's CUB/COCO protocol is t = 2,
+        s = 0.88. Part of the hash only when not 1, so earlier hashes hold.
       seed: seeds the noise; sample i's noise is ``normal(fold_in(key(seed), i))``.
       kid_subsets, kid_subset_size: KID's subset scheme (Binkowski et al. 2018).
       pr_k: neighbours for precision/recall (Kynkaanniemi et al. 2019) and density/coverage.
@@ -86,6 +90,7 @@ class EvalProtocol:
     features: str = "shapes"
     generator: str = "ema"
     truncation: float = 0.0
+    truncation_scale: float = 1.0
     seed: int = 0
     kid_subsets: int = 100
     kid_subset_size: int = 1000
@@ -133,6 +138,8 @@ class EvalProtocol:
         # "not >= 0" also refuses NaN, which every comparison is false for.
         if not (self.truncation >= 0 and self.truncation != float("inf")):
             problems.append(f"truncation must be 0 (off) or a positive finite number, got {self.truncation}")
+        if not (0 < self.truncation_scale < float("inf")):
+            problems.append(f"truncation_scale must be a positive finite number, got {self.truncation_scale}")
         for name in ("seed", "data_seed"):
             if not 0 <= getattr(self, name) < 2**31:
                 problems.append(f"{name} must be in [0, 2**31), got {getattr(self, name)}")
@@ -178,6 +185,8 @@ class ResolvedProtocol:
         fields["clip"] = "clip" if self.protocol.clip else ""
         if not fields["fit"]:
             del fields["fit"]  # shapes: the hashes from before the field existed still hold
+        if fields["truncation_scale"] == 1.0:
+            del fields["truncation_scale"]  # likewise: unscaled noise hashes as before the field
         # The measures added later enter the hash only where they are measured, so that a
         # protocol that turns them off keeps the hash it had before they existed.
         if not self.protocol.measures_fidelity:
