@@ -4,13 +4,15 @@ Written from the published definitions (taoxugit/AttnGAN ``code/model.py`` ``RNN
 ``cfg.RNN_TYPE = 'LSTM'``; tobran/DF-GAN ``code/lib/utils.py`` ``tokenize``,
 ``sort_example_captions``, ``encode_tokens``, ``rm_sort``), so that its ``state_dict`` has the
 official file layout and its outputs are what the released code computes. Used only by the
-parity tests (``tests/test_text_damsm.py``): nothing under ``jaxgan/`` imports torch.
+parity tests (``tests/test_text_damsm.py``, ``tests/test_dfgan_import.py``): nothing under ``jaxgan/`` imports torch.
 """
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -79,3 +81,20 @@ def encode(model: RNNEncoder, captions: Sequence[Sequence[int]]) -> tuple[np.nda
     unsorted_words[torch.from_numpy(order.copy())] = words
     unsorted_sent[torch.from_numpy(order.copy())] = sent
     return unsorted_words.numpy(), unsorted_sent.numpy()
+
+
+def official_files(out_dir: str | Path, wordtoix: Mapping[str, int], seed: int = 0,
+                   name: str = "text_encoder200.pth") -> tuple[RNNEncoder, Path, Path]:
+    """A random ``RNNEncoder(len(wordtoix))`` and its release files in ``out_dir``: the state dict
+    (``torch.save(text_encoder.state_dict())``, as AttnGAN's ``pretrain_DAMSM.py``) and the
+    captions pickle ``[train_captions, test_captions, ixtoword, wordtoix]`` (protocol 2, as
+    Python 2 wrote it). Returns (module, state-dict path, pickle path)."""
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    reference = RNNEncoder(len(wordtoix))
+    pth = out_dir / name
+    torch.save(reference.state_dict(), pth)
+    vocab = out_dir / "captions_DAMSM.pickle"
+    ixtoword = {i: w for w, i in wordtoix.items()}
+    vocab.write_bytes(pickle.dumps([[[1, 2, 3]], [[4, 5]], ixtoword, dict(wordtoix)], protocol=2))
+    return reference, pth, vocab

@@ -46,7 +46,7 @@ from jaxgan.metrics.evaluate import (
 from jaxgan.metrics.protocol import EvalProtocol
 from jaxgan.metrics.sharded import evaluation_mesh
 from jaxgan.models import build_models
-from jaxgan.text import load_text_encoder
+from jaxgan.text import DamsmTextEncoder, load_text_encoder
 from jaxgan.workdir import restore_state, saved_config
 
 
@@ -77,9 +77,15 @@ def evaluates(config: Config) -> bool:
 
 
 def training_text_hashes(encoder: Any) -> list[str]:
-    """Text-tower hashes of the models a run trains with (its frozen conditioning encoder)."""
+    """Text-tower hashes of the models a run trains with (its frozen conditioning encoder).
+
+    A DAMSM encoder (an LSTM) has no transformer a CLIP could share, and its params have no
+    Hugging Face names to hash under: it contributes none.
+    """
     params = getattr(encoder, "params", None)
-    return [text_tower_sha256(params)] if params is not None else []
+    if params is None or isinstance(encoder, DamsmTextEncoder):
+        return []
+    return [text_tower_sha256(params)]
 
 
 class Evaluator:

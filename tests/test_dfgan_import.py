@@ -3,10 +3,13 @@
 The reference is benchmarks/dfgan_reference.py (NetG, NetD, NetC written from the published
 definitions), with random weights saved in the official ``state_epoch_*.pth`` layout. Tiny
 widths (nf=4 at 32 px) keep it cheap; the sentence width is the shipped shapes encoder's (128),
-which the workdir test samples through.
+which the workdir test samples through. The end-to-end test chains a DAMSM encoder
+(benchmarks/damsm_reference.py) at the released width, 256, through both import commands.
 """
 
 import copy
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 
+from benchmarks import damsm_reference  # noqa: E402
 from benchmarks.dfgan_reference import (  # noqa: E402
     D_Block,
     G_Block,
@@ -30,7 +34,8 @@ from benchmarks.dfgan_reference import (  # noqa: E402
 )
 from jaxgan.checkpoint import Checkpointer  # noqa: E402
 from jaxgan.cli import run_command  # noqa: E402
-from jaxgan.data import make_source  # noqa: E402
+from jaxgan.data import make_source, shapes  # noqa: E402
+from jaxgan.data.embeddings import EmbeddingTable  # noqa: E402
 from jaxgan.data.pipeline import Pipeline  # noqa: E402
 from jaxgan.importers.dfgan import (  # noqa: E402
     convert_checkpoint,
@@ -42,10 +47,12 @@ from jaxgan.importers.dfgan import (  # noqa: E402
 from jaxgan.importers.torch_files import ImportFileError  # noqa: E402
 from jaxgan.models import build_models  # noqa: E402
 from jaxgan.models.dfgan import DBlock, GBlock, MatchingHead  # noqa: E402
+from jaxgan.pixels import to_float  # noqa: E402
 from jaxgan.presets import get_config  # noqa: E402
-from jaxgan.sampling import sample_noise  # noqa: E402
+from jaxgan.sampling import apply_generator, sample_noise  # noqa: E402
 from jaxgan.state import abstract_state  # noqa: E402
-from jaxgan.workdir import TrainedGenerator, resolve_config  # noqa: E402
+from jaxgan.text import load_text_encoder  # noqa: E402
+from jaxgan.workdir import TrainedGenerator, resolve_config, restore_state  # noqa: E402
 
 NF, NZ, COND, RES = 4, 100, 128, 32
 TINY = ["model.resolution=32", "model.width=4"]
@@ -156,6 +163,71 @@ def test_imported_workdir_samples_the_reference_and_resumes(official, tmp_path, 
     shapes_config = get_config("dfgan_official_cub", [*TINY, "data.dataset=shapes"])
     assert Pipeline(shapes_config, make_source(shapes_config), None).resume(
         data_position_at_start(shapes_config)) == 0
+
+
+def _shapes_vocabulary() -> dict[str, int]:
+    """A DAMSM ``wordtoix`` holding every word of a shapes caption (AttnGAN's ``<end>`` at 0)."""
+    text = " ".join([*(re.sub(r"\{\w+\}", " ", t) for t in shapes.TEMPLATES),
+                     *(v for values in shapes.ATTRIBUTE_VALUES.values() for v in values)])
+    return {"<end>": 0, **{w: i + 1 for i, w in enumerate(dict.fromkeys(re.findall(r"\w+", text.lower())))}}
+
+
+def test_release_files_import_end_to_end_and_evaluate(tmp_path, capsys, quick_compiles):
+    """Issue 26, item 4: random weights in the release layouts (text_encoder200.pth, the captions
+    pickle, state_epoch_N.pth at cond_dim 256), through `jaxgan import damsm` and `jaxgan import
+    dfgan`, give the PyTorch pipeline's images and logits (caption -> DF-GAN's tokenize ->
+    RNN_ENCODER's sent_emb -> NetG / NetD + NetC), and `jaxgan eval` runs on the workdir."""
+    torch.set_num_threads(1)
+    wordtoix = _shapes_vocabulary()
+    rnn, pth, vocab = damsm_reference.official_files(tmp_path, wordtoix, seed=2)
+    netG, netD, netC = build(NF, NZ, 256, RES, seed=3)
+    release = official_checkpoint(tmp_path / "state_epoch_100.pth", netG, netD, netC, epoch=100)
+    encoder_dir, workdir = tmp_path / "damsm", tmp_path / "w"
+    assert run_command("import", ["damsm", "--text-encoder", str(pth), "--vocab", str(vocab),
+                                  "--out", str(encoder_dir)]) == 0
+    overrides = [*TINY, "data.dataset=shapes"]
+    assert run_command("import", ["dfgan", "--checkpoint", str(release), "--text-encoder", str(encoder_dir),
+                                  "--workdir", str(workdir), *sum((["--set", o] for o in overrides), [])]) == 0
+    assert "(epoch 100)" in capsys.readouterr().out
+
+    # sample.py's path (TrainedGenerator) up to its uint8 rounding: the workdir's config and EMA
+    # generator, the captions' sentences from its DAMSM encoder, seeded noise.
+    config = resolve_config(workdir)
+    encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
+    state = restore_state(config, workdir, encoder)
+    real = shapes.batch(0, 3, RES, split="test")
+    captions = [*real["caption"][:2], "A LARGE red Circle, at the top-left!"]  # case and punctuation too
+    seeds = [5, 6, 7]
+    text, wrong = (EmbeddingTable.on_demand(encoder).text(c) for c in (captions, real["wrong_caption"]))
+    generator, discriminator = build_models(config.model)
+    z = sample_noise(seeds, NZ)
+    images = jax.jit(lambda p, s, t: apply_generator(generator, {"params": p, "batch_stats": s}, z, t))(
+        state.ema_params, state.ema_stats, text)
+    x = np.array(to_float(jnp.asarray(real["image"])))
+    logits, wrong_logits = jax.jit(lambda p, t, w: discriminator.apply({"params": p}, x, t, w, train=False))(
+        state.d_params, text["sentence"], wrong["sentence"])
+
+    _, sent = damsm_reference.encode(rnn, damsm_reference.tokenize(wordtoix, captions))
+    _, sent_wrong = damsm_reference.encode(rnn, damsm_reference.tokenize(wordtoix, real["wrong_caption"]))
+    with torch.no_grad():
+        ref = netG(torch.from_numpy(np.array(z)), torch.from_numpy(sent)).numpy().transpose(0, 2, 3, 1)
+        features = netD(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+        ref_logits = netC(features, torch.from_numpy(sent)).numpy().reshape(-1)
+        ref_wrong = netC(features, torch.from_numpy(sent_wrong)).numpy().reshape(-1)
+    assert ref.std() > 0.05 and np.ptp(ref_logits) > 1e-2  # not constants
+    np.testing.assert_allclose(np.asarray(images), ref, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(logits), ref_logits, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(wrong_logits), ref_wrong, atol=1e-4, rtol=0)
+
+    # jaxgan eval under a tiny protocol on the shapes test split.
+    assert run_command("eval", ["--workdir", str(workdir), "--no-progress", "--num-samples", "16",
+                                "--num-reference", "16", "--fidelity-samples", "0", "--diversity-captions", "0"]) == 0
+    (report_path,) = (workdir / "eval").glob("step_000000-*.json")
+    report = json.loads(report_path.read_text())
+    assert report["protocol"]["num_samples"] == 16
+    for name in ("fid", "precision", "recall"):
+        assert np.isfinite(report["metrics"][name]), name
+    assert report["metrics"]["fid"] > 0
 
 
 def test_missing_key_is_one_line(official, tmp_path):

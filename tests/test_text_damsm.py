@@ -37,14 +37,7 @@ CAPTIONS = [
 
 def _official_files(tmp_path, seed=0):
     """A random RNN_ENCODER state dict and a captions pickle, as the release lays them out."""
-    torch.manual_seed(seed)
-    reference = damsm_reference.RNNEncoder(len(WORDTOIX))
-    pth = tmp_path / "text_encoder200.pth"
-    torch.save(reference.state_dict(), pth)
-    vocab = tmp_path / "captions_DAMSM.pickle"
-    ixtoword = {i: w for w, i in WORDTOIX.items()}
-    vocab.write_bytes(pickle.dumps([[[1, 2, 3]], [[4, 5]], ixtoword, WORDTOIX], protocol=2))
-    return reference, pth, vocab
+    return damsm_reference.official_files(tmp_path, WORDTOIX, seed)
 
 
 @pytest.fixture(scope="module")
