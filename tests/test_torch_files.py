@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -71,3 +72,16 @@ def test_state_dict_check_names_the_first_differences():
     assert str(e.value) == ("netG: 3 differences from the expected layout: missing w0; unexpected extra; "
                             "w3 has shape (3, 2), expected (2, 2)")
     torch_files.check_state_dict(expected, {k: np.zeros(s) for k, s in expected.items()}, "netG")
+
+
+def test_without_torch_the_import_command_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    from jaxgan.cli import run_command
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` sees where torch is not installed
+    (tmp_path / "state_epoch_1.pth").write_bytes(b"")
+    assert run_command("import", ["dfgan", "--checkpoint", str(tmp_path / "state_epoch_1.pth"),
+                                  "--text-encoder", "shapes", "--workdir", str(tmp_path / "w")]) == 2
+    # (transformers may print its own note when it first finds torch missing; jaxgan's is one line.)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: importing PyTorch checkpoints needs torch: pip install 'jaxgan[torch]'"
+    assert not (tmp_path / "w").exists()
