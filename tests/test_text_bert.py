@@ -152,7 +152,7 @@ def test_missing_tensor_and_unsupported_model_type_are_clear_errors(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
     with pytest.raises(TextEncoderError, match=r"model_type 'roberta' is not supported; supported: bert, clip, "
-                                               r"clip_text_model, mt5, t5$"):
+                                               r"clip_text_model, damsm, mt5, t5$"):
         load_text_encoder(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
     with pytest.raises(TextEncoderError, match="unsupported position_embedding_type 'relative_key'"):

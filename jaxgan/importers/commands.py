@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable
 
-from jaxgan.importers import damsm, dfgan, galip
+from jaxgan.importers import damsm, dfgan, galip, torch_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,4 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the subcommand ``args.source`` names."""
+    # Every importer reads .pth files: say how to get torch before loading encoders or CLIPs.
+    torch_files.require_torch()
     return IMPORTERS[args.source].run(args)
