@@ -44,8 +44,9 @@ SLOW_FIRST = ("test_mixed_precision.py", "test_multihost_datasets.py", "test_tra
               "test_sample_attention.py", "test_step_variants.py", "test_bench.py", "test_faults_multihost.py",
               "test_remote_workdir.py", "test_dfgan.py", "test_faults_crash.py", "test_step.py", "test_r3gan.py",
               "test_galip.py", "test_pretrain_text.py", "test_clip_towers.py", "test_clip_pair.py",
-              "test_faults_resume.py", "test_inception.py", "test_schedules.py", "test_losses.py",
-              "test_fixture_workdir.py", "test_models.py", "test_preemption.py")
+              "test_galip_import.py", "test_dfgan_import.py", "test_faults_resume.py", "test_inception.py",
+              "test_schedules.py", "test_losses.py", "test_fixture_workdir.py", "test_models.py",
+              "test_preemption.py")
 
 
 def pytest_collection_modifyitems(items):
