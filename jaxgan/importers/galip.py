@@ -28,10 +28,8 @@ import numpy as np
 from flax import traverse_util
 
 from jaxgan.checkpoint import Checkpointer
-from jaxgan.config import Config, ConfigError, to_json
-from jaxgan.data import make_source, source_type
-from jaxgan.data.pipeline import Pipeline
-from jaxgan.errors import JaxganError
+from jaxgan.config import ConfigError, to_json
+from jaxgan.importers.dfgan import data_position_at_start
 from jaxgan.importers.torch_files import ImportFileError, check_state_dict, load_torch_file, state_dict_from
 from jaxgan.models import build_models
 from jaxgan.paths import workdir_path
@@ -229,22 +227,6 @@ class _Given(nn.Module):
             self.param(name, lambda _rng, v=value: v)
 
 
-def _data_position_at_start(config: Config) -> dict[str, Any]:
-    """The data position a checkpoint written before the first step stores: the pipeline's own
-    when the dataset opens here, else that of a one-process run that has read nothing."""
-    try:
-        source = make_source(config)
-    except JaxganError:
-        source = None
-    if source is not None:
-        return Pipeline(config, source, None).position(0)
-    base = {"dataset": config.data.dataset, "next_step": 0, "seed": config.data.seed,
-            "batch_size": config.train.batch_size}
-    if source_type(config.data.dataset).drawn:
-        return base
-    return base | {"process_count": 1, "consumed": [0], "stats": {"skipped": {}, "repaired": {}}}
-
-
 def import_galip(checkpoint: str | Path, clip: str, workdir: str | Path, preset: str = DEFAULT_PRESET,
                  overrides: Sequence[str] = (), check_clip_weights: bool = True, notice: Any = print) -> Path:
     """Writes a jaxgan workdir (``config.json``, a checkpoint at step 0, ``imported.json``) from an
@@ -291,7 +273,7 @@ def import_galip(checkpoint: str | Path, clip: str, workdir: str | Path, preset:
     write_atomically(workdir / "config.json", to_json(config) + "\n")
     checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints, asynchronous=False)
     try:
-        checkpoints.save(0, state, _data_position_at_start(config), config)
+        checkpoints.save(0, state, data_position_at_start(config), config)
         checkpoints.wait()
     finally:
         checkpoints.close()
