@@ -39,12 +39,12 @@ from jaxgan.data.embeddings import EmbeddingTable  # noqa: E402
 from jaxgan.data.pipeline import Pipeline  # noqa: E402
 from jaxgan.importers.dfgan import (  # noqa: E402
     convert_checkpoint,
-    data_position_at_start,
     import_dfgan,
     official_name,
     official_shape,
 )
 from jaxgan.importers.torch_files import ImportFileError  # noqa: E402
+from jaxgan.importers.workdir import data_position_at_start  # noqa: E402
 from jaxgan.models import build_models  # noqa: E402
 from jaxgan.models.dfgan import DBlock, GBlock, MatchingHead  # noqa: E402
 from jaxgan.pixels import to_float  # noqa: E402

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jaxgan.checkpoint import Checkpointer
-from jaxgan.config import Config, to_json
-from jaxgan.data import make_source, source_type
-from jaxgan.data.pipeline import Pipeline
-from jaxgan.errors import JaxganError
 from jaxgan.importers.torch_files import ImportFileError, check_state_dict, load_torch_file, state_dict_from
+from jaxgan.importers.workdir import add_workdir_arguments, new_workdir, write_imported_workdir
 from jaxgan.models import build_models
 from jaxgan.models.dfgan import DFGANConfig, dfgan_d_channels
-from jaxgan.paths import workdir_path
 from jaxgan.presets import get_config
 from jaxgan.state import GANState, init_state
 from jaxgan.text import load_text_encoder
 from jaxgan.text.hf import to_flax_layout, torch_shape
-from jaxgan.workdir import write_atomically
 
 DEFAULT_PRESET = "dfgan_official_cub"
 # What the official DF-GAN lacks: a config with any of these away from its default has
@@ -220,27 +213,6 @@ def _with_adam(opt_state: Any, moments: tuple[int, dict, dict]) -> Any:
     return opt_state._replace(inner_state=(adam_state, *rest))
 
 
-def data_position_at_start(config: Config) -> dict[str, Any]:
-    """What a checkpoint written before the first step stores as its data position: the
-    input pipeline's own position at step 0 when the dataset can be opened here, else the
-    same for a TFDS dataset not prepared here (a one-process run, nothing consumed).
-
-    Example:
-        data_position_at_start(get_config("dfgan_official_cub"))["next_step"]  # 0
-    """
-    try:
-        source = make_source(config)
-    except (JaxganError, ImportError):  # not prepared here, or tensorflow_datasets not installed
-        source = None
-    if source is not None:
-        return Pipeline(config, source, None).position(0)
-    base = {"dataset": config.data.dataset, "next_step": 0, "seed": config.data.seed,
-            "batch_size": config.train.batch_size}
-    if source_type(config.data.dataset).drawn:
-        return base
-    return base | {"process_count": 1, "consumed": [0], "stats": {"skipped": {}, "repaired": {}}}
-
-
 def import_dfgan(checkpoint: str | Path, workdir: str | Path, text_encoder: str,
                  preset: str = DEFAULT_PRESET, overrides: list[str] | tuple[str, ...] = (),
                  notice: Any = print) -> Path:
@@ -259,9 +231,7 @@ def import_dfgan(checkpoint: str | Path, workdir: str | Path, text_encoder: str,
       ImportFileError: an existing non-empty workdir, an unreadable or mismatched checkpoint.
       ConfigError: an unknown preset or override.
     """
-    workdir = workdir_path(workdir)
-    if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
-        raise ImportFileError(f"{workdir} exists and is not empty; import into a new or empty folder")
+    workdir = new_workdir(workdir)
     config = get_config(preset, [*overrides, f"text.encoder={text_encoder}"])
     check_official(config.model)
     encoder = load_text_encoder(config.text.encoder, config.text.max_length or None)
@@ -281,21 +251,13 @@ def import_dfgan(checkpoint: str | Path, workdir: str | Path, text_encoder: str,
             continue
         state = state.replace(**{field: _with_adam(getattr(state, field), moments)})
         optimizers[net] = f"Adam moments at step {moments[0]}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_atomically(workdir / "config.json", to_json(config) + "\n")
-    checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints, asynchronous=False)
-    try:
-        checkpoints.save(0, state, data_position_at_start(config), config)
-        checkpoints.wait()
-    finally:
-        checkpoints.close()
     record = {"source": str(Path(checkpoint).resolve()), "format": "tobran/DF-GAN state_epoch_*.pth",
               "epoch": imported.epoch, "text_encoder": text_encoder, "preset": preset,
               "overrides": list(overrides), "optimizers": optimizers}
-    write_atomically(workdir / "imported.json", json.dumps(record, indent=2) + "\n")
+    workdir = write_imported_workdir(workdir, config, state, record)
     notice(f"imported {checkpoint} (epoch {imported.epoch}) into {workdir} at step 0; optimizers: "
            + "; ".join(f"{k} {v}" for k, v in optimizers.items()))
-    return Path(str(workdir))
+    return workdir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -304,11 +266,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", required=True, metavar="DIR",
                    help="a jaxgan text encoder (directory or name) whose sentence width is the checkpoint's "
                         "cond_dim (256 for the released models: their DAMSM encoder, see `jaxgan import damsm`)")
-    p.add_argument("--workdir", required=True, help="a new or empty folder")
-    p.add_argument("--preset", default=DEFAULT_PRESET, choices=None,
-                   help=f"the checkpoint's settings (default {DEFAULT_PRESET}; dfgan_official_coco for COCO)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set data.captions_dir=DIR (repeatable)")
+    add_workdir_arguments(p, DEFAULT_PRESET, "dfgan_official_coco for COCO")
 
 
 def run(args: argparse.Namespace) -> int:

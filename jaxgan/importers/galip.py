@@ -17,7 +17,6 @@ their forward never uses, which is checked for shape and dropped.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,14 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from jaxgan.checkpoint import Checkpointer
-from jaxgan.config import ConfigError, to_json
-from jaxgan.importers.dfgan import data_position_at_start
+from jaxgan.config import ConfigError
 from jaxgan.importers.torch_files import ImportFileError, check_state_dict, load_torch_file, state_dict_from
+from jaxgan.importers.workdir import add_workdir_arguments, new_workdir, write_imported_workdir
 from jaxgan.models import build_models
-from jaxgan.paths import workdir_path
 from jaxgan.presets import get_config
 from jaxgan.state import abstract_state, init_state
 from jaxgan.text import load_text_encoder
 from jaxgan.text.clip_hf import hf_from_params, vision_hf_name
-from jaxgan.workdir import write_atomically
 
 DEFAULT_PRESET = "galip_official_coco"
 FORMAT = "tobran/GALIP state_epoch_*.pth"
@@ -245,9 +241,7 @@ def import_galip(checkpoint: str | Path, clip: str, workdir: str | Path, preset:
       ImportFileError: an existing non-empty workdir, an unreadable or mismatched checkpoint.
       ConfigError: an unknown preset or override, or a preset of another architecture.
     """
-    workdir = workdir_path(workdir)
-    if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
-        raise ImportFileError(f"{workdir} exists and is not empty; import into a new or empty folder")
+    workdir = new_workdir(workdir)
     config = get_config(preset, [*overrides, f"model.clip={clip}", f"text.encoder={clip}"])
     if config.model.arch != "galip":
         raise ConfigError(f"preset {preset} is model.arch={config.model.arch}; GALIP checkpoints need a galip "
@@ -269,21 +263,13 @@ def import_galip(checkpoint: str | Path, clip: str, workdir: str | Path, preset:
     # built without running G and D: compiling their init at 224 px costs minutes on a CPU.
     state = jax.jit(lambda g, d: init_state(config, _Given(g), _Given(d), encoder.sentence_dim,
                                             encoder.word_dim))(g_params, d_params)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_atomically(workdir / "config.json", to_json(config) + "\n")
-    checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints, asynchronous=False)
-    try:
-        checkpoints.save(0, state, data_position_at_start(config), config)
-        checkpoints.wait()
-    finally:
-        checkpoints.close()
     epoch = raw.get("epoch") if isinstance(raw, Mapping) else None
     record = {"source": str(Path(checkpoint).resolve()), "format": FORMAT, "epoch": epoch, "clip": clip,
               "clip_checked": bool(check_clip_weights), "preset": preset, "overrides": list(overrides),
               "optimizers": "fresh"}
-    write_atomically(workdir / "imported.json", json.dumps(record, indent=2) + "\n")
+    workdir = write_imported_workdir(workdir, config, state, record)
     notice(f"imported {checkpoint} (epoch {epoch}) into {workdir} at step 0; optimizers start fresh")
-    return Path(str(workdir))
+    return workdir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -292,11 +278,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", required=True, metavar="DIR",
                    help="the Hugging Face CLIP directory GALIP was trained on (a local openai/clip-vit-base-patch32 "
                         "for the released models); becomes model.clip and text.encoder")
-    p.add_argument("--workdir", required=True, help="a new or empty folder")
-    p.add_argument("--preset", default=DEFAULT_PRESET,
-                   help=f"the checkpoint's settings (default {DEFAULT_PRESET}; galip_official_cub for CUB)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set data.captions_dir=DIR (repeatable)")
+    add_workdir_arguments(p, DEFAULT_PRESET, "galip_official_cub for CUB")
     p.add_argument("--no-check-clip", dest="check_clip", action="store_false",
                    help="skip comparing the checkpoint's copy of the CLIP tower with --clip's")
 
