@@ -83,3 +83,28 @@ SCHEDULED_RUN = ["train.num_devices=1", "train.penalty=r1", "train.optimizer=sgd
                  "train.d_lr=2e-3", "train.g_lr_schedule=linear:1e-3@32", "train.d_lr_schedule=cosine:1e-3@32",
                  "train.penalty_weight_schedule=cosine:2@32", "train.ema_kimg=0.016",
                  "train.ema_kimg_schedule=linear:0.064@32"]
+
+
+def max_rel_diff(ours, theirs) -> float:
+    """max |ours - theirs| relative to the largest |theirs|: one scale for a whole output."""
+    theirs = np.asarray(theirs)
+    return float(np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max())
+
+
+def save_tiny_hf_clip(directory, vocab_size: int, eos: int, bos: int, pad: int, image_size: int = 32,
+                      patch_size: int = 8, hidden: int = 32, layers: int = 2, max_positions: int = 16):
+    """A random tiny transformers ``CLIPModel`` (torch seed 0, projection 24) saved to
+    ``directory`` as transformers writes it; returns the PyTorch model in eval mode."""
+    import torch
+    import transformers
+
+    text = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=37, num_hidden_layers=layers,
+                num_attention_heads=4, max_position_embeddings=max_positions, eos_token_id=eos,
+                bos_token_id=bos, pad_token_id=pad)
+    vision = dict(hidden_size=hidden, intermediate_size=40, num_hidden_layers=layers, num_attention_heads=4,
+                  image_size=image_size, patch_size=patch_size)
+    torch.manual_seed(0)
+    model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
+                                                           projection_dim=24)).eval()
+    model.save_pretrained(directory)
+    return model

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers import max_rel_diff, save_tiny_hf_clip
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from safetensors.numpy import load_file, save_file
 
@@ -29,26 +30,14 @@ CAPTIONS = ["a red circle", "the large blue square on the left", "a photo of a c
 IMAGE_SIZE, MAX_POSITIONS = 32, 16
 
 
-def _rel(ours, theirs) -> float:
-    theirs = np.asarray(theirs)
-    return float(np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max())
-
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     """A tiny random CLIPModel with a word-level tokenizer whose ids match its config."""
     directory = tmp_path_factory.mktemp("clip")
     tokenizer = build_word_tokenizer(WORDS)
     vocab = tokenizer.get_vocab()
-    text = dict(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=MAX_POSITIONS, eos_token_id=vocab[EOS],
-                bos_token_id=vocab[BOS], pad_token_id=vocab[PAD])
-    vision = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=IMAGE_SIZE, patch_size=8)
-    torch.manual_seed(0)
-    model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                           projection_dim=24)).eval()
-    model.save_pretrained(directory)
+    model = save_tiny_hf_clip(directory, tokenizer.get_vocab_size(), eos=vocab[EOS], bos=vocab[BOS], pad=vocab[PAD],
+                              image_size=IMAGE_SIZE, max_positions=MAX_POSITIONS)
     save_tokenizer(tokenizer, directory, max_length=MAX_POSITIONS)
     return directory, model
 
@@ -79,17 +68,17 @@ def test_embeddings_and_scores_match_transformers(clip_dir, scorer):
     text_ref = torch.nn.functional.normalize(text_ref, dim=-1).numpy()
 
     out = scorer.vision_module.apply({"params": scorer.vision_params}, pixels)
-    assert _rel(out.last_hidden_state, vision.last_hidden_state.numpy()) < 1e-5
-    assert _rel(out.pooler_output, vision.pooler_output.numpy()) < 1e-5
+    assert max_rel_diff(out.last_hidden_state, vision.last_hidden_state.numpy()) < 1e-5
+    assert max_rel_diff(out.pooler_output, vision.pooler_output.numpy()) < 1e-5
     image = scorer.embed_images(pixels)
     text = scorer.embed_texts(CAPTIONS)
     assert image.shape == text.shape == (len(CAPTIONS), 24)
     cosines = clip_score(image, text)
-    print(f"relative max error: hidden {_rel(out.last_hidden_state, vision.last_hidden_state.numpy()):.1e}, "
-          f"image {_rel(image, image_ref):.1e}, text {_rel(text, text_ref):.1e}, "
+    print(f"relative max error: hidden {max_rel_diff(out.last_hidden_state, vision.last_hidden_state.numpy()):.1e}, "
+          f"image {max_rel_diff(image, image_ref):.1e}, text {max_rel_diff(text, text_ref):.1e}, "
           f"cosine abs {np.abs(cosines - (image_ref * text_ref).sum(-1)).max():.1e}")
-    assert _rel(image, image_ref) < 1e-5
-    assert _rel(text, text_ref) < 1e-5
+    assert max_rel_diff(image, image_ref) < 1e-5
+    assert max_rel_diff(text, text_ref) < 1e-5
     assert np.abs(cosines - (image_ref * text_ref).sum(-1)).max() < 1e-5
     # The pure function, jitted with the batch sharded over two devices, agrees.
     mesh = Mesh(np.array(jax.devices()[:2]), ("data",))

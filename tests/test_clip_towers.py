@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 import torch
-import transformers
+from helpers import max_rel_diff, save_tiny_hf_clip
 
 from jaxgan.errors import JaxganError
 from jaxgan.text import ClipTowers, load_clip, patch_grid, to_pixel_values
@@ -30,23 +30,12 @@ TOLERANCE = 1e-5
 pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny programs, each compiled once
 
 
-def _rel(ours, theirs) -> float:
-    theirs = np.asarray(theirs)
-    return float(np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max())
-
-
 @pytest.fixture(scope="module")
 def hf_clip(tmp_path_factory):
     """A random tiny CLIPModel saved as transformers writes it, and the PyTorch model."""
     directory = tmp_path_factory.mktemp("clip")
-    text = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=LAYERS,
-                num_attention_heads=4, max_position_embeddings=16, eos_token_id=EOS, bos_token_id=1, pad_token_id=0)
-    vision = dict(hidden_size=HIDDEN, intermediate_size=40, num_hidden_layers=LAYERS, num_attention_heads=4,
-                  image_size=IMAGE_SIZE, patch_size=PATCH)
-    torch.manual_seed(0)
-    model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                           projection_dim=24)).eval()
-    model.save_pretrained(directory)
+    model = save_tiny_hf_clip(directory, VOCAB, eos=EOS, bos=1, pad=0, image_size=IMAGE_SIZE, patch_size=PATCH,
+                              hidden=HIDDEN, layers=LAYERS)
     return directory, model
 
 
@@ -83,9 +72,9 @@ def test_text_tower_matches_transformers(hf_clip, clip):
     assert clip.text.config.projection_dim == 24 and out.text_embeds.shape == (3, 24)
     # Padding positions differ by design (both compute them, neither reads them): compare real tokens.
     real = mask.astype(bool)
-    assert _rel(np.asarray(out.last_hidden_state)[real], ref.last_hidden_state.numpy()[real]) < TOLERANCE
-    assert _rel(out.pooler_output, ref.pooler_output) < TOLERANCE
-    assert _rel(out.text_embeds, embeds) < TOLERANCE
+    assert max_rel_diff(np.asarray(out.last_hidden_state)[real], ref.last_hidden_state.numpy()[real]) < TOLERANCE
+    assert max_rel_diff(out.pooler_output, ref.pooler_output) < TOLERANCE
+    assert max_rel_diff(out.text_embeds, embeds) < TOLERANCE
     assert clip.logit_scale == pytest.approx(model.logit_scale.item())
 
 
@@ -97,9 +86,10 @@ def test_vision_tower_and_every_hidden_state_match_transformers(hf_clip, clip):
         ref = model.vision_model(pixel_values=_nchw(pixels), output_hidden_states=True)
         embeds = model.visual_projection(ref.pooler_output)
     assert len(ref.hidden_states) == len(out.hidden_states) == LAYERS + 1
-    errors = {"pooled": _rel(out.pooler_output, ref.pooler_output), "embeds": _rel(out.image_embeds, embeds),
-              "last": _rel(out.last_hidden_state, ref.last_hidden_state)}
-    errors.update({f"state {k}": _rel(ours, theirs) for k, (ours, theirs)
+    errors = {"pooled": max_rel_diff(out.pooler_output, ref.pooler_output),
+              "embeds": max_rel_diff(out.image_embeds, embeds),
+              "last": max_rel_diff(out.last_hidden_state, ref.last_hidden_state)}
+    errors.update({f"state {k}": max_rel_diff(ours, theirs) for k, (ours, theirs)
                    in enumerate(zip(out.hidden_states, ref.hidden_states, strict=True))})
     print("relative max error:", {k: f"{v:.1e}" for k, v in errors.items()})
     assert max(errors.values()) < TOLERANCE
@@ -127,11 +117,11 @@ def test_a_slice_of_layers_runs_on_given_hidden_states(hf_clip, clip):
 
     runs, state0, (pooled, embeds) = pieces(clip.vision.params, states)
     for (start, stop), ours in zip(slices, runs, strict=True):
-        assert _rel(ours, states[stop]) < TOLERANCE, (start, stop)
-    assert _rel(state0, states[0]) < TOLERANCE
+        assert max_rel_diff(ours, states[stop]) < TOLERANCE, (start, stop)
+    assert max_rel_diff(state0, states[0]) < TOLERANCE
     with torch.no_grad():
         pooled_ref = model.vision_model.post_layernorm(torch.tensor(states[LAYERS][:, 0]))
-        assert _rel(embeds, model.visual_projection(pooled_ref)) < TOLERANCE
+        assert max_rel_diff(embeds, model.visual_projection(pooled_ref)) < TOLERANCE
     with pytest.raises(ValueError, match=r"layer slice \[1, 3\) is not within \[0, 2\]"):
         jax.eval_shape(lambda p, h: clip.vision.apply(p, h, 1, 3, method="run_layers"), clip.vision.params, states[1])
 
@@ -162,7 +152,7 @@ def test_galip_generator_path_matches_transformers(hf_clip, clip):
         x = vision.encoder.layers[1](torch.cat([x, torch.tensor(prompt)], dim=1), None)[:, :-1]
         ref = x[:, 1:].reshape(2, grid_side, grid_side, HIDDEN).numpy()
     assert ours.shape == (2, grid_side, grid_side, HIDDEN)
-    assert _rel(ours, ref) < TOLERANCE
+    assert max_rel_diff(ours, ref) < TOLERANCE
 
 
 def test_pixel_values_are_differentiable_and_match_torch_resizing():
@@ -185,10 +175,10 @@ def test_pixel_values_are_differentiable_and_match_torch_resizing():
     ref = (up - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     ref_loss = (ref * _nchw(weights)).sum()
     ref_loss.backward()
-    assert _rel(to_pixel_values(jnp.asarray(images), IMAGE_SIZE, method="bilinear"),
+    assert max_rel_diff(to_pixel_values(jnp.asarray(images), IMAGE_SIZE, method="bilinear"),
                 ref.detach().permute(0, 2, 3, 1).numpy()) < 1e-6
     assert float(value) == pytest.approx(ref_loss.item(), rel=1e-5)
-    assert _rel(grad, x.grad.permute(0, 2, 3, 1).numpy()) < 1e-5
+    assert max_rel_diff(grad, x.grad.permute(0, 2, 3, 1).numpy()) < 1e-5
     # Pixels outside [-1, 1] still get gradients (nothing is clipped).
     assert np.all(np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(images) * 3)) != 0)
 
