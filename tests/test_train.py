@@ -344,6 +344,11 @@ def test_tensorboard_has_losses_metrics_learning_rates_and_sample_grids(trained)
     evals = [json.loads(line) for line in (trained / "eval.jsonl").read_text().splitlines()]
     fid = {step: value for tag, step, value in events if tag == "eval/fid"}
     assert fid == pytest.approx({r["step"]: r["fid"] for r in evals})
+    # Every number of an evaluation row is a scalar too, the within-caption diversity among them.
+    assert "diversity_spread_ratio" in evals[0]
+    for key in (k for k, v in evals[0].items() if k != "step" and isinstance(v, (int, float))):
+        logged = {step: value for tag, step, value in events if tag == f"eval/{key}"}
+        assert logged == pytest.approx({r["step"]: r[key] for r in evals}), key
     # The captioned sample grids, as PNGs of the same size as the files written beside them.
     grids = {step: value for tag, step, value in events if tag == "samples"}
     assert sorted(grids) == [3, 6]
