@@ -33,21 +33,24 @@ def sample_noise(seeds: Sequence[int], z_dim: int) -> jax.Array:
     return jax.vmap(lambda k: jax.random.normal(k, (z_dim,)))(keys)
 
 
-def make_generate_fn(generator: nn.Module) -> Callable[..., jax.Array]:
+def make_generate_fn(generator: nn.Module, frozen: Any = None) -> Callable[..., jax.Array]:
     """``generate(params, batch_stats, z, text) -> uint8 [N, R, R, 3]``, compiled.
 
     ``text`` is a dict with ``sentence`` [N, S] and, for generators with word attention,
     ``words`` [N, L, W] and ``word_mask`` [N, L] (``EmbeddingTable.text``). BatchNorm
     runs in inference mode (running statistics), so a sample does not depend on the other
-    samples in its batch. The generator's frozen params (GALIP's CLIP tower) are put on the
-    device once here and passed to the compiled function as an argument, not embedded in it.
+    samples in its batch. The generator's frozen params (GALIP's CLIP tower) are passed to the
+    compiled function as an argument, not embedded in it: ``frozen`` when given (device arrays
+    already placed, e.g. the training step's, so a run does not hold the tower twice), else read
+    from the generator and put on the device once here. ``generate.frozen`` is that copy.
 
     Example:
         generate = make_generate_fn(generator)
         images = generate(state.ema_params, state.ema_stats, sample_noise([0, 1], 100), embed.text(prompts))
     """
 
-    frozen = jax.device_put(frozen_params(generator))
+    if frozen is None:
+        frozen = jax.device_put(frozen_params(generator))
 
     @jax.jit
     def compiled(params: Any, batch_stats: Any, z: jax.Array, text: dict[str, jax.Array], frozen: Any) -> jax.Array:
@@ -57,6 +60,7 @@ def make_generate_fn(generator: nn.Module) -> Callable[..., jax.Array]:
     def generate(params: Any, batch_stats: Any, z: jax.Array, text: dict[str, jax.Array]) -> jax.Array:
         return compiled(params, batch_stats, z, text, frozen)
 
+    generate.frozen = frozen
     return generate
 
 

@@ -90,7 +90,10 @@ class _Run:
         self.pipeline = Pipeline(config, source, self.table, rows, jax.process_index(), jax.process_count())
         self.prompts = source.preview_captions()
         self.step_fn = self.program.step
-        self.generate = make_generate_fn(self.sample_generator)
+        # Previews read the step's copy of the frozen towers (GALIP's CLIP: 350 MB at ViT-B/32)
+        # rather than a second one; under pmap that copy has a device axis, so they take their own.
+        self.generate = make_generate_fn(self.sample_generator,
+                                         None if self.parallel.mode == "pmap" else self.program.frozen)
         self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
         # Built before the first step, so that bad evaluation settings stop the run at once.
         self.evaluator = (Evaluator(config, self.encoder, mesh=self.parallel.flat_mesh, table=self.table)

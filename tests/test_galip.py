@@ -16,7 +16,7 @@ import torch
 import transformers
 from helpers import tree_max_abs_diff, trees_bitwise_equal
 
-from jaxgan import flops
+from jaxgan import flops, train
 from jaxgan.bench import synthetic_batch
 from jaxgan.config import ConfigError
 from jaxgan.models import GALIPConfig, build_models, sentence_width, step_pieces
@@ -153,6 +153,20 @@ def test_shapes_d_reads_images_or_their_clip_features_and_sampling_gets_the_towe
     images = make_generate_fn(g)(fresh.ema_params, fresh.ema_stats, z, {"sentence": batch["sentence"]})
     assert images.dtype == jnp.uint8
     assert np.max(np.abs(np.asarray(images, np.int32) - np.asarray(to_uint8(fake), np.int32))) <= 1
+    # Given the step's frozen params (G's and D's, merged), it reads them, not a copy of its own.
+    step_frozen = jax.device_put(frozen_params(g, d))
+    shared = make_generate_fn(g, step_frozen)
+    assert shared.frozen is step_frozen
+    np.testing.assert_array_equal(shared(fresh.ema_params, fresh.ema_stats, z, {"sentence": batch["sentence"]}),
+                                  images)
+
+
+def test_training_previews_read_the_steps_copy_of_the_clip_tower(tmp_path):
+    # A run holds the frozen tower once: the preview sampler takes the step's device copy.
+    config = get_config("galip64_shapes", ["train.num_devices=1", "eval.every=0"])
+    run = train._Run(config, tmp_path / "run")
+    run.checkpoints.close()
+    assert run.program.frozen and run.generate.frozen is run.program.frozen
 
 
 def test_two_steps_are_finite_leave_clip_bitwise_unchanged_and_g_loss_adds_the_clip_term(clip_dir, single_run,
