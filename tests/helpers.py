@@ -92,19 +92,29 @@ def max_rel_diff(ours, theirs) -> float:
 
 
 def save_tiny_hf_clip(directory, vocab_size: int, eos: int, bos: int, pad: int, image_size: int = 32,
-                      patch_size: int = 8, hidden: int = 32, layers: int = 2, max_positions: int = 16):
-    """A random tiny transformers ``CLIPModel`` (torch seed 0, projection 24) saved to
-    ``directory`` as transformers writes it; returns the PyTorch model in eval mode."""
+                      patch_size: int = 8, hidden: int = 32, layers: int = 2, max_positions: int = 16,
+                      projection: int = 24, text: dict | None = None, vision: dict | None = None, seed: int = 0):
+    """A random tiny transformers ``CLIPModel`` (torch seed ``seed``) saved to ``directory`` as
+    transformers writes it; returns the PyTorch model in eval mode. ``text`` and ``vision``
+    override fields of the two towers' configs (e.g. a narrower text tower than vision tower)."""
     import torch
     import transformers
 
     text = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=37, num_hidden_layers=layers,
                 num_attention_heads=4, max_position_embeddings=max_positions, eos_token_id=eos,
-                bos_token_id=bos, pad_token_id=pad)
+                bos_token_id=bos, pad_token_id=pad) | (text or {})
     vision = dict(hidden_size=hidden, intermediate_size=40, num_hidden_layers=layers, num_attention_heads=4,
-                  image_size=image_size, patch_size=patch_size)
-    torch.manual_seed(0)
+                  image_size=image_size, patch_size=patch_size) | (vision or {})
+    torch.manual_seed(seed)
     model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                           projection_dim=24)).eval()
+                                                           projection_dim=projection)).eval()
     model.save_pretrained(directory)
     return model
+
+
+def save_galip_tiny_clip(directory):
+    """The tiny CLIP of the GALIP tests (test_galip.py's constants): 40 px images in 8 px
+    patches (a 5x5 grid), 2 vision layers of width 16, 1 text layer, joint width 24."""
+    narrow = dict(intermediate_size=20, num_attention_heads=2)
+    return save_tiny_hf_clip(directory, 40, eos=39, bos=1, pad=0, image_size=40, patch_size=8, hidden=16,
+                             layers=2, text=dict(narrow, num_hidden_layers=1), vision=narrow)

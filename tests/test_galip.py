@@ -12,9 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import transformers
-from helpers import tree_max_abs_diff, trees_bitwise_equal
+from helpers import save_galip_tiny_clip, tree_max_abs_diff, trees_bitwise_equal
 
 from jaxgan import flops, train
 from jaxgan.bench import synthetic_batch
@@ -48,13 +46,7 @@ LAYOUT = ["train.optimizer=sgd", "train.g_lr=2e-2", "train.d_lr=2e-2"]
 def clip_dir(tmp_path_factory):
     """A random tiny CLIPModel directory as transformers' save_pretrained writes it."""
     directory = tmp_path_factory.mktemp("galip_clip")
-    text = dict(vocab_size=40, hidden_size=HIDDEN, intermediate_size=MLP, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=16, eos_token_id=39, bos_token_id=1, pad_token_id=0)
-    vision = dict(hidden_size=HIDDEN, intermediate_size=MLP, num_hidden_layers=LAYERS, num_attention_heads=2,
-                  image_size=IMAGE, patch_size=8)
-    torch.manual_seed(0)
-    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                   projection_dim=PROJECTION)).save_pretrained(directory)
+    save_galip_tiny_clip(directory)
     return str(directory)
 
 

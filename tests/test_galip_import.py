@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
+from helpers import save_tiny_hf_clip
 
 from jaxgan.cli import run_command
 from jaxgan.importers.galip import check_clip, discriminator_params, generator_params, openai_visual_from_hf, split_clip
@@ -45,14 +45,10 @@ def official(tmp_path_factory):
     """(CLIP directory, official checkpoint path, the reference modules) with random weights."""
     root = tmp_path_factory.mktemp("galip_official")
     # The text tower takes the shipped shapes CLIP's tokenizer (172 tokens), so captions work.
-    text = dict(vocab_size=172, hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=32, eos_token_id=3, bos_token_id=2, pad_token_id=0)
-    vision = dict(hidden_size=HIDDEN, intermediate_size=48, num_hidden_layers=12, num_attention_heads=2,
-                  image_size=224, patch_size=32)
-    torch.manual_seed(0)
-    hf = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                        projection_dim=PROJECTION)).eval()
-    hf.save_pretrained(root / "clip")
+    hf = save_tiny_hf_clip(root / "clip", 172, eos=3, bos=2, pad=0, image_size=224, patch_size=32, hidden=HIDDEN,
+                           layers=12, max_positions=32, projection=PROJECTION,
+                           text=dict(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2),
+                           vision=dict(intermediate_size=48, num_attention_heads=2))
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(SHAPES_CLIP_DIR / name, root / "clip" / name)
     clip = openai_clip_from_hf(hf)

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-import transformers
+from helpers import save_galip_tiny_clip
 
 from jaxgan.models import build_models
 from jaxgan.presets import get_config
@@ -59,12 +59,7 @@ def test_set_overrides_every_preset(capsys):
 def test_galip_params_are_counted_at_the_clip_sentence_width(tmp_path):
     """GALIP's G and D take the CLIP's projection (24 here), not SENTENCE_DIM: the bytes
     scaling all-reduces are those of the params initialised at that width."""
-    text = dict(vocab_size=40, hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=16, eos_token_id=39, bos_token_id=1, pad_token_id=0)
-    vision = dict(hidden_size=16, intermediate_size=20, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=40, patch_size=8)
-    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                   projection_dim=24)).save_pretrained(tmp_path)
+    save_galip_tiny_clip(tmp_path)
     config = get_config("galip64", [f"model.clip={tmp_path}", "model.width=4", "model.z_dim=8",
                                     "model.resolution=32", "model.d_layers=1,2", "model.prompt_layers=1",
                                     "model.bridge_width=4", "model.bridge_blocks=1"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers import save_tiny_hf_clip
 from safetensors.numpy import load_file, save_file
 
 from jaxgan.text import ClipTextConfig, TextEncoderError, init_params, load_clip_text, save_clip_text
@@ -143,13 +144,10 @@ def test_shape_mismatch_and_missing_tensor_are_clear_errors(saved):
 
 
 def test_reads_the_text_tower_of_a_full_clip_model(tmp_path):
-    torch.manual_seed(2)
-    text = _hf_config(7).to_dict()
-    vision = dict(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=8, patch_size=4)
-    reference = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                               projection_dim=24)).eval()
-    reference.save_pretrained(tmp_path)
+    # The text tower is _hf_config(7)'s; the vision tower is only there to be skipped.
+    reference = save_tiny_hf_clip(tmp_path, VOCAB, eos=7, bos=1, pad=0, image_size=8, patch_size=4, seed=2,
+                                  vision=dict(hidden_size=16, intermediate_size=20, num_hidden_layers=1,
+                                              num_attention_heads=2))
     module, params, _ = load_clip_text(tmp_path)
     ids, mask = _tokens(7, seed=3)
     with torch.no_grad():
