@@ -19,8 +19,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from orbax.checkpoint import multihost
 
 from jaxgan.config import Config, to_dict
@@ -132,14 +134,25 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 def _connect_collectives(timeout_s: int) -> None:
     """Sets up the cross-process collectives while every process is at the same point.
 
-    Gloo (the CPU collectives) connects the processes at the first collective and gives each
-    one 30 s to arrive; jax 0.10 does not expose that timeout. Left to the training loop, the
-    first collective comes after loading the text encoder, building the data and compiling,
-    which on a loaded machine can put one process more than 30 s behind the other. Here they
-    first meet on the coordination service (``timeout_s``), then run one tiny collective over
-    every device, whose connections the run's collectives reuse.
+    Gloo (the CPU collectives) opens one context per group of devices, at the first
+    collective over that group, and gives each process 30 s to arrive; jax 0.10 does not
+    expose that timeout. Left to the training loop, the first collective over every device
+    comes after loading the text encoder, building the data and compiling the step, which on
+    a loaded machine can put one process more than 30 s behind the other. Here they first
+    meet on the coordination service (``timeout_s``), then sum one number per device over
+    every device: that opens the context of the whole run's devices, which the step, the
+    evaluation and the sharded checkpoints reuse. ``multihost_utils``' collectives (the notes
+    between processes) take one device per process, a different group, connected last.
     """
     multihost.get_barrier_sync_fn()(key="jaxgan_collectives", timeout_ms=timeout_s * 1000)
+    devices = jax.devices()
+    mesh = Mesh(np.asarray(devices), ("all",))
+    ones = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("all")),
+                                                  np.ones(jax.local_device_count(), np.float32))
+    total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))(ones)
+    if int(total.addressable_data(0)) != len(devices):
+        raise DistributedError(f"the processes' devices did not connect: a sum over the {len(devices)} devices "
+                               f"gave {int(total.addressable_data(0))}")
     multihost_utils.sync_global_devices("jaxgan: collectives connected")
 
 
