@@ -33,7 +33,7 @@ def sample_noise(seeds: Sequence[int], z_dim: int) -> jax.Array:
     return jax.vmap(lambda k: jax.random.normal(k, (z_dim,)))(keys)
 
 
-def make_generate_fn(generator: nn.Module, frozen: Any = None) -> Callable[..., jax.Array]:
+def make_generate_fn(generator: nn.Module, frozen: Any = None, stacked: bool = False) -> Callable[..., jax.Array]:
     """``generate(params, batch_stats, z, text) -> uint8 [N, R, R, 3]``, compiled.
 
     ``text`` is a dict with ``sentence`` [N, S] and, for generators with word attention,
@@ -43,6 +43,8 @@ def make_generate_fn(generator: nn.Module, frozen: Any = None) -> Callable[..., 
     compiled function as an argument, not embedded in it: ``frozen`` when given (device arrays
     already placed, e.g. the training step's, so a run does not hold the tower twice), else read
     from the generator and put on the device once here. ``generate.frozen`` is that copy.
+    ``stacked``: every leaf of ``frozen`` has a leading axis of one (one device's share of the
+    pmap step's copy), dropped inside the compiled function, so the share is not copied.
 
     Example:
         generate = make_generate_fn(generator)
@@ -54,6 +56,8 @@ def make_generate_fn(generator: nn.Module, frozen: Any = None) -> Callable[..., 
 
     @jax.jit
     def compiled(params: Any, batch_stats: Any, z: jax.Array, text: dict[str, jax.Array], frozen: Any) -> jax.Array:
+        if stacked:
+            frozen = jax.tree.map(lambda x: x[0], frozen)
         variables = with_frozen({"params": params, "batch_stats": batch_stats}, frozen)
         return to_uint8(apply_generator(generator, variables, z, text))
 

@@ -91,9 +91,11 @@ class _Run:
         self.prompts = source.preview_captions()
         self.step_fn = self.program.step
         # Previews read the step's copy of the frozen towers (GALIP's CLIP: 350 MB at ViT-B/32)
-        # rather than a second one; under pmap that copy has a device axis, so they take their own.
-        self.generate = make_generate_fn(self.sample_generator,
-                                         None if self.parallel.mode == "pmap" else self.program.frozen)
+        # rather than a second one; under pmap, the first local device's share of it.
+        stacked = self.parallel.mode == "pmap"
+        frozen = (jax.tree.map(lambda x: x.addressable_data(0), self.program.frozen) if stacked
+                  else self.program.frozen)
+        self.generate = make_generate_fn(self.sample_generator, frozen, stacked=stacked)
         self.checkpoints = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
         # Built before the first step, so that bad evaluation settings stop the run at once.
         self.evaluator = (Evaluator(config, self.encoder, mesh=self.parallel.flat_mesh, table=self.table)

@@ -24,7 +24,7 @@ from jaxgan.pixels import to_uint8
 from jaxgan.presets import get_config
 from jaxgan.program import build_train_program
 from jaxgan.regularizers import ma_gp
-from jaxgan.sampling import make_generate_fn
+from jaxgan.sampling import make_generate_fn, sample_noise
 from jaxgan.state import frozen_params
 from jaxgan.text import load_clip
 from jaxgan.text.errors import TextEncoderError
@@ -153,12 +153,26 @@ def test_shapes_d_reads_images_or_their_clip_features_and_sampling_gets_the_towe
                                   images)
 
 
-def test_training_previews_read_the_steps_copy_of_the_clip_tower(tmp_path):
-    # A run holds the frozen tower once: the preview sampler takes the step's device copy.
-    config = get_config("galip64_shapes", ["train.num_devices=1", "eval.every=0"])
+@pytest.mark.parametrize("layout", [["train.num_devices=1"], ["train.parallel=pmap", "train.num_devices=8"]])
+def test_training_previews_read_the_steps_copy_of_the_clip_tower(tmp_path, layout):
+    # A run holds the frozen tower once: the preview sampler takes the step's device copy, under
+    # pmap the first device's share of it, buffer for buffer.
+    config = get_config("galip64_shapes", [*layout, "eval.every=0"])
     run = train._Run(config, tmp_path / "run")
     run.checkpoints.close()
-    assert run.program.frozen and run.generate.frozen is run.program.frozen
+    step_copy = run.program.frozen
+    assert step_copy
+    if run.parallel.mode != "pmap":
+        assert run.generate.frozen is step_copy
+        return
+    pointer = lambda x: x.unsafe_buffer_pointer()  # noqa: E731
+    shares = jax.tree.map(lambda x: pointer(x.addressable_data(0)), step_copy)
+    assert jax.tree.map(pointer, run.generate.frozen) == shares
+    # And the previews are those of a sampler with its own copy of the tower.
+    state = jax.device_get(run.program.fresh_state(run.encoder.sentence_dim, run.encoder.word_dim))
+    z, text = sample_noise([0, 1], config.model.z_dim), run.table.text(run.prompts[:2])
+    np.testing.assert_array_equal(run.generate(state.ema_params, state.ema_stats, z, text),
+                                  make_generate_fn(run.sample_generator)(state.ema_params, state.ema_stats, z, text))
 
 
 def test_two_steps_are_finite_leave_clip_bitwise_unchanged_and_g_loss_adds_the_clip_term(clip_dir, single_run,
